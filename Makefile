@@ -1,0 +1,34 @@
+# airlift: `make demo` (the whole pipeline on this machine) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+export AIRLIFT_SERVICES_DIR ?= /tmp/airlift-services
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup services test demo lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,ngc,dask]'
+	@touch $(STAMP)
+
+services: setup
+	@VENV=$(CURDIR)/$(VENV) bash scripts/services.sh
+
+test: setup services
+	@source $(AIRLIFT_SERVICES_DIR)/env && $(VENV)/bin/ruff check . && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: setup services
+	@source $(AIRLIFT_SERVICES_DIR)/env && $(VENV)/bin/python -m deployments.demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup services
+	@source $(AIRLIFT_SERVICES_DIR)/env && bash bench/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

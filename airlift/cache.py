@@ -1,0 +1,48 @@
+"""The build cache: a blob store plus records of what each resolved artifact consists of.
+
+A record maps a resolved reference (commit, digest, URL+ETag) to the files it produced. A record
+only counts when every blob it names is still in the store: the content store is the truth.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airlift.fsutil import write_bytes_atomic
+from airlift.manifest import Artifact
+from airlift.store import BlobStore
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("AIRLIFT_CACHE"):
+        return Path(os.environ["AIRLIFT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "airlift"
+
+
+class Cache:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+        self.store = BlobStore(self.root)
+        self.records_dir = self.root / "records"
+
+    def _record_path(self, key: str) -> Path:
+        return self.records_dir / f"{key}.json"
+
+    def load(self, key: str) -> Artifact | None:
+        """The artifact recorded for `key`, if all of its blobs are still present; else None."""
+        try:
+            data = self._record_path(key).read_bytes()
+            artifact = Artifact.model_validate_json(data)
+        except (FileNotFoundError, ValueError):
+            return None
+        sizes = {f.sha256: f.size for f in artifact.files}
+        for digest in artifact.all_blobs():
+            if not self.store.has(digest, sizes.get(digest)):
+                return None
+        return artifact
+
+    def save(self, key: str, artifact: Artifact) -> None:
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self._record_path(key), artifact.model_dump_json(indent=1).encode())

@@ -1,0 +1,180 @@
+"""The `airlift` command line. Every command runs a Prefect flow (ephemeral unless PREFECT_API_URL is set).
+
+Input is validated here, before Prefect starts, so a bad spec, site or argument costs no flow run
+and gets exit 2 with one line naming the file and field. This module imports no Prefect at load
+time: the flow for a command is imported only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from airlift.errors import AirliftError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as the contract says
+        print(f"airlift: error: {message} (see 'airlift --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _prefect_env(verbose: bool) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def _human(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return str(count)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    from airlift.spec import load_spec
+
+    load_spec(args.spec)
+    if args.since and not Path(args.since, "manifest.json").is_file():
+        raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
+    from flows.build import build_bundle
+
+    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
+    print(
+        f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {_human(result['bytes'])}; "
+        f"{result['blobs_written']} blobs written, manifest sha256 {result['manifest_sha256']}"
+    )
+    if args.since:
+        print(f"delta since {args.since}: {result['blobs_skipped_since']} blobs left to the old bundle")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+
+    Bundle(args.bundle).require()
+    if args.store and not Path(args.store).is_dir():
+        raise InputError(f"--store {args.store}: not a directory")
+    from flows.verify import verify_bundle_flow
+
+    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store)
+    for problem in report.problems:
+        print(f"BROKEN {problem.describe()}")
+    if report.manifest_matches_sums is False:
+        print("BROKEN manifest.json: does not match its line in SHA256SUMS")
+    status = "OK" if report.ok else "FAILED"
+    print(
+        f"{status}: {len(report.artifacts)} artifacts, {report.blobs_checked} blobs, {_human(report.bytes_checked)} rehashed"
+        + (f" ({report.blobs_from_store} lent by --store)" if report.blobs_from_store else "")
+    )
+    return 0 if report.ok else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+
+    Bundle(args.bundle).require()
+    from flows.inspect import inspect_bundle
+
+    manifest = inspect_bundle(bundle=str(args.bundle))
+    if args.json:
+        print(manifest.to_bytes().decode(), end="")
+        return 0
+    print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
+    for artifact in manifest.artifacts:
+        ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
+        line = f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {_human(artifact.total_bytes):>11}  {ref}"
+        if artifact.image is not None:
+            line += f"  {artifact.image.digest}"
+        print(line)
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from airlift.transfer import parse_location
+
+    parse_location(args.src, argument="SRC")
+    parse_location(args.to, argument="--to")
+    from flows.transfer import transfer_bundle
+
+    result = transfer_bundle(src=args.src, dest=args.to)
+    print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({_human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+    from airlift.site import load_site
+
+    load_site(args.site)
+    Bundle(args.bundle).require()
+    from flows.ingest import ingest_bundle
+
+    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site))
+    print(
+        f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({_human(summary['s3_bytes'])}), "
+        f"{summary['s3_skipped']} already there; shared_root {summary['materialized']} placed, {summary['materialized_skipped']} already there"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("build", help="build or complete a bundle from a spec")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--since", help="older bundle: write only blobs it lacks (a delta)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="rehash a bundle and name what is broken")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--store", help="blob store (or older bundle) lending blobs a delta lacks")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="list a bundle's artifacts")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("transfer", help="send a bundle where it is needed, only what DEST lacks")
+    p.add_argument("src")
+    p.add_argument("--to", required=True)
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--site", required=True, type=Path)
+    p.set_defaults(func=cmd_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _prefect_env(args.verbose)
+    try:
+        return args.func(args)
+    except AirliftError as exc:
+        print(f"airlift: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("airlift: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract promises no tracebacks
+        if os.environ.get("AIRLIFT_DEBUG"):
+            raise
+        print(f"airlift: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Error types, and the one rule for which failures are worth retrying.
+
+Exit codes follow the interface contract: 1 for work that failed, 2 for invalid input.
+"""
+
+from __future__ import annotations
+
+
+class AirliftError(Exception):
+    """Base class: carries the process exit code the CLI should use."""
+
+    exit_code = 1
+
+
+class InputError(AirliftError):
+    """Invalid spec, site profile, arguments, or a hostile manifest/tar (exit 2)."""
+
+    exit_code = 2
+
+
+class WorkError(AirliftError):
+    """The work failed: a source unreachable after retries, corruption, a failed job (exit 1)."""
+
+
+class IntegrityError(WorkError):
+    """Bytes did not hash to what was promised (a pin, an LFS oid, a blob name)."""
+
+
+class TransientError(WorkError):
+    """A failure that a retry may cure (connection reset, 429, 5xx, short body)."""
+
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """Best-effort HTTP status of an exception raised by httpx, requests, huggingface_hub or botocore."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status
+    if isinstance(response, dict):  # botocore ClientError
+        meta = response.get("ResponseMetadata", {})
+        code = meta.get("HTTPStatusCode")
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for connection errors, truncated bodies, 429 and 5xx; False for everything else.
+
+    A 401/403/404 or a checksum mismatch is never transient: retrying it only hides the cause.
+    """
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, (IntegrityError, InputError)):
+        return False
+    status = http_status_of(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS or status >= 500
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    # Transport-level errors of the HTTP stacks we use, matched by name so the core imports none of them.
+    if module.startswith(("httpx", "httpcore", "urllib3", "requests", "botocore")) and any(
+        word in name
+        for word in ("Connect", "Timeout", "RemoteProtocol", "ReadError", "WriteError", "Protocol", "IncompleteRead", "ChunkedEncoding", "EndpointConnection")
+    ):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_transient(cause)

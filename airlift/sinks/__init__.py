@@ -1,0 +1,1 @@
+"""Sinks: where a verified bundle's content goes inside the air gap."""

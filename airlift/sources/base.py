@@ -1,0 +1,99 @@
+"""What every source returns, and the shared fetch machinery (bounded parallelism, transient retries)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from airlift.cache import Cache
+from airlift.errors import AirliftError, TransientError, WorkError, is_transient
+
+log = logging.getLogger("airlift")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One upstream file, as far as resolution knows it (no content fetched yet)."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None  # known up front for LFS files, pinned URLs, registries
+    etag: str | None = None
+    git_sha1: str | None = None
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec entry pinned to exact upstream content: same Resolved, same bytes."""
+
+    artifact_id: str
+    kind: str
+    source: dict[str, Any]
+    files: tuple[RemoteFile, ...] = ()
+    layout: str = "tree"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_key(self) -> str:
+        pinned = json.dumps({"id": self.artifact_id, "kind": self.kind, "source": self.source}, sort_keys=True)
+        return hashlib.sha256(pinned.encode()).hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+
+@dataclass
+class FetchContext:
+    """What a fetch needs from its caller: the cache, parallelism bounds, and a progress sink."""
+
+    cache: Cache
+    max_parallel_files: int = 8
+    on_bytes: Callable[[int], None] | None = None
+    attempts: int = 6
+
+    def progress(self, count: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(count)
+
+
+def with_transient_retries(label: str, attempts: int, action: Callable[[], T]) -> T:
+    """Run `action`, retrying only transient failures with jittered exponential backoff.
+
+    Downloads keep their partial file between attempts, so a retry resumes rather than restarts.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except AirliftError as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
+        except Exception as exc:  # noqa: BLE001 - classified right here
+            if not is_transient(exc):
+                raise
+            if attempt == attempts:
+                raise TransientError(f"{label}: still failing after {attempts} attempts: {exc}") from exc
+            delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
+        log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
+        time.sleep(delay)
+    raise WorkError(f"{label}: unreachable")  # pragma: no cover
+
+
+def bounded_map(func: Callable[[T], R], items: Iterable[T], *, workers: int) -> list[R]:
+    """Map over items on a bounded thread pool; the first failure propagates after the rest settle."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(func, items))

@@ -1,0 +1,1 @@
+"""Prefect flows: the DAGs behind every airlift command and deployment, one module per flow."""

@@ -1,0 +1,30 @@
+"""Helpers the flows share: gather futures so one failure never hides another."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect.futures import PrefectFuture, wait
+
+from airlift.errors import AirliftError, WorkError
+
+
+def gather(futures: Sequence[PrefectFuture], labels: Sequence[str]) -> list[Any]:
+    """Wait for all futures; raise one error that names every failed artifact and its cause."""
+    wait(list(futures))
+    results, failures = [], []
+    first: BaseException | None = None
+    for future, label in zip(futures, labels, strict=True):
+        try:
+            results.append(future.result())
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+            first = first or exc
+            text = str(exc)
+            failures.append(text if text.startswith(label) else f"{label}: {text}")
+    if failures:
+        exit_code = first.exit_code if isinstance(first, AirliftError) else 1
+        error = WorkError("; ".join(failures))
+        error.exit_code = exit_code
+        raise error
+    return results

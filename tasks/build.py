@@ -1,0 +1,64 @@
+"""Build tasks: one task per artifact to resolve it and one to fetch it, then one to assemble the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from airlift.build import BuildResult, assemble_bundle
+from airlift.cache import Cache
+from airlift.manifest import Artifact
+from airlift.sources.base import FetchContext, Resolved
+from airlift.sources.dispatch import fetch_resolved, resolve_entry
+from airlift.spec import Spec
+from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
+
+
+def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache by the resolved reference (commit, digest, URL+ETag), never by the run.
+
+    Returning None when a blob of the recorded artifact is gone disables Prefect's cache for this
+    run, so a cache hit can never stand in for content that was deleted from the store.
+    """
+    resolved: Resolved = parameters["resolved"]
+    if Cache(Path(parameters["cache_dir"])).load(resolved.cache_key) is None:
+        return None
+    return f"airlift-fetch-{resolved.cache_key}"
+
+
+@task(
+    name="resolve-artifact",
+    task_run_name="resolve {artifact_id}",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str) -> Resolved:
+    """Pin one spec entry to exact upstream content (commit, digest, ETag). Fetches no content."""
+    return resolve_entry(entry, artifact_id, FetchContext(cache=Cache(Path(cache_dir))))
+
+
+@task(
+    name="fetch-artifact",
+    task_run_name="fetch {resolved.artifact_id}",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+    cache_key_fn=content_backed_cache_key,
+    persist_result=True,
+)
+def fetch_artifact(*, resolved: Resolved, cache_dir: str, max_parallel_files: int = 8) -> Artifact:
+    """Download every file of one artifact into the cache (threads inside; one task per artifact)."""
+    progress = ProgressLog(f"fetch {resolved.artifact_id}", resolved.total_bytes or None)
+    ctx = FetchContext(cache=Cache(Path(cache_dir)), max_parallel_files=max_parallel_files, on_bytes=progress)
+    return fetch_resolved(resolved, ctx)
+
+
+@task(name="assemble-bundle", task_run_name="assemble {out}")
+def assemble(*, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str, since: str | None) -> BuildResult:
+    """Link blobs from the cache into the bundle and write manifest.json and SHA256SUMS."""
+    return assemble_bundle(
+        spec=spec, artifacts=artifacts, out=Path(out), cache=Cache(Path(cache_dir)), since=Path(since) if since else None
+    )

@@ -1,0 +1,36 @@
+"""Bundle-level tasks: verification and directory transfer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from airlift.bundle import Bundle
+from airlift.store import BlobStore
+from airlift.transfer import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
+from airlift.verify import VerifyReport, verify_bundle
+from tasks.common import ProgressLog
+
+
+@task(name="verify-bundle", task_run_name="verify {bundle}")
+def verify(*, bundle: str, store: str | None = None) -> VerifyReport:
+    """Rehash every blob of the bundle (and of `store` for what a delta lacks)."""
+    return verify_bundle(Bundle(bundle), store=BlobStore(Path(store)) if store else None, on_bytes=ProgressLog(f"verify {bundle}", None))
+
+
+@task(name="plan-transfer")
+def plan_transfer(*, src: str, dest: str) -> TransferPlan:
+    return plan_dir_transfer(Bundle(src), Path(dest))
+
+
+@task(name="copy-blobs", task_run_name="copy {artifact_id}", retries=2, retry_delay_seconds=[1, 5])
+def copy_blobs(*, src: str, dest: str, artifact_id: str, digests: list[str], total: int) -> list[str]:
+    """Copy one artifact's missing blobs, hashing while writing. Returns the digests it copied."""
+    copy_blobs_to_dir(Bundle(src), Path(dest), digests, on_bytes=ProgressLog(f"copy {artifact_id}", total))
+    return digests
+
+
+@task(name="finalize-transfer")
+def finalize(*, src: str, dest: str, plan: TransferPlan, copied: list[str]) -> None:
+    finalize_dir(Bundle(src), Path(dest), plan, copied=set(copied))

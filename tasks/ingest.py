@@ -1,0 +1,52 @@
+"""Ingest tasks: one per artifact and sink (S3 upload, shared-filesystem materialization)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from airlift.manifest import Artifact
+from airlift.sinks import s3 as s3_sink
+from airlift.sinks.sharedfs import MaterializeReport, materialize
+from airlift.site import S3Target
+from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
+
+
+def _blob_locator(bundle: str, store: str | None):
+    from airlift.bundle import Bundle
+    from airlift.store import BlobStore
+
+    own = Bundle(bundle).store
+    lender = BlobStore(Path(store)) if store else None
+
+    def locate(digest: str) -> Path:
+        path = own.blob_path(digest)
+        if lender is not None and not path.exists():
+            return lender.blob_path(digest)
+        return path
+
+    return locate
+
+
+@task(
+    name="upload-s3",
+    task_run_name="s3 {artifact.id}",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: S3Target) -> s3_sink.UploadReport:
+    """Upload one artifact's files; objects whose size and sha256 metadata match are skipped."""
+    client = s3_sink.client(target.endpoint_url, target.region)
+    s3_sink.ensure_bucket(client, target.bucket)
+    return s3_sink.upload_artifact(
+        client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
+        blob_path=_blob_locator(bundle, store), on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),
+    )
+
+
+@task(name="materialize", task_run_name="shared_root {artifact.id}", retries=1)
+def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, shared_root: str) -> MaterializeReport:
+    """Place one artifact under shared_root in the layout its tools read."""
+    return materialize(Path(shared_root), artifact, _blob_locator(bundle, store))

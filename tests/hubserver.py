@@ -1,0 +1,292 @@
+"""A Hugging Face Hub-protocol stand-in for tests and the demo, plus plain HTTP files.
+
+It serves generated model and dataset repos the way the hub does (`/api/{models,datasets}/...`
+metadata with LFS sha256 and git blob ids, `/resolve/` downloads with X-Repo-Commit, ETag,
+X-Linked-Etag and Range), counts the content bytes it sends, and injects faults on demand:
+503s, bodies cut short, and a byte-rate throttle so a test can kill a client mid-file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".gguf", ".pt", ".arrow")
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class HubFile:
+    data: bytes
+    lfs: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 if self.lfs else git_blob_id(self.data)
+
+
+@dataclass
+class HubRepo:
+    repo_type: str  # "model" | "dataset"
+    repo_id: str
+    refs: dict[str, str] = field(default_factory=dict)  # branch/tag -> commit
+    commits: dict[str, dict[str, HubFile]] = field(default_factory=dict)
+
+    def commit_for(self, revision: str) -> str | None:
+        if revision in self.refs:
+            return self.refs[revision]
+        return revision if revision in self.commits else None
+
+
+@dataclass
+class Faults:
+    rate: float = 0.0  # probability that a content GET fails
+    seed: int = 0
+    bytes_per_second: float | None = None  # throttle for kill tests
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class HubServer:
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], HubRepo] = {}
+        self.files: dict[str, bytes] = {}
+        self.content_bytes = 0
+        self.content_requests = 0
+        self.faults_injected = 0
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- content ---------------------------------------------------------------------------------
+    def add_repo(self, repo_type: str, repo_id: str, files: dict[str, bytes], *, branch: str = "main", tags: tuple[str, ...] = (), lfs: set[str] | None = None) -> str:
+        repo = self.repos.setdefault((repo_type, repo_id), HubRepo(repo_type, repo_id))
+        entries = {
+            path: HubFile(data, (path in lfs) if lfs is not None else path.endswith(LFS_SUFFIXES))
+            for path, data in files.items()
+        }
+        digest = hashlib.sha1(usedforsecurity=False)
+        digest.update(f"{repo_type}/{repo_id}/{len(repo.commits)}".encode())
+        for path in sorted(entries):
+            digest.update(f"{path}\0{entries[path].sha256}\0".encode())
+        commit = digest.hexdigest()
+        repo.commits[commit] = entries
+        repo.refs[branch] = commit
+        for tag in tags:
+            repo.refs[tag] = commit
+        return commit
+
+    def add_file(self, name: str, data: bytes) -> str:
+        self.files[name] = data
+        return f"{self.url}/files/{name}"
+
+    def set_faults(self, *, rate: float = 0.0, seed: int = 0, bytes_per_second: float | None = None) -> None:
+        self.faults = Faults(rate, seed, bytes_per_second, random.Random(seed))
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.content_bytes = 0
+            self.content_requests = 0
+            self.faults_injected = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> HubServer:
+        hub = self
+
+        class Handler(_Handler):
+            server_hub = hub
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+_API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_hub: HubServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet test output
+        pass
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    def _dispatch(self, *, head: bool) -> None:
+        path = urlparse(self.path).path
+        if match := _API_RE.match(path):
+            return self._api(match, head)
+        if match := _RESOLVE_RE.match(path):
+            return self._resolve(match, head)
+        if path.startswith("/files/"):
+            data = self.server_hub.files.get(unquote(path[len("/files/"):]))
+            if data is None:
+                return self._error(404, "file not found")
+            return self._content(data, etag=f'"{hashlib.sha256(data).hexdigest()[:32]}"', head=head, extra={})
+        return self._error(404, "not found")
+
+    def _error(self, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Error-Message", message)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _repo(self, kind: str | None, repo_id: str) -> HubRepo | None:
+        repo_type = "dataset" if kind == "datasets" else "model"
+        return self.server_hub.repos.get((repo_type, unquote(repo_id)))
+
+    def _api(self, match: re.Match, head: bool) -> None:
+        repo = self._repo(match["kind"], match["repo"])
+        if repo is None:
+            self.send_response(401)  # the hub answers 401 for missing repos, not 404
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        commit = repo.commit_for(unquote(match["rev"] or "main"))
+        if commit is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RevisionNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        siblings = []
+        for path, item in sorted(repo.commits[commit].items()):
+            sibling = {"rfilename": path, "size": len(item.data), "blobId": git_blob_id(item.data)}
+            if item.lfs:
+                sibling["lfs"] = {"sha256": item.sha256, "size": len(item.data), "pointerSize": 134}
+            siblings.append(sibling)
+        body = json.dumps({"id": repo.repo_id, "_id": repo.repo_id, "sha": commit, "private": False, "siblings": siblings}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _resolve(self, match: re.Match, head: bool) -> None:
+        repo = self._repo(match["kind"], match["repo"])
+        if repo is None:
+            return self._error(401, "repository not found")
+        commit = repo.commit_for(unquote(match["rev"]))
+        item = repo.commits.get(commit or "", {}).get(unquote(match["path"]))
+        if item is None:
+            return self._error(404, "entry not found")
+        extra = {"X-Repo-Commit": commit}
+        if item.lfs:
+            extra["X-Linked-Etag"] = f'"{item.sha256}"'
+            extra["X-Linked-Size"] = str(len(item.data))
+        self._content(item.data, etag=f'"{item.etag}"', head=head, extra=extra)
+
+    def _content(self, data: bytes, *, etag: str, head: bool, extra: dict[str, str]) -> None:
+        hub = self.server_hub
+        start, end = 0, len(data)
+        status = 200
+        range_header = self.headers.get("Range")
+        if range_header and (m := re.match(r"bytes=(\d+)-(\d*)$", range_header.strip())):
+            if_range = self.headers.get("If-Range")
+            if if_range is None or if_range == etag:
+                start = int(m[1])
+                end = int(m[2]) + 1 if m[2] else len(data)
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 206
+        fault = None
+        if not head:
+            with hub._lock:
+                hub.content_requests += 1
+                if hub.faults.rate and hub.faults.rng.random() < hub.faults.rate:
+                    fault = hub.faults.rng.choice(["503", "cut"])
+                    hub.faults_injected += 1
+        if fault == "503":
+            return self._error(503, "injected fault")
+        self.send_response(status)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Type", "application/octet-stream")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if head:
+            return
+        view = memoryview(data)[start:end]
+        if fault == "cut":
+            view = view[: len(view) // 2]
+        self._send_body(view)
+        if fault == "cut":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_body(self, view: memoryview) -> None:
+        hub = self.server_hub
+        rate = hub.faults.bytes_per_second
+        step = 64 * 1024
+        for offset in range(0, len(view), step):
+            chunk = view[offset : offset + step]
+            try:
+                self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            with hub._lock:
+                hub.content_bytes += len(chunk)
+            if rate:
+                time.sleep(len(chunk) / rate)
+
+
+def main() -> None:  # pragma: no cover - used by the demo and by hand
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve generated hub repos for airlift demos")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    server = HubServer().start(port=args.port)
+    print(server.url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -30,18 +30,37 @@ class Cache:
     def _record_path(self, key: str) -> Path:
         return self.records_dir / f"{key}.json"
 
+    def load_record(self, key: str) -> Artifact | None:
+        """The artifact recorded for `key`, whether or not its blobs are still present."""
+        try:
+            return Artifact.model_validate_json(self._record_path(key).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def load(self, key: str) -> Artifact | None:
         """The artifact recorded for `key`, if all of its blobs are still present; else None."""
-        try:
-            data = self._record_path(key).read_bytes()
-            artifact = Artifact.model_validate_json(data)
-        except (FileNotFoundError, ValueError):
+        artifact = self.load_record(key)
+        if artifact is None:
             return None
         sizes = {f.sha256: f.size for f in artifact.files}
         for digest in artifact.all_blobs():
             if not self.store.has(digest, sizes.get(digest)):
                 return None
         return artifact
+
+    def remember_etag(self, etag: str, sha256: str) -> None:
+        """Index an upstream ETag (e.g. a git blob id) to the sha256 of the blob it produced."""
+        write_bytes_atomic(self.root / "etags" / etag, sha256.encode())
+
+    def sha256_for_etag(self, etag: str | None, size: int | None) -> str | None:
+        """The stored blob an ETag produced before, if it is still in the store with the right size."""
+        if not etag:
+            return None
+        try:
+            sha256 = (self.root / "etags" / etag).read_text().strip()
+        except (FileNotFoundError, OSError):
+            return None
+        return sha256 if len(sha256) == 64 and self.store.has(sha256, size) else None
 
     def save(self, key: str, artifact: Artifact) -> None:
         self.records_dir.mkdir(parents=True, exist_ok=True)

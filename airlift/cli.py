@@ -23,8 +23,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _prefect_env(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+_VERBOSE = False
+
+
+def _flow(module: str, name: str):
+    """Import a flow only when its command runs (the core stays Prefect-free), then tame the console."""
+    import importlib
+
+    flow = getattr(importlib.import_module(module), name)
+    from flows._util import configure_console
+
+    configure_console(verbose=_VERBOSE)
+    return flow
 
 
 def _human(count: float) -> str:
@@ -42,8 +55,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     load_spec(args.spec)
     if args.since and not Path(args.since, "manifest.json").is_file():
         raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
-    from flows.build import build_bundle
-
+    build_bundle = _flow("flows.build", "build_bundle")
     result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
     print(
         f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {_human(result['bytes'])}; "
@@ -60,8 +72,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     Bundle(args.bundle).require()
     if args.store and not Path(args.store).is_dir():
         raise InputError(f"--store {args.store}: not a directory")
-    from flows.verify import verify_bundle_flow
-
+    verify_bundle_flow = _flow("flows.verify", "verify_bundle_flow")
     report = verify_bundle_flow(bundle=str(args.bundle), store=args.store)
     for problem in report.problems:
         print(f"BROKEN {problem.describe()}")
@@ -79,8 +90,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from airlift.bundle import Bundle
 
     Bundle(args.bundle).require()
-    from flows.inspect import inspect_bundle
-
+    inspect_bundle = _flow("flows.inspect", "inspect_bundle")
     manifest = inspect_bundle(bundle=str(args.bundle))
     if args.json:
         print(manifest.to_bytes().decode(), end="")
@@ -100,8 +110,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     parse_location(args.src, argument="SRC")
     parse_location(args.to, argument="--to")
-    from flows.transfer import transfer_bundle
-
+    transfer_bundle = _flow("flows.transfer", "transfer_bundle")
     result = transfer_bundle(src=args.src, dest=args.to)
     print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({_human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
     return 0
@@ -113,8 +122,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     load_site(args.site)
     Bundle(args.bundle).require()
-    from flows.ingest import ingest_bundle
-
+    ingest_bundle = _flow("flows.ingest", "ingest_bundle")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site))
     print(
         f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({_human(summary['s3_bytes'])}), "
@@ -126,7 +134,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's task logs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kwargs):
+        return _add(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # every command also takes -v after its name
 
     p = sub.add_parser("build", help="build or complete a bundle from a spec")
     p.add_argument("spec", type=Path)
@@ -159,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _prefect_env(args.verbose)
+    global _VERBOSE
+    _VERBOSE = args.verbose
     try:
         return args.func(args)
     except AirliftError as exc:

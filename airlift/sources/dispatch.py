@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from airlift.errors import AirliftError, WorkError
@@ -26,6 +27,7 @@ def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
     cached = ctx.cache.load(resolved.cache_key)
     if cached is not None:
         return cached
+    resolved = _with_recorded_digests(resolved, ctx)
     try:
         artifact = _BY_KIND[resolved.kind].fetch(resolved, ctx)
     except AirliftError as exc:
@@ -34,3 +36,18 @@ def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
         raise type(exc)(f"{resolved.artifact_id}: {exc}") from exc.__cause__
     ctx.cache.save(resolved.cache_key, artifact)
     return artifact
+
+
+def _with_recorded_digests(resolved: Resolved, ctx: FetchContext) -> Resolved:
+    """Fill in sha256s an earlier (now incomplete) record learned, so only missing blobs are refetched."""
+    stale = ctx.cache.load_record(resolved.cache_key)
+    if stale is None:
+        return resolved
+    known = {entry.path: entry for entry in stale.files}
+    files = []
+    for remote in resolved.files:
+        entry = known.get(remote.path)
+        if remote.sha256 is None and entry is not None and (remote.size is None or remote.size == entry.size):
+            remote = replace(remote, sha256=entry.sha256, size=entry.size)
+        files.append(remote)
+    return replace(resolved, files=tuple(files))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, disable_progress_bars, filter_repo_objects
@@ -20,6 +20,11 @@ from airlift.errors import TransientError, WorkError, is_transient
 from airlift.manifest import Artifact, FileEntry
 from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map, with_transient_retries
 from airlift.spec import HfRepo
+
+
+# http_get reads the body in DOWNLOAD_CHUNK_SIZE pieces (10 MB by default). Smaller pieces bound what a
+# kill -9 can lose of a partial file and what each download thread holds in memory.
+constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
 
 
 def _token() -> str | bool:
@@ -84,8 +89,9 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
     def one(remote: RemoteFile) -> FileEntry:
         label = f"{resolved.artifact_id}: {remote.path}"
-        if remote.sha256 and ctx.cache.store.has(remote.sha256, remote.size):
-            return FileEntry(path=remote.path, size=remote.size or 0, sha256=remote.sha256, etag=remote.etag)
+        known = remote.sha256 or ctx.cache.sha256_for_etag(remote.git_sha1, remote.size)
+        if known and ctx.cache.store.has(known, remote.size):
+            return FileEntry(path=remote.path, size=remote.size or 0, sha256=known, etag=remote.etag)
         url = hf_hub_url(source["repo"], remote.path, repo_type=source["repo_type"], revision=source["commit"])
         partial_key = hashlib.sha256(f"hf\0{url}\0{remote.etag}".encode()).hexdigest()
 
@@ -106,6 +112,10 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                 if remote.size is not None and partial.offset != remote.size:
                     raise TransientError(f"{label}: got {partial.offset} of {remote.size} bytes")
                 blob = partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
+            if remote.git_sha1:
+                # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,
+                # so a run killed before the artifact finished does not fetch them again.
+                ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
 
         return with_transient_retries(label, ctx.attempts, attempt)

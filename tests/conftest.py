@@ -1,0 +1,169 @@
+"""Shared fixtures: the real local services, the hub stand-in, a Prefect server, and a CLI runner.
+
+Under CI (CI=true) a missing service fails the test; elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.hubserver import HubServer
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+AIRLIFT = str(VENV_BIN / "airlift")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def service_env() -> dict[str, str]:
+    """The endpoints `make services` wrote to $AIRLIFT_SERVICES_DIR/env."""
+    env_file = Path(os.environ.get("AIRLIFT_SERVICES_DIR", "/tmp/airlift-services")) / "env"
+    values: dict[str, str] = {}
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("export ") and "=" in line:
+                key, _, value = line[len("export "):].partition("=")
+                values[key] = value
+    return values
+
+
+def need(service: str, reason: str) -> None:
+    message = f"service {service} is not available: {reason} (run `make services`)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status < 500
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    return service_env()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(services) -> str:
+    endpoint = services.get("AIRLIFT_S3_ENDPOINT")
+    if not endpoint or not _http_ok(f"{endpoint}/moto-api/"):
+        need("s3", f"no S3 server answering at {endpoint}")
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def hub():
+    server = HubServer().start()
+    yield server
+    server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` for the session: CLI runs report to it (and start faster)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 90
+    while time.time() < deadline and not _http_ok(f"{api}/health"):
+        if proc.poll() is not None:
+            pytest.fail(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield {"api": api, "home": str(home)}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@dataclass
+class Workspace:
+    root: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, expect: int | None = 0, timeout: float = 300, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if expect is not None and proc.returncode != expect:
+            raise AssertionError(
+                f"airlift {' '.join(args)} exited {proc.returncode}, expected {expect}\n"
+                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture
+def ws(tmp_path, hub, prefect_server, services) -> Workspace:
+    """A clean working directory with its own airlift cache, pointed at the hub stand-in."""
+    hub.set_faults()
+    hub.reset_counters()
+    env = {
+        **os.environ,
+        "AIRLIFT_CACHE": str(tmp_path / "cache"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PREFECT_API_URL": prefect_server["api"],
+        "PREFECT_HOME": prefect_server["home"],
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "AWS_ACCESS_KEY_ID": "airlift-test",
+        "AWS_SECRET_ACCESS_KEY": "airlift-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    env.pop("HF_TOKEN", None)
+    env.pop("AWS_ENDPOINT_URL", None)
+    return Workspace(tmp_path, env)
+
+
+def sha256sum_check(bundle: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every regular file below root (following symlinks, as a reader would), by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, symlinks=True)

@@ -69,7 +69,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from airlift.bundle import Bundle
 
-    Bundle(args.bundle).require()
+    Bundle(args.bundle).read_manifest()  # a malformed or hostile manifest fails here, before any flow
     if args.store and not Path(args.store).is_dir():
         raise InputError(f"--store {args.store}: not a directory")
     verify_bundle_flow = _flow("flows.verify", "verify_bundle_flow")
@@ -89,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from airlift.bundle import Bundle
 
-    Bundle(args.bundle).require()
+    Bundle(args.bundle).read_manifest()
     inspect_bundle = _flow("flows.inspect", "inspect_bundle")
     manifest = inspect_bundle(bundle=str(args.bundle))
     if args.json:
@@ -108,8 +108,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from airlift.transfer import parse_location
 
-    parse_location(args.src, argument="SRC")
+    source = parse_location(args.src, argument="SRC")
     parse_location(args.to, argument="--to")
+    if source.kind == "dir":
+        from airlift.bundle import Bundle
+
+        Bundle(source.path).read_manifest()
     transfer_bundle = _flow("flows.transfer", "transfer_bundle")
     result = transfer_bundle(src=args.src, dest=args.to)
     print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({_human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
@@ -121,7 +125,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.site import load_site
 
     load_site(args.site)
-    Bundle(args.bundle).require()
+    Bundle(args.bundle).read_manifest()
     ingest_bundle = _flow("flows.ingest", "ingest_bundle")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site))
     print(

@@ -167,3 +167,30 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, symlinks=True)
+
+
+def busybox_image(docker_host: str, tag: str = "airlift-test/busybox:base") -> str:
+    """A tiny image built locally from Debian's busybox-static: no registry on the internet needed."""
+    if not docker_host:
+        need("docker", "no engine recorded")
+    probe = subprocess.run(["docker", "-H", docker_host, "image", "inspect", tag], capture_output=True)
+    if probe.returncode == 0:
+        return tag
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not Path(busybox).exists():
+        need("busybox", "Debian busybox-static is not installed")
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "echo", "cat", "ls", "test", "true", "env", "sleep", "wc", "sha256sum"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+    proc = subprocess.run(["docker", "-H", docker_host, "import", "-", tag], input=buffer.getvalue(), capture_output=True)
+    if proc.returncode != 0:
+        need("docker", proc.stderr.decode().strip())
+    return tag

@@ -21,7 +21,6 @@ from airlift.manifest import Artifact, FileEntry
 from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map, with_transient_retries
 from airlift.spec import HfRepo
 
-
 # http_get reads the body in DOWNLOAD_CHUNK_SIZE pieces (10 MB by default). Smaller pieces bound what a
 # kill -9 can lose of a partial file and what each download thread holds in memory.
 constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024

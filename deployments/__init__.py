@@ -1,0 +1,1 @@
+"""Deployment helpers: what prefect.yaml cannot express by itself, and the demo."""

@@ -1,0 +1,123 @@
+"""`make demo`: the whole pipeline on this machine, with no internet.
+
+It starts the project's hub stand-in (generated model, dataset and a plain file), then runs the
+real CLI: build → verify → transfer (to a directory standing in for removable media) → ingest into
+the local S3 server and a shared root → read the model back with huggingface_hub, offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+
+from tests.hubserver import HubServer
+
+OUT = Path(os.environ.get("AIRLIFT_DEMO_DIR", "demo-out")).resolve()
+BIN = Path(sys.executable).parent / "airlift"
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def sh(*args: str, env: dict[str, str]) -> str:
+    print(f"$ {shlex.join(['airlift' if a == str(BIN) else a for a in args])}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(list(args), env=env, capture_output=True, text=True)
+    print(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        print(proc.stderr.rstrip(), file=sys.stderr)
+        raise SystemExit(f"demo step failed with exit {proc.returncode}")
+    print(f"   ({time.monotonic() - started:.1f}s)", flush=True)
+    return proc.stdout
+
+
+def main() -> None:
+    s3_endpoint = os.environ.get("AIRLIFT_S3_ENDPOINT", "http://127.0.0.1:5103")
+    OUT.mkdir(parents=True, exist_ok=True)
+    hub = HubServer().start()
+    rng = __import__("random").Random(7)
+    model = {
+        "config.json": b'{"architectures": ["NemotronForCausalLM"], "hidden_size": 256}\n',
+        "tokenizer.json": b'{"version": "1.0"}\n',
+        "model-00001-of-00002.safetensors": rng.randbytes(24 << 20),
+        "model-00002-of-00002.safetensors": rng.randbytes(8 << 20),
+    }
+    hub.add_repo("model", "nvidia/tiny-nemotron", model, tags=("v1.0",))
+    hub.add_repo("dataset", "acme/sft-corpus", {"README.md": b"# SFT corpus\n", "data/train.parquet": rng.randbytes(6 << 20)})
+    tarball = rng.randbytes(4 << 20)
+    url = hub.add_file("tokenizer-extras.tar", tarball)
+
+    spec = OUT / "airgap.yaml"
+    spec.write_text(f"""name: nemotron-sft
+models:
+  - hf: nvidia/tiny-nemotron
+    revision: v1.0
+    allow: ["*.json", "*.safetensors"]
+datasets:
+  - hf: acme/sft-corpus
+  - url: {url}
+    sha256: {hashlib.sha256(tarball).hexdigest()}
+""")
+    site = OUT / "site.yaml"
+    site.write_text(f"""s3: {{endpoint_url: "{s3_endpoint}", bucket: tao-storage, prefix: shared-storage/airgap}}
+shared_root: {OUT / "gpfs" / "airgap"}
+""")
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "AIRLIFT_CACHE": str(OUT / "cache"),
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "demo"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "demo-secret"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+    step("1. Networked side: build a content-addressed bundle (Hugging Face model + dataset + pinned URL)")
+    sh(str(BIN), "build", str(spec), "--out", str(OUT / "bundle"), env=env)
+    print(f"   upstream content bytes sent by the hub stand-in: {hub.content_bytes}")
+    step("2. Rebuild: a no-op, zero content bytes")
+    hub.reset_counters()
+    sh(str(BIN), "build", str(spec), "--out", str(OUT / "bundle"), env=env)
+    print(f"   upstream content bytes this time: {hub.content_bytes}")
+    step("3. The bundle checks with plain sha256sum, and with airlift verify")
+    print(subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=OUT / "bundle", capture_output=True, text=True).stdout or "   sha256sum -c SHA256SUMS: OK")
+    sh(str(BIN), "inspect", str(OUT / "bundle"), env=env)
+    step("4. Transfer to the removable disk (only missing blobs; verified at the destination)")
+    sh(str(BIN), "transfer", str(OUT / "bundle"), "--to", str(OUT / "usb-disk"), env=env)
+    step("5. Inside the air gap: verify, upload to S3 (SeaweedFS stand-in) and materialize the shared root")
+    sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
+    step("6. Ingest again: nothing is re-uploaded")
+    sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
+    hub.stop()
+
+    step("7. A job's view: huggingface_hub, offline, finds the model by repo id (hub stand-in now stopped)")
+    probe = "from huggingface_hub import snapshot_download; print(snapshot_download('nvidia/tiny-nemotron', revision='v1.0'))"
+    job_env = {k: v for k, v in env.items() if k != "HF_ENDPOINT"}
+    job_env.update(HF_HOME=str(OUT / "gpfs" / "airgap" / "hf"), HF_HUB_OFFLINE="1")
+    snapshot = subprocess.run([sys.executable, "-c", probe], env=job_env, capture_output=True, text=True, check=True).stdout.strip()
+    for name, data in sorted(model.items()):
+        same = (Path(snapshot) / name).read_bytes() == data
+        print(f"   {name:40} {'identical' if same else 'DIFFERENT'}")
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="tao-storage").get("Contents", [])]
+    print(f"   S3 s3://tao-storage has {len(keys)} objects, e.g. {keys[0] if keys else '-'}")
+
+    step("Where to look")
+    print(f"   bundle        {OUT / 'bundle'}  (manifest.json, SHA256SUMS, blobs/sha256/)")
+    print(f"   transferred   {OUT / 'usb-disk'}")
+    print(f"   shared root   {OUT / 'gpfs' / 'airgap'}  (hf/hub/, files/)")
+    print(f"   S3            {s3_endpoint}  bucket tao-storage, prefix shared-storage/airgap/")
+    print(f"   manifest      {json.loads((OUT / 'bundle' / 'manifest.json').read_text())['name']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""With no PREFECT_API_URL, a command runs its flow in Prefect's ephemeral mode; with one, runs show in that server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from tests.fixtures import add_model
+
+
+def test_cli_runs_in_ephemeral_mode_without_api_url(ws, hub, tmp_path):
+    add_model(hub, "acme/ephemeral-model", weights_size=50_000)
+    spec = ws.write("eph.yaml", "name: eph\nmodels:\n  - hf: acme/ephemeral-model\n")
+    env = {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-ephemeral")}
+    result = ws.run("build", str(spec), "--out", "bundle", extra_env=env)
+    assert "built bundle" in result.stdout
+    ws.run("verify", "bundle", extra_env=env)
+
+
+def test_cli_run_shows_up_in_the_server(ws, hub, prefect_server):
+    add_model(hub, "acme/server-model", weights_size=50_000)
+    spec = ws.write("srv.yaml", "name: srv\nmodels:\n  - hf: acme/server-model\n")
+    ws.run("build", str(spec), "--out", "bundle")
+    request = urllib.request.Request(
+        f"{prefect_server['api']}/flow_runs/filter",
+        data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "START_TIME_DESC", "limit": 50}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    runs = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    params = [r["parameters"] for r in runs]
+    assert any(p.get("spec") == str(spec) and p.get("out") == "bundle" for p in params), params

@@ -132,6 +132,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({_human(summary['s3_bytes'])}), "
         f"{summary['s3_skipped']} already there; shared_root {summary['materialized']} placed, {summary['materialized_skipped']} already there"
     )
+    if summary["image_refs"] or summary["images_loaded"]:
+        print(
+            f"images: {summary['images_pushed']} pushed, {summary['images_present']} already in the registry; "
+            f"blobs {summary['blobs_uploaded']} uploaded, {summary['blobs_mounted']} mounted, {summary['blobs_skipped']} already there; "
+            f"{summary['images_loaded']} loaded into Docker"
+        )
+        for original, target in sorted(summary["image_refs"].items()):
+            print(f"  {original} -> {target}")
     return 0
 
 

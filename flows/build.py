@@ -27,7 +27,7 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     cache_dir = str(Cache().root)
     ids = parsed.artifact_ids()
     entries = [entry for _, entry in parsed.entries()]
-    resolving = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir) for i, e in zip(ids, entries, strict=True)]
+    resolving = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in zip(ids, entries, strict=True)]
     resolved = gather(resolving, ids)
     fetching = [fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files) for r in resolved]
     artifacts = gather(fetching, ids)

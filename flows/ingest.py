@@ -6,10 +6,12 @@ from prefect import flow, get_run_logger
 
 from airlift.bundle import Bundle
 from airlift.errors import WorkError
+from airlift.imageref import parse_image
+from airlift.sinks.registry import airgap_ref, target_repository
 from airlift.site import load_site
 from flows._util import gather
 from tasks.bundle import verify
-from tasks.ingest import materialize_artifact, upload_to_s3
+from tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
 
 
 @flow(name="ingest-bundle", log_prints=True)
@@ -33,11 +35,43 @@ def ingest_bundle(bundle: str, site: str) -> dict:
         if profile.s3 is not None and artifact.files:
             futures.append(upload_to_s3.submit(bundle=bundle, store=store, artifact=artifact, target=profile.s3))
             labels.append(artifact.id)
-        if profile.shared_root is not None:
+        if profile.shared_root is not None and artifact.image is None:
             futures.append(materialize_artifact.submit(bundle=bundle, store=store, artifact=artifact, shared_root=str(profile.shared_root)))
             labels.append(artifact.id)
+    images = [a for a in manifest.artifacts if a.image is not None]
+    previous = None
+    for artifact in images:
+        if profile.registry is not None:
+            # Pushed one after another, so a base layer shared by several images is uploaded once and
+            # mounted (or found by HEAD) for the rest.
+            others = [target_repository(profile.registry, other)[1] for other in images if other is not artifact and set(other.image.layers) & set(artifact.image.layers)]
+            previous = push_to_registry.submit(
+                bundle=bundle, store=store, artifact=artifact, target=profile.registry, mount_from=others,
+                wait_for=[previous] if previous is not None else None,
+            )
+            futures.append(previous)
+            labels.append(artifact.id)
+        if profile.docker is not None:
+            tags = []
+            name = parse_image(artifact.image.ref)
+            if name.tag:
+                tags.append(artifact.image.ref if ":" in artifact.image.ref.rsplit("/", 1)[-1] else f"{artifact.image.ref}:{name.tag}")
+            if profile.registry is not None:
+                tags.append(airgap_ref(profile.registry, artifact))
+            if tags:
+                futures.append(load_into_docker.submit(bundle=bundle, store=store, artifact=artifact, docker_host=profile.docker.host, tags=tags))
+                labels.append(artifact.id)
     results = gather(futures, labels)
-    uploads = [r for r in results if hasattr(r, "uploaded")]
+    pushes = [r for r in results if hasattr(r, "manifest_pushed")]
+    loads = [r for r in results if hasattr(r, "loaded")]
+    summary["images_pushed"] = sum(1 for r in pushes if not r.already_present)
+    summary["images_present"] = sum(1 for r in pushes if r.already_present)
+    summary["blobs_uploaded"] = sum(r.uploaded for r in pushes)
+    summary["blobs_mounted"] = sum(r.mounted for r in pushes)
+    summary["blobs_skipped"] = sum(r.skipped for r in pushes)
+    summary["images_loaded"] = sum(1 for r in loads if r.loaded)
+    summary["image_refs"] = {r.image: r.target for r in pushes}
+    uploads = [r for r in results if hasattr(r, "uploaded") and not hasattr(r, "manifest_pushed")]
     placed = [r for r in results if hasattr(r, "location")]
     summary["s3_uploaded"] = sum(r.uploaded for r in uploads)
     summary["s3_skipped"] = sum(r.skipped for r in uploads)

@@ -35,9 +35,9 @@ def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | 
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
 )
-def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str) -> Resolved:
+def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: str = "linux/amd64") -> Resolved:
     """Pin one spec entry to exact upstream content (commit, digest, ETag). Fetches no content."""
-    return resolve_entry(entry, artifact_id, FetchContext(cache=Cache(Path(cache_dir))))
+    return resolve_entry(entry, artifact_id, FetchContext(cache=Cache(Path(cache_dir))), platform=platform)
 
 
 @task(

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from prefect import task
 
+from airlift.cache import Cache
 from airlift.manifest import Artifact
 from airlift.sinks import s3 as s3_sink
+from airlift.sinks.docker import LoadReport, load_image
+from airlift.sinks.registry import PushReport, push_image
 from airlift.sinks.sharedfs import MaterializeReport, materialize
-from airlift.site import S3Target
+from airlift.site import RegistryTarget, S3Target
 from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
 
 
@@ -50,3 +53,24 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
 def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, shared_root: str) -> MaterializeReport:
     """Place one artifact under shared_root in the layout its tools read."""
     return materialize(Path(shared_root), artifact, _blob_locator(bundle, store))
+
+
+@task(
+    name="push-image",
+    task_run_name="push {artifact.id}",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
+    """Push one image to the site registry with its upstream digest unchanged."""
+    return push_image(
+        artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=Cache().root / "uploads",
+        mount_from=mount_from, on_bytes=ProgressLog(f"push {artifact.id}", artifact.image.size if artifact.image else None),
+    )
+
+
+@task(name="docker-load", task_run_name="docker load {artifact.id}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
+def load_into_docker(*, bundle: str, store: str | None, artifact: Artifact, docker_host: str, tags: list[str]) -> LoadReport:
+    """Stream one image into a Docker engine, tagged with its original and air-gapped references."""
+    return load_image(artifact, docker_host=docker_host, blob_path=_blob_locator(bundle, store), tags=tags)

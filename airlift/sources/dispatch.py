@@ -7,15 +7,17 @@ from typing import Any
 
 from airlift.errors import AirliftError, WorkError
 from airlift.manifest import Artifact
-from airlift.sources import hf, path, url
+from airlift.sources import hf, image, path, url
 from airlift.sources.base import FetchContext, Resolved
-from airlift.spec import HfRepo, LocalPath, UrlFile
+from airlift.spec import HfRepo, ImageRef, LocalPath, UrlFile, image_ref
 
 _BY_TYPE: dict[type, Any] = {HfRepo: hf, UrlFile: url, LocalPath: path}
-_BY_KIND: dict[str, Any] = {"hf-model": hf, "hf-dataset": hf, "url": url, "path": path}
+_BY_KIND: dict[str, Any] = {"hf-model": hf, "hf-dataset": hf, "url": url, "path": path, "image": image}
 
 
-def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext, *, platform: str = "linux/amd64") -> Resolved:
+    if isinstance(entry, (str, ImageRef)):
+        return image.resolve(image_ref(entry), artifact_id, ctx, default_platform=platform)
     module = _BY_TYPE.get(type(entry))
     if module is None:
         raise WorkError(f"{artifact_id}: this source kind is not supported yet")

@@ -90,18 +90,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from airlift.bundle import Bundle
 
     Bundle(args.bundle).read_manifest()
+    target = None
+    if args.site:
+        from airlift.site import load_site
+
+        target = load_site(args.site).registry
     inspect_bundle = _flow("flows.inspect", "inspect_bundle")
     manifest = inspect_bundle(bundle=str(args.bundle))
     if args.json:
         print(manifest.to_bytes().decode(), end="")
         return 0
     print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
+    from airlift.imageref import airgap_reference, parse_image
+
     for artifact in manifest.artifacts:
-        ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
-        line = f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {_human(artifact.total_bytes):>11}  {ref}"
         if artifact.image is not None:
-            line += f"  {artifact.image.digest}"
-        print(line)
+            image = artifact.image
+            name = parse_image(image.ref)
+            where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
+            print(f"  {artifact.id:50} image       {len(image.layers):3} layers {_human(image.size):>11}  {image.platform}  {image.digest}")
+            print(f"      {image.ref} -> {where}")
+            continue
+        ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
+        print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {_human(artifact.total_bytes):>11}  {ref}")
     return 0
 
 
@@ -170,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list a bundle's artifacts")
     p.add_argument("bundle", type=Path)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--site", type=Path, help="site profile: show each image's air-gapped reference")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("transfer", help="send a bundle where it is needed, only what DEST lacks")

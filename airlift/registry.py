@@ -217,20 +217,26 @@ class RegistryClient:
         """PATCH the file from `offset` in chunks (each one a resumable step); returns the final location."""
         size = path.stat().st_size
         with open(path, "rb") as handle:
-            handle.seek(offset)
             while offset < size:
-                data = handle.read(UPLOAD_CHUNK)
+                length = min(UPLOAD_CHUNK, size - offset)
+                handle.seek(offset)
+                # Stream each chunk from the file in small pieces: a chunk never sits in memory whole.
+                body = _file_slice(handle, length)
                 response = self.request(
                     "PATCH", self._absolute(location), scope=f"repository:{repository}:pull,push",
-                    headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + len(data) - 1}"},
-                    content=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + length - 1}",
+                        "Content-Length": str(length),
+                    },
+                    content=body,
                 )
                 self.check(response, f"{repository}: upload chunk at {offset}")
                 location = response.headers.get("location", location)
                 on_location(location)
-                offset += len(data)
+                offset += length
                 if on_bytes:
-                    on_bytes(len(data))
+                    on_bytes(length)
         return location
 
     def finish_upload(self, repository: str, location: str, digest: str) -> None:
@@ -250,6 +256,16 @@ def choose_platform(index: dict, platform: str, ref: str) -> dict:
         if plat.get("os") == want_os and plat.get("architecture") == want_arch and (want_variant is None or plat.get("variant") == want_variant):
             return entry
     raise WorkError(f"images/{ref}: no {platform} manifest in the index (it has: {', '.join(a for a in available if a) or 'none'})")
+
+
+def _file_slice(handle, length: int) -> Iterator[bytes]:
+    remaining = length
+    while remaining > 0:
+        piece = handle.read(min(CHUNK, remaining))
+        if not piece:
+            raise WorkError(f"{handle.name}: file ended early while uploading")
+        remaining -= len(piece)
+        yield piece
 
 
 def iter_file(path: Path) -> Iterator[bytes]:

@@ -59,8 +59,10 @@ def test_registry_images_keep_digests_and_share_layers(ws, upstream):
                 for ref in (upstream.app_a, upstream.app_b))
     assert bundle_bytes < 0.75 * saved, f"bundle {bundle_bytes} B vs docker save {saved} B"
     ws.run("verify", "bundle")
-    listing = ws.run("inspect", "bundle").stdout
+    site = ws.write("site.yaml", "registry: {url: registry.internal:5000/mirror}\n")
+    listing = ws.run("inspect", "bundle", "--site", str(site)).stdout
     assert a["digest"] in listing
+    assert f"{upstream.app_a} -> registry.internal:5000/mirror/airlift-fixtures/app-a:1" in listing
 
 
 def test_index_platform_choice_yields_arm64(ws, upstream):

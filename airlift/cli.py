@@ -72,8 +72,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()  # a malformed or hostile manifest fails here, before any flow
     if args.store and not Path(args.store).is_dir():
         raise InputError(f"--store {args.store}: not a directory")
+    if args.pubkey and not Path(args.pubkey).is_file():
+        raise InputError(f"--pubkey {args.pubkey}: no such file")
     verify_bundle_flow = _flow("flows.verify", "verify_bundle_flow")
-    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store)
+    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, pubkey=args.pubkey, receipt_dir=args.receipt)
     for problem in report.problems:
         print(f"BROKEN {problem.describe()}")
     if report.manifest_matches_sums is False:
@@ -82,8 +84,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(
         f"{status}: {len(report.artifacts)} artifacts, {report.blobs_checked} blobs, {_human(report.bytes_checked)} rehashed"
         + (f" ({report.blobs_from_store} lent by --store)" if report.blobs_from_store else "")
+        + f"; signature: {report.signature}"
     )
+    print(f"receipt: {' '.join(report.receipt)}")
     return 0 if report.ok else 1
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if Path(f"{args.out}.key").exists():
+        raise InputError(f"--out {args.out}: {args.out}.key already exists; refusing to overwrite a key")
+    paths = _flow("flows.sign", "keygen_flow")(out=str(args.out))
+    print(f"wrote {paths[0]} (keep it secret) and {paths[1]}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+
+    Bundle(args.bundle).read_manifest()
+    if not Path(args.key).is_file():
+        raise InputError(f"--key {args.key}: no such file")
+    print(f"signed: {_flow('flows.sign', 'sign_flow')(bundle=str(args.bundle), key=str(args.key))}")
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -120,13 +142,20 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from airlift.transfer import parse_location
 
     source = parse_location(args.src, argument="SRC")
-    parse_location(args.to, argument="--to")
+    target = parse_location(args.to, argument="--to")
+    if "dir" not in (source.kind, target.kind):
+        raise InputError(f"transfer {source.kind} -> {target.kind}: one side must be a local directory")
     if source.kind == "dir":
         from airlift.bundle import Bundle
 
         Bundle(source.path).read_manifest()
+    if args.ssh_key and not Path(args.ssh_key).is_file():
+        raise InputError(f"--ssh-key {args.ssh_key}: no such file")
+    for option in args.ssh_option:
+        if "=" not in option:
+            raise InputError(f"--ssh-option {option!r}: expected KEY=VALUE")
     transfer_bundle = _flow("flows.transfer", "transfer_bundle")
-    result = transfer_bundle(src=args.src, dest=args.to)
+    result = transfer_bundle(src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint)
     print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({_human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
     return 0
 
@@ -154,6 +183,35 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+    from airlift.volumes import parse_size
+
+    size = parse_size(args.volume_size)
+    Bundle(args.bundle).read_manifest()
+    result = _flow("flows.pack", "pack_flow")(bundle=str(args.bundle), out=str(args.out), volume_size=size, zstd=args.zstd)
+    print(
+        f"packed {_human(result.bytes_in)} into {result.volumes} volumes ({_human(result.bytes_out)}) under {args.out}; "
+        f"{result.compressed_blobs} blobs compressed; check with: (cd {args.out} && sha256sum -c VOLUMES.SHA256SUMS)"
+    )
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from airlift.volumes import read_index
+
+    read_index(Path(args.dir))
+    result = _flow("flows.pack", "unpack_flow")(directory=str(args.dir), out=str(args.out))
+    for name in result.missing_volumes:
+        print(f"MISSING volume {name}")
+    for name in result.corrupt_volumes:
+        print(f"CORRUPT volume {name}")
+    for artifact_id, paths in sorted(result.lost_artifacts.items()):
+        print(f"LOST {artifact_id}: {', '.join(paths)}")
+    print(f"{'OK' if result.ok else 'DAMAGED'}: {result.recovered} blobs recovered, {result.already} already present, {len(result.lost_blobs)} lost -> {args.out}")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
@@ -176,7 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="rehash a bundle and name what is broken")
     p.add_argument("bundle", type=Path)
     p.add_argument("--store", help="blob store (or older bundle) lending blobs a delta lacks")
+    p.add_argument("--pubkey", help="Ed25519 public key: refuse a manifest that does not match its signature")
+    p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair PREFIX.key / PREFIX.pub")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign a bundle's manifest")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--key", required=True, type=Path)
+    p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("inspect", help="list a bundle's artifacts")
     p.add_argument("bundle", type=Path)
@@ -187,7 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="send a bundle where it is needed, only what DEST lacks")
     p.add_argument("src")
     p.add_argument("--to", required=True)
+    p.add_argument("--ssh-key", help="private key for ssh:// endpoints")
+    p.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE", help="passed to ssh as -o (repeatable)")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("pack", help="cut a bundle into fixed-size volumes for removable media")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--volume-size", required=True, help="e.g. 4GiB, 700MB, 3MiB")
+    p.add_argument("--zstd", action="store_true", help="compress blobs where a sample shows it helps")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("unpack", help="rebuild a bundle from volumes")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
     p.add_argument("bundle", type=Path)
@@ -212,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the contract promises no tracebacks
         if os.environ.get("AIRLIFT_DEBUG"):
             raise
+        if type(exc).__name__ == "NoCredentialsError":
+            print("airlift: error: S3: no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", file=sys.stderr)
+            return 1
         print(f"airlift: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

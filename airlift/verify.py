@@ -47,6 +47,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     manifest_matches_sums: bool | None = None
     signature: str = "unsigned"
+    receipt: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import State
 
 from airlift.errors import is_transient
@@ -25,29 +28,75 @@ def retry_transient(task: Any, task_run: Any, state: State) -> bool:
 
 
 class ProgressLog:
-    """Counts bytes from worker threads and logs rate and ETA at most every few seconds."""
+    """Byte progress from worker threads: a Prefect progress artifact, a rich bar on a terminal, and
+    a log line with rate and ETA, each updated at most every few seconds."""
 
-    def __init__(self, label: str, total: int | None, every: float = 5.0) -> None:
+    def __init__(self, label: str, total: int | None, every: float = 2.0) -> None:
         self.label, self.total, self.every = label, total, every
         self.done = 0
         self.start = self.last = time.monotonic()
+        self._lock = threading.Lock()
+        self._artifact_id = None
+        self._bar = _terminal_bar(label, total)
         try:
             self.logger = get_run_logger()
         except Exception:  # noqa: BLE001 - outside a run context, stay silent
             self.logger = None
 
     def __call__(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.logger is None or now - self.last < self.every:
-            return
-        self.last = now
+        with self._lock:
+            self.done += count
+            if self._bar is not None:
+                self._bar[0].update(self._bar[1], completed=self.done)
+            now = time.monotonic()
+            if now - self.last < self.every:
+                return
+            self.last = now
+        self._report(now)
+
+    def _report(self, now: float) -> None:
         rate = self.done / max(now - self.start, 1e-6)
         if self.total:
+            percent = min(100.0, 100 * self.done / self.total)
             eta = (self.total - self.done) / rate if rate else float("inf")
-            self.logger.info("%s: %.1f%% of %s, %s/s, ETA %.0fs", self.label, 100 * self.done / self.total, human(self.total), human(rate), eta)
+            message = f"{self.label}: {percent:.1f}% of {human(self.total)}, {human(rate)}/s, ETA {eta:.0f}s"
+            self._artifact(percent)
         else:
-            self.logger.info("%s: %s, %s/s", self.label, human(self.done), human(rate))
+            message = f"{self.label}: {human(self.done)}, {human(rate)}/s"
+        if self.logger is not None:
+            self.logger.info(message)
+
+    def _artifact(self, percent: float) -> None:
+        try:
+            if self._artifact_id is None:
+                self._artifact_id = create_progress_artifact(progress=percent, description=self.label)
+            else:
+                update_progress_artifact(artifact_id=self._artifact_id, progress=percent)
+        except Exception:  # noqa: BLE001 - progress must never fail the work
+            self._artifact_id = self._artifact_id or False
+
+
+_PROGRESS = None
+
+
+def _terminal_bar(label: str, total: int | None):
+    """A shared rich progress display, only when stderr is a terminal (never in CI logs)."""
+    global _PROGRESS
+    if not sys.stderr.isatty():
+        return None
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    if _PROGRESS is None:
+        _PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+        _PROGRESS.start()
+    return _PROGRESS, _PROGRESS.add_task(label, total=total)
 
 
 def human(count: float) -> str:

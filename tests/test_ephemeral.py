@@ -29,3 +29,19 @@ def test_cli_run_shows_up_in_the_server(ws, hub, prefect_server):
     runs = json.loads(urllib.request.urlopen(request, timeout=10).read())
     params = [r["parameters"] for r in runs]
     assert any(p.get("spec") == str(spec) and p.get("out") == "bundle" for p in params), params
+
+
+def test_long_download_leaves_a_progress_artifact(ws, hub, prefect_server):
+    add_model(hub, "acme/progress-model", weights_size=5_000_000, seed=5)
+    spec = ws.write("prog.yaml", "name: prog\nmodels:\n  - hf: acme/progress-model\n")
+    hub.set_faults(bytes_per_second=1_200_000)
+    ws.run("build", str(spec), "--out", "bundle")
+    request = urllib.request.Request(
+        f"{prefect_server['api']}/artifacts/filter",
+        data=json.dumps({"artifacts": {"type": {"any_": ["progress"]}}, "limit": 200}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    artifacts = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    mine = [a for a in artifacts if "fetch models/acme/progress-model" in (a.get("description") or "")]
+    assert mine, [a.get("description") for a in artifacts]
+    assert all(0 < float(a["data"]) <= 100 for a in mine)

@@ -52,7 +52,7 @@ def _human(count: float) -> str:
 def cmd_build(args: argparse.Namespace) -> int:
     from airlift.spec import load_spec
 
-    load_spec(args.spec)
+    _check_credentials(load_spec(args.spec))
     if args.since and not Path(args.since, "manifest.json").is_file():
         raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
     build_bundle = _flow("flows.build", "build_bundle")
@@ -63,6 +63,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     if args.since:
         print(f"delta since {args.since}: {result['blobs_skipped_since']} blobs left to the old bundle")
+    return 0
+
+
+def _check_credentials(spec) -> None:
+    """Fail before any work when a source needs a credential that is not in the environment."""
+    if any(type(m).__name__ == "NgcModel" for m in spec.models):
+        from airlift.sources.ngc import api_key
+
+        api_key()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from airlift.spec import load_spec
+
+    _check_credentials(load_spec(args.spec))
+    plan = _flow("flows.plan", "plan_bundle")(spec=str(args.spec))
+    totals = plan.totals
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        print(json.dumps({"artifacts": [asdict(a) | {"to_fetch_bytes": a.to_fetch_bytes} for a in plan.artifacts], "totals": totals}, indent=1))
+        return 0
+    print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
+    for a in plan.artifacts:
+        size = _human(a.bytes) + ("+?" if a.unknown_sizes else "")
+        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {_human(a.cached_bytes):>11} {_human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+    print(
+        f"total: {totals['artifacts']} artifacts, {totals['files']} files, {_human(totals['bytes'])}; "
+        f"cached {_human(totals['cached_bytes'])}, to fetch {_human(totals['to_fetch_bytes'])}"
+        + (f" (+{totals['unknown_sizes']} files of unknown size)" if totals["unknown_sizes"] else "")
+    )
     return 0
 
 
@@ -224,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         return _add(name, parents=[common], **kwargs)
 
     sub.add_parser = add_parser  # every command also takes -v after its name
+
+    p = sub.add_parser("plan", help="resolve every reference and show what a build would fetch")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("build", help="build or complete a bundle from a spec")
     p.add_argument("spec", type=Path)

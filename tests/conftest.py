@@ -150,6 +150,7 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
         "AWS_ACCESS_KEY_ID": "airlift-test",
         "AWS_SECRET_ACCESS_KEY": "airlift-test-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONPATH": str(REPO),  # so AIRLIFT_NGC_CLIENT can name the SDK double in tests/
     }
     env.pop("HF_TOKEN", None)
     env.pop("AWS_ENDPOINT_URL", None)
@@ -194,3 +195,13 @@ def busybox_image(docker_host: str, tag: str = "airlift-test/busybox:base") -> s
     if proc.returncode != 0:
         need("docker", proc.stderr.decode().strip())
     return tag
+
+
+@pytest.fixture(scope="session")
+def upstream(services, tmp_path_factory):
+    """Fixture images in the upstream registry (see tests/images.py)."""
+    from tests.images import prepare
+
+    if not services.get("AIRLIFT_DOCKER_HOST"):
+        need("docker", "no engine recorded")
+    return prepare(services, tmp_path_factory.mktemp("images"))

@@ -11,17 +11,8 @@ import uuid
 
 import pytest
 
-from tests.images import build, docker, prepare, skopeo_digest, skopeo_inspect
+from tests.images import build, docker, skopeo_digest, skopeo_inspect
 from tests.proxy import CountingProxy
-
-
-@pytest.fixture(scope="session")
-def upstream(services, tmp_path_factory):
-    if not services.get("AIRLIFT_DOCKER_HOST"):
-        from tests.conftest import need
-
-        need("docker", "no engine recorded")
-    return prepare(services, tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,33 @@ def _materialize_files(root: Path, artifact: Artifact, blob_path: Callable[[str]
     return base
 
 
+def _materialize_git(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
+    """A bare repository at repos/<name>.git holding the pinned ref and its tags (built aside, then renamed in)."""
+    from airlift.sources.git import git
+
+    name = artifact.id.removeprefix("repos/")
+    final = root / "repos" / f"{name}.git"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f".{name}.git.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    git("init", "-q", "--bare", str(work), what=artifact.id)
+    git("fetch", "-q", str(blob_path(artifact.files[0].sha256).resolve()), "+refs/*:refs/*", cwd=work, what=artifact.id)
+    full_ref = artifact.source.get("full_ref") or ""
+    if full_ref.startswith("refs/heads/"):
+        git("symbolic-ref", "HEAD", full_ref, cwd=work, what=artifact.id)
+    else:
+        (work / "HEAD").write_text(artifact.source["commit"] + "\n")  # a tag or commit: a detached HEAD
+    if final.exists():
+        old = final.parent / f".{name}.git.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, final)
+    fsync_dir(final.parent)
+    return final
+
+
 def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> MaterializeReport:
     root = Path(root)
     digest = artifact.content_digest()
@@ -101,8 +129,10 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
         return MaterializeReport(artifact.id, True, len(artifact.files), artifact.total_bytes, marker["location"])
     if artifact.kind in ("hf-model", "hf-dataset"):
         location = _materialize_hf(root, artifact, blob_path)
-    elif artifact.kind in ("url", "path", "s3", "ngc-model"):
+    elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
         location = _materialize_files(root, artifact, blob_path)
+    elif artifact.kind == "git":
+        location = _materialize_git(root, artifact, blob_path)
     else:
         return MaterializeReport(artifact.id, True, 0, 0, "")
     record = {

@@ -7,17 +7,22 @@ from typing import Any
 
 from airlift.errors import AirliftError, WorkError
 from airlift.manifest import Artifact
-from airlift.sources import hf, image, path, url
+from airlift.sources import git, hf, image, ngc, path, s3prefix, url, wheels
 from airlift.sources.base import FetchContext, Resolved
-from airlift.spec import HfRepo, ImageRef, LocalPath, UrlFile, image_ref
+from airlift.spec import GitRepo, HfRepo, ImageRef, LocalPath, NgcModel, S3Prefix, UrlFile, Wheels, image_ref
 
-_BY_TYPE: dict[type, Any] = {HfRepo: hf, UrlFile: url, LocalPath: path}
-_BY_KIND: dict[str, Any] = {"hf-model": hf, "hf-dataset": hf, "url": url, "path": path, "image": image}
+_BY_TYPE: dict[type, Any] = {HfRepo: hf, UrlFile: url, LocalPath: path, NgcModel: ngc, GitRepo: git, S3Prefix: s3prefix}
+_BY_KIND: dict[str, Any] = {
+    "hf-model": hf, "hf-dataset": hf, "url": url, "path": path, "image": image,
+    "ngc-model": ngc, "git": git, "wheels": wheels, "s3": s3prefix,
+}
 
 
 def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext, *, platform: str = "linux/amd64") -> Resolved:
     if isinstance(entry, (str, ImageRef)):
         return image.resolve(image_ref(entry), artifact_id, ctx, default_platform=platform)
+    if isinstance(entry, tuple) and all(isinstance(e, Wheels) for e in entry):
+        return wheels.resolve(entry, artifact_id, ctx)
     module = _BY_TYPE.get(type(entry))
     if module is None:
         raise WorkError(f"{artifact_id}: this source kind is not supported yet")

@@ -17,7 +17,7 @@ from airlift.errors import InputError, WorkError
 from airlift.imageref import parse_image
 from airlift.manifest import Artifact, ImageInfo
 from airlift.registry import INDEX_TYPES, RegistryClient, choose_platform
-from airlift.sources.base import FetchContext, Resolved, bounded_map, with_transient_retries
+from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map, with_transient_retries
 from airlift.spec import ImageRef
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -38,13 +38,20 @@ def resolve(entry: ImageRef, artifact_id: str, ctx: FetchContext, *, default_pla
             index_digest = digest
             chosen = choose_platform(json.loads(raw), platform, entry.ref)
             digest = chosen["digest"]
+            raw, _, _ = with_transient_retries(artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, digest))
     finally:
         client.close()
+    # Layer sizes come from the manifest (metadata), so `plan` can size an image without pulling it.
+    manifest = json.loads(raw)
+    files = tuple(
+        RemoteFile(path=d["digest"], size=d.get("size"), sha256=d["digest"].removeprefix("sha256:"))
+        for d in [manifest.get("config", {}), *manifest.get("layers", [])] if d.get("digest")
+    )
     source = {
         "ref": entry.ref, "from": "registry", "registry": name.registry, "repository": name.repository,
         "tag": name.tag, "digest": digest, "index_digest": index_digest, "platform": platform,
     }
-    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None})
+    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
@@ -103,7 +110,8 @@ def _resolve_engine(entry: ImageRef, artifact_id: str, platform: str) -> Resolve
         client.close()
     name = parse_image(entry.ref)
     source = {"ref": entry.ref, "from": "docker", "image_id": image.id, "repository": name.repository, "tag": name.tag, "platform": platform}
-    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None})
+    size = image.attrs.get("Size")  # uncompressed size, as `docker save` would write it
+    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, (RemoteFile(image.id, size),))
 
 
 class _StreamReader:

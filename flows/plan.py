@@ -1,0 +1,24 @@
+"""plan-bundle: resolve every reference and size each artifact, downloading no content."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from airlift.cache import Cache
+from airlift.plan import Plan, plan_artifact
+from airlift.spec import load_spec
+from flows._util import gather
+from tasks.build import resolve_artifact
+
+
+@flow(name="plan-bundle")
+def plan_bundle(spec: str) -> Plan:
+    """Resolve `spec` (revision -> commit, tag -> digest, ref -> commit, requirements -> exact wheels) and size it."""
+    parsed = load_spec(spec)
+    cache = Cache()
+    ids = parsed.artifact_ids()
+    futures = [
+        resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=str(cache.root), platform=parsed.platform)
+        for i, (_, e) in zip(ids, parsed.entries(), strict=True)
+    ]
+    return Plan([plan_artifact(resolved, cache) for resolved in gather(futures, ids)])

@@ -244,6 +244,16 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    # A long-lived server, not a batch workflow: it runs outside Prefect so no flow run stays open forever.
+    from airlift.catalog import Catalog
+    from airlift.serve import serve
+
+    Catalog.open(args.path)  # fail fast (exit 2) on something that is neither a bundle nor a root
+    serve(args.path, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
@@ -274,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pubkey", help="Ed25519 public key: refuse a manifest that does not match its signature")
     p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("serve", help="read-only HF Hub API, PEP 503 index, files and git mirrors inside the gap")
+    p.add_argument("path", type=Path, help="a bundle or an ingested shared_root")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8808)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("keygen", help="create an Ed25519 key pair PREFIX.key / PREFIX.pub")
     p.add_argument("--out", required=True, type=Path)

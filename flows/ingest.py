@@ -35,7 +35,7 @@ def ingest_bundle(bundle: str, site: str) -> dict:
         if profile.s3 is not None and artifact.files:
             futures.append(upload_to_s3.submit(bundle=bundle, store=store, artifact=artifact, target=profile.s3))
             labels.append(artifact.id)
-        if profile.shared_root is not None and artifact.image is None:
+        if profile.shared_root is not None and artifact.image is None:  # images go to the registry
             futures.append(materialize_artifact.submit(bundle=bundle, store=store, artifact=artifact, shared_root=str(profile.shared_root)))
             labels.append(artifact.id)
     images = [a for a in manifest.artifacts if a.image is not None]

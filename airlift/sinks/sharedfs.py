@@ -105,6 +105,7 @@ def _materialize_git(root: Path, artifact: Artifact, blob_path: Callable[[str], 
     shutil.rmtree(work, ignore_errors=True)
     git("init", "-q", "--bare", str(work), what=artifact.id)
     git("fetch", "-q", str(blob_path(artifact.files[0].sha256).resolve()), "+refs/*:refs/*", cwd=work, what=artifact.id)
+    git("update-server-info", cwd=work, what=artifact.id)  # so `airlift serve` (dumb HTTP) can offer it
     full_ref = artifact.source.get("full_ref") or ""
     if full_ref.startswith("refs/heads/"):
         git("symbolic-ref", "HEAD", full_ref, cwd=work, what=artifact.id)
@@ -133,6 +134,7 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
         location = _materialize_files(root, artifact, blob_path)
     elif artifact.kind == "git":
         location = _materialize_git(root, artifact, blob_path)
+
     else:
         return MaterializeReport(artifact.id, True, 0, 0, "")
     record = {
@@ -143,6 +145,7 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
         "bytes": artifact.total_bytes,
         "location": str(location),
         "ingested_at": now_iso(),
+        "artifact": artifact.model_dump(mode="json"),  # lets `airlift serve` and preflight work from the root alone
     }
     write_bytes_atomic(marker_path(root, artifact.id), json.dumps(record, indent=1).encode())
     return MaterializeReport(artifact.id, False, len(artifact.files), artifact.total_bytes, str(location))

@@ -244,6 +244,23 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from airlift.bundle import Bundle
+    from airlift.jobs import select_jobs, spec_of
+    from airlift.site import load_site
+
+    profile = load_site(args.site)
+    manifest = Bundle(args.bundle).read_manifest()
+    if profile.slurm is None or profile.shared_root is None:
+        raise InputError(f"{args.site}: submit needs slurm: and shared_root: in the site profile")
+    select_jobs(spec_of(manifest), args.job)
+    result = _flow("flows.submit", "submit_jobs")(bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force)
+    print(f"submitted: {', '.join(result['submitted']) or 'nothing new'}")
+    for name, info in result["jobs"].items():
+        print(f"  {name:20} job {info['id']:>8}  {info.get('state', '')}  log {info['log']}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     # A long-lived server, not a batch workflow: it runs outside Prefect so no flow run stays open forever.
     from airlift.catalog import Catalog
@@ -284,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pubkey", help="Ed25519 public key: refuse a manifest that does not match its signature")
     p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("submit", help="preflight, then submit the spec's jobs to Slurm")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--site", required=True, type=Path)
+    p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 if any failed")
+    p.add_argument("--force", action="store_true", help="submit even jobs that are pending, running or done")
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("serve", help="read-only HF Hub API, PEP 503 index, files and git mirrors inside the gap")
     p.add_argument("path", type=Path, help="a bundle or an ingested shared_root")

@@ -1,0 +1,64 @@
+"""Submitting the spec's jobs to the real single-node Slurm, running containers from the air-gapped registry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.fixtures import add_model
+
+PREP = (
+    'test "$HF_HUB_OFFLINE" = 1 && test "$TRANSFORMERS_OFFLINE" = 1 && '
+    "cat $HF_HOME/hub/models--acme--job-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out && "
+    "busybox sleep 2 && busybox date +%s > $AIRLIFT_ROOT/prep.done"
+)
+TRAIN = "test -f $AIRLIFT_ROOT/prep.done && busybox date +%s > $AIRLIFT_ROOT/train.started && cat $AIRLIFT_ROOT/prep.out && echo trained"
+
+
+def test_job_chain_runs_on_slurm_after_preflight(ws, hub, upstream, services):
+    model = add_model(hub, "acme/job-model", weights_size=100_000, seed=171)
+    spec = ws.write("jobs.yaml", f"""name: chain
+models:
+  - hf: acme/job-model
+images:
+  - {upstream.app_a}
+jobs:
+  - name: prep
+    image: {upstream.app_a}
+    command: {json.dumps(["sh", "-c", PREP])}
+    uses: [models/acme/job-model]
+  - name: train
+    image: {upstream.app_a}
+    command: {json.dumps(["sh", "-c", TRAIN])}
+    needs: [prep]
+    uses: [models/acme/job-model]
+    resources: {{nodes: 1, time: "00:05:00"}}
+""")
+    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
+    root = ws.root / "root"
+    prefix = f"jobs-{uuid.uuid4().hex[:8]}"
+    site = ws.write("site.yaml", f"""registry: {{url: {services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}, insecure: true}}
+docker: {{host: "{upstream.docker_host}"}}
+shared_root: {root}
+slurm: {{partition: batch, container_runtime: docker}}
+""")
+    refused = ws.run("submit", "bundle", "--site", str(site), expect=1)
+    assert "models/acme/job-model is not ingested" in refused.stderr
+    assert f"{services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}/airlift-fixtures/app-a:1" in refused.stderr
+    assert not (root / ".airlift" / "jobs").exists(), "nothing may be submitted when preflight fails"
+
+    ws.run("ingest", "bundle", "--site", str(site))
+    out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=600).stdout
+    assert "submitted: prep, train" in out and "COMPLETED" in out, out
+    assert (root / "prep.out").read_bytes() == model["config.json"]
+    assert int((root / "train.started").read_text()) >= int((root / "prep.done").read_text()), "train started before prep finished"
+    train_log = next((root / "logs").glob("chain-train-*.out")).read_text()
+    assert "trained" in train_log and model["config.json"].decode() in train_log
+    script = (root / ".airlift" / "jobs" / "chain" / "train.sbatch").read_text()
+    assert "HF_HUB_OFFLINE=1" in script and "--network none" in script and f"{prefix}/airlift-fixtures/app-a:1" in script
+
+    again = ws.run("submit", "bundle", "--site", str(site)).stdout
+    assert "submitted: nothing new" in again
+
+    bad = ws.run("submit", "bundle", "--site", str(site), "--job", "nope", expect=2)
+    assert "--job nope" in bad.stderr

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export AIRLIFT_SERVICES_DIR ?= /tmp/airlift-services
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup services test demo lint bench clean
+.PHONY: setup services test demo lint bench clean deploy
 
 setup: $(STAMP)
 
@@ -32,3 +32,8 @@ bench: setup services
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Register every deployment in prefect.yaml on the server at PREFECT_API_URL (pool: airlift).
+deploy: setup
+	.venv/bin/prefect work-pool inspect airlift >/dev/null 2>&1 || .venv/bin/prefect work-pool create airlift --type process
+	AIRLIFT_CHECKOUT=$(CURDIR) .venv/bin/prefect --no-prompt deploy --all

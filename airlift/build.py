@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,14 @@ class BuildResult:
     blobs_skipped_since: int
 
 
-def assemble_bundle(*, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None) -> BuildResult:
+def resolution_digest(cache_keys: Sequence[tuple[str, str]]) -> str:
+    """One digest for a whole spec's resolution: (artifact id, resolved cache key) pairs."""
+    return hashlib.sha256(json.dumps(sorted(cache_keys)).encode()).hexdigest()
+
+
+def assemble_bundle(
+    *, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None, resolution: str | None = None,
+) -> BuildResult:
     """Write (or complete) the bundle at `out`. With `since`, blobs that OLD already has are left out."""
     bundle = Bundle(out)
     lineage = None
@@ -42,6 +51,7 @@ def assemble_bundle(*, spec: Spec, artifacts: Sequence[Artifact], out: Path, cac
         name=spec.name,
         created=now_iso(),
         since=lineage,
+        resolution=resolution,
         artifacts=ordered,
         spec=spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
     )

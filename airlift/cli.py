@@ -56,6 +56,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.since and not Path(args.since, "manifest.json").is_file():
         raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
     build_bundle = _flow("flows.build", "build_bundle")
+    if args.dask:
+        from flows.build import task_runner_for
+
+        build_bundle = build_bundle.with_options(task_runner=task_runner_for(args.dask))
     result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
     print(
         f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {_human(result['bytes'])}; "
@@ -244,6 +248,18 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_mirror_refresh(args: argparse.Namespace) -> int:
+    from airlift.spec import load_spec
+
+    _check_credentials(load_spec(args.spec))
+    result = _flow("flows.mirror", "mirror_refresh")(spec=str(args.spec), bundles_dir=str(args.bundles_dir), transfer_to=args.transfer_to)
+    if result["changed"]:
+        print(f"new bundle {result['bundle']}: {result['blobs_written']} blobs" + (f", delta since {result['since']}" if result["since"] else ""))
+    else:
+        print(f"nothing changed upstream since {result['since']}; no bundle written")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from airlift.bundle import Bundle
     from airlift.jobs import select_jobs, spec_of
@@ -251,8 +267,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     profile = load_site(args.site)
     manifest = Bundle(args.bundle).read_manifest()
-    if profile.slurm is None or profile.shared_root is None:
-        raise InputError(f"{args.site}: submit needs slurm: and shared_root: in the site profile")
+    if (profile.slurm is None and profile.prefect is None) or profile.shared_root is None:
+        raise InputError(f"{args.site}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
     select_jobs(spec_of(manifest), args.job)
     result = _flow("flows.submit", "submit_jobs")(bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force)
     print(f"submitted: {', '.join(result['submitted']) or 'nothing new'}")
@@ -293,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--since", help="older bundle: write only blobs it lacks (a delta)")
+    p.add_argument("--dask", default=os.environ.get("AIRLIFT_DASK_ADDRESS"), help="run per-artifact tasks on Dask: a scheduler address, or 'local' for a LocalCluster")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="rehash a bundle and name what is broken")
@@ -301,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pubkey", help="Ed25519 public key: refuse a manifest that does not match its signature")
     p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("mirror-refresh", help="write a delta bundle only if something upstream changed")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--bundles-dir", required=True, type=Path)
+    p.add_argument("--transfer-to", help="send a new bundle here (path, ssh:// or s3://)")
+    p.set_defaults(func=cmd_mirror_refresh)
 
     p = sub.add_parser("submit", help="preflight, then submit the spec's jobs to Slurm")
     p.add_argument("bundle", type=Path)

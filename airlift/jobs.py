@@ -86,7 +86,7 @@ class Preflight:
 def preflight(manifest: Manifest, site: Site, jobs: list[Job]) -> Preflight:
     result = Preflight()
     root = site.shared_root
-    runtime = site.slurm.container_runtime if site.slurm else "none"
+    runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")
     checked_images: dict[str, bool] = {}
     for job in jobs:
         if runtime != "none":

@@ -106,6 +106,8 @@ class Manifest(Model):
     created: str
     tool: str = "airlift"
     since: Lineage | None = None
+    # sha256 over every resolved reference (commit, digest, ETag...): equal means nothing changed upstream.
+    resolution: str | None = None
     artifacts: list[Artifact]
     spec: dict[str, Any] | None = None
 

@@ -53,6 +53,13 @@ class SlurmTarget(Strict):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class PrefectJobsTarget(Strict):
+    """For sites whose scheduler is Prefect: jobs run as flow runs of this deployment (see flows/job.py)."""
+
+    deployment: str = Field(default="run-job/run-job", pattern=r"^[^/]+/[^/]+$")
+    container_runtime: Literal["docker", "none"] = "docker"
+
+
 class Site(Strict):
     registry: RegistryTarget | None = None
     docker: DockerTarget | None = None
@@ -60,6 +67,7 @@ class Site(Strict):
     shared_root: Path | None = None
     store: Path | None = None
     slurm: SlurmTarget | None = None
+    prefect: PrefectJobsTarget | None = None
 
     @field_validator("shared_root", "store")
     @classmethod

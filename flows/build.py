@@ -7,10 +7,40 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from airlift.build import resolution_digest
 from airlift.cache import Cache
-from airlift.spec import load_spec
+from airlift.manifest import Artifact
+from airlift.sources.base import Resolved
+from airlift.spec import Spec, load_spec
 from flows._util import gather
 from tasks.build import assemble, fetch_artifact, resolve_artifact
+
+
+def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
+    """One resolve task per artifact; fails naming every artifact that could not be resolved."""
+    ids = parsed.artifact_ids()
+    entries = [entry for _, entry in parsed.entries()]
+    futures = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in zip(ids, entries, strict=True)]
+    return gather(futures, ids)
+
+
+def fetch_all(resolved: list[Resolved], cache_dir: str, max_parallel_files: int = 8) -> list[Artifact]:
+    """One fetch task per artifact (threads inside it for its files)."""
+    futures = [fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files) for r in resolved]
+    return gather(futures, [r.artifact_id for r in resolved])
+
+
+def task_runner_for(dask: str | None):
+    """The task runner for a build: threads by default; with `dask`, a DaskTaskRunner on the scheduler at
+    that address, or on a LocalCluster of processes when `dask` is "local" (per-artifact tasks then run
+    in other processes, so the cache must sit on storage they all see)."""
+    if not dask:
+        return ThreadPoolTaskRunner(max_workers=4)
+    from prefect_dask import DaskTaskRunner
+
+    if dask == "local":
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={"n_workers": 2, "processes": True, "threads_per_worker": 2})
+    return DaskTaskRunner(address=dask)
 
 
 @flow(name="build-bundle", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -25,12 +55,11 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     """
     parsed = load_spec(spec)
     cache_dir = str(Cache().root)
-    ids = parsed.artifact_ids()
-    entries = [entry for _, entry in parsed.entries()]
-    resolving = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in zip(ids, entries, strict=True)]
-    resolved = gather(resolving, ids)
-    fetching = [fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files) for r in resolved]
-    artifacts = gather(fetching, ids)
-    result = assemble(spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since)
+    resolved = resolve_all(parsed, cache_dir)
+    artifacts = fetch_all(resolved, cache_dir, max_parallel_files)
+    result = assemble(
+        spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since,
+        resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
+    )
     get_run_logger().info("bundle %s: %d artifacts, %d files, %d bytes", out, result.artifacts, result.files, result.bytes)
     return result.__dict__

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_table_artifact
 
 from airlift.build import BuildResult, assemble_bundle
 from airlift.cache import Cache
@@ -31,7 +32,7 @@ def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | 
 @task(
     name="resolve-artifact",
     task_run_name="resolve {artifact_id}",
-    retries=3,
+    retries=2,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
 )
@@ -43,7 +44,7 @@ def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: 
 @task(
     name="fetch-artifact",
     task_run_name="fetch {resolved.artifact_id}",
-    retries=3,
+    retries=2,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
     cache_key_fn=content_backed_cache_key,
@@ -57,8 +58,21 @@ def fetch_artifact(*, resolved: Resolved, cache_dir: str, max_parallel_files: in
 
 
 @task(name="assemble-bundle", task_run_name="assemble {out}")
-def assemble(*, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str, since: str | None) -> BuildResult:
-    """Link blobs from the cache into the bundle and write manifest.json and SHA256SUMS."""
-    return assemble_bundle(
-        spec=spec, artifacts=artifacts, out=Path(out), cache=Cache(Path(cache_dir)), since=Path(since) if since else None
+def assemble(*, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str, since: str | None, resolution: str | None = None) -> BuildResult:
+    """Link blobs from the cache into the bundle, write manifest.json and SHA256SUMS, and publish a contents table."""
+    result = assemble_bundle(
+        spec=spec, artifacts=artifacts, out=Path(out), cache=Cache(Path(cache_dir)), since=Path(since) if since else None,
+        resolution=resolution,
     )
+    rows = [
+        {
+            "artifact": a.id,
+            "kind": a.kind,
+            "resolved": str(a.source.get("commit") or (a.image.digest if a.image else "") or a.source.get("sha256") or a.source.get("etag") or ""),
+            "files": len(a.files) or len(a.blobs),
+            "bytes": a.total_bytes or (a.image.size if a.image else 0),
+        }
+        for a in sorted(artifacts, key=lambda a: a.id)
+    ]
+    create_table_artifact(table=rows, key="bundle-contents", description=f"Contents of {out} (manifest sha256 {result.manifest_sha256})")
+    return result

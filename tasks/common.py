@@ -13,7 +13,7 @@ from prefect.states import State
 
 from airlift.errors import is_transient
 
-RETRY_DELAYS = [2, 10, 30]
+RETRY_DELAYS = [2, 10]
 
 
 def retry_transient(task: Any, task_run: Any, state: State) -> bool:

@@ -35,7 +35,7 @@ def _blob_locator(bundle: str, store: str | None):
 @task(
     name="upload-s3",
     task_run_name="s3 {artifact.id}",
-    retries=3,
+    retries=2,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
 )
@@ -58,7 +58,7 @@ def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, 
 @task(
     name="push-image",
     task_run_name="push {artifact.id}",
-    retries=3,
+    retries=2,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_transient,
 )

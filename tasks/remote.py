@@ -12,7 +12,7 @@ from airlift.sinks import s3 as s3_sink
 from airlift.transfer import Location
 from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
 
-RETRIES = {"retries": 3, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
+RETRIES = {"retries": 2, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
 
 
 @task(name="plan-s3-push", **RETRIES)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from airlift.cache import Cache
 from airlift.errors import AirliftError, TransientError, WorkError, is_transient
@@ -88,6 +92,25 @@ def with_transient_retries(label: str, attempts: int, action: Callable[[], T]) -
         log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
         time.sleep(delay)
     raise WorkError(f"{label}: unreachable")  # pragma: no cover
+
+
+_HOST_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_HOST_LOCK = threading.Lock()
+
+
+def max_per_host() -> int:
+    return max(1, int(os.environ.get("AIRLIFT_MAX_PER_HOST", "8")))
+
+
+@contextlib.contextmanager
+def host_slot(url: str) -> Iterator[None]:
+    """Cap parallel downloads per upstream host (AIRLIFT_MAX_PER_HOST, default 8) across all
+    artifacts of this process, so parallel artifacts never hammer one server."""
+    host = urlparse(url).netloc or url
+    with _HOST_LOCK:
+        slot = _HOST_SLOTS.setdefault(host, threading.BoundedSemaphore(max_per_host()))
+    with slot:
+        yield
 
 
 def bounded_map(func: Callable[[T], R], items: Iterable[T], *, workers: int) -> list[R]:

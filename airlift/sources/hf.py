@@ -18,7 +18,14 @@ from huggingface_hub.utils import build_hf_headers, disable_progress_bars, filte
 
 from airlift.errors import TransientError, WorkError, is_transient
 from airlift.manifest import Artifact, FileEntry
-from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map, with_transient_retries
+from airlift.sources.base import (
+    FetchContext,
+    RemoteFile,
+    Resolved,
+    bounded_map,
+    host_slot,
+    with_transient_retries,
+)
 from airlift.spec import HfRepo
 
 # http_get reads the body in DOWNLOAD_CHUNK_SIZE pieces (10 MB by default). Smaller pieces bound what a
@@ -98,7 +105,8 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
                 before = partial.offset
                 try:
-                    http_get(url, partial.writer, resume_size=partial.offset, headers=headers, expected_size=remote.size, displayed_filename=remote.path)
+                    with host_slot(url):
+                        http_get(url, partial.writer, resume_size=partial.offset, headers=headers, expected_size=remote.size, displayed_filename=remote.path)
                 except HfHubHTTPError as exc:
                     if is_transient(exc):
                         raise TransientError(f"{label}: HTTP {_status(exc)}") from exc

@@ -7,7 +7,7 @@ import hashlib
 import httpx
 
 from airlift.errors import TransientError, WorkError
-from airlift.sources.base import FetchContext, with_transient_retries
+from airlift.sources.base import FetchContext, host_slot, with_transient_retries
 from airlift.store import StoredBlob
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
@@ -50,7 +50,7 @@ def download(url: str, ctx: FetchContext, *, label: str, etag: str | None, size:
                 headers["Range"] = f"bytes={partial.offset}-"
                 if etag and not etag.startswith("W/"):
                     headers["If-Range"] = etag
-            with client() as http, http.stream("GET", url, headers=headers) as response:
+            with host_slot(url), client() as http, http.stream("GET", url, headers=headers) as response:
                 raise_for_status(response, label)
                 if response.status_code == 200 and partial.offset:
                     partial.writer.seek(0)  # the server ignored Range (or the file changed): start over

@@ -17,7 +17,14 @@ from airlift.errors import InputError, WorkError
 from airlift.imageref import parse_image
 from airlift.manifest import Artifact, ImageInfo
 from airlift.registry import INDEX_TYPES, RegistryClient, choose_platform
-from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map, with_transient_retries
+from airlift.sources.base import (
+    FetchContext,
+    RemoteFile,
+    Resolved,
+    bounded_map,
+    host_slot,
+    with_transient_retries,
+)
 from airlift.spec import ImageRef
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -68,6 +75,10 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         descriptors = [manifest["config"], *manifest.get("layers", [])]
 
         def pull(descriptor: dict[str, Any]) -> None:
+            with host_slot(name.api_host):
+                _pull(descriptor)
+
+        def _pull(descriptor: dict[str, Any]) -> None:
             with_transient_retries(
                 f"{resolved.artifact_id}: blob {descriptor['digest'][:19]}", ctx.attempts,
                 lambda: client.pull_blob(name.repository, descriptor["digest"], store, on_bytes=ctx.on_bytes),

@@ -10,25 +10,31 @@ from airlift.spec import UrlFile
 
 def resolve(entry: UrlFile, artifact_id: str, ctx: FetchContext) -> Resolved:
     name = entry.file_name
-    if entry.sha256 and ctx.cache.store.has(entry.sha256):
-        # Pinned and already cached: the pin *is* the resolution, no need to ask the server.
-        size = ctx.cache.store.blob_path(entry.sha256).stat().st_size
+    if entry.sha256:
+        # A pinned URL is identified by its pin alone, so the resolution (and the cache key) is the
+        # same whether or not the bytes are cached; cached, it needs no request at all.
         source = {"url": entry.url, "sha256": entry.sha256}
-        return Resolved(artifact_id, "url", source, (RemoteFile(name, size, entry.sha256),), layout="file")
+        if ctx.cache.store.has(entry.sha256):
+            size = ctx.cache.store.blob_path(entry.sha256).stat().st_size
+            return Resolved(artifact_id, "url", source, (RemoteFile(name, size, entry.sha256),), layout="file")
+        response = http.head(entry.url, artifact_id)
+        return Resolved(artifact_id, "url", source, (RemoteFile(name, _length(response), entry.sha256, etag=response.headers.get("etag")),), layout="file")
     response = http.head(entry.url, artifact_id)
-    length = response.headers.get("content-length")
-    size = int(length) if length and length.isdigit() else None
     etag = response.headers.get("etag")
     source = {
         "url": entry.url,
         "final_url": str(response.url) if str(response.url) != entry.url else None,
         "etag": etag,
         "last_modified": response.headers.get("last-modified"),
-        "size": size,
-        "sha256": entry.sha256,
+        "size": _length(response),
     }
     source = {k: v for k, v in source.items() if v is not None}
-    return Resolved(artifact_id, "url", source, (RemoteFile(name, size, entry.sha256, etag=etag),), layout="file")
+    return Resolved(artifact_id, "url", source, (RemoteFile(name, _length(response), None, etag=etag),), layout="file")
+
+
+def _length(response) -> int | None:
+    length = response.headers.get("content-length")
+    return int(length) if length and length.isdigit() else None
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:

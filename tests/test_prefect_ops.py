@@ -1,0 +1,159 @@
+"""Prefect operations against a real `prefect server start`: deployments and a worker, the scheduled
+mirror refresh, concurrent builds into one store, Dask scale-out, and the Prefect job backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, VENV_BIN
+from tests.fixtures import add_model, pseudo_random
+
+DEPLOYMENTS = {"build-bundle", "transfer-bundle", "ingest-bundle", "submit-jobs", "mirror-refresh", "run-job"}
+
+
+def _api(server, path: str, body: dict | None = None):
+    request = urllib.request.Request(f"{server['api']}{path}", data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=15).read())
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, hub, tmp_path_factory):
+    """`prefect work-pool create` + `prefect deploy --all` from the checkout, and a worker on the pool."""
+    home = tmp_path_factory.mktemp("worker")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "PREFECT_HOME": prefect_server["home"],
+           "AIRLIFT_CHECKOUT": str(REPO), "AIRLIFT_MIRROR_SPEC": str(home / "mirror.yaml"), "AIRLIFT_MIRROR_BUNDLES": str(home / "mirrors"),
+           "HF_ENDPOINT": hub.url, "AIRLIFT_CACHE": str(home / "cache"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    pool = subprocess.run([str(VENV_BIN / "prefect"), "work-pool", "create", "airlift", "--type", "process"], env=env, capture_output=True, text=True)
+    assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stderr
+    deploy = subprocess.run([str(VENV_BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    log = open(home / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "airlift", "--limit", "4"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    yield {"env": env, "home": home}
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def test_deploy_all_and_a_worker_runs_build_bundle(ws, hub, deployed, prefect_server):
+    deployments = {d["name"]: d for d in _api(prefect_server, "/deployments/filter")}
+    assert set(deployments) >= DEPLOYMENTS
+    crons = [s["schedule"].get("cron") for s in deployments["mirror-refresh"]["schedules"]]
+    assert crons == ["0 2 * * *"]
+    assert set(deployments["build-bundle"]["parameter_openapi_schema"]["properties"]) >= {"spec", "out", "since"}
+
+    add_model(hub, "acme/deployed-model", weights_size=200_000, seed=191)
+    spec = ws.write("dep.yaml", "name: deployed\nmodels:\n  - hf: acme/deployed-model\n")
+    out = ws.root / "bundle"
+    run = subprocess.run(
+        [str(VENV_BIN / "prefect"), "deployment", "run", "build-bundle/build-bundle", "-p", f"spec={spec}", "-p", f"out={out}", "--watch", "--watch-timeout", "240"],
+        env=deployed["env"], capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:] + (deployed["home"] / "worker.log").read_text()[-3000:]
+    assert (out / "manifest.json").is_file()
+    runs = _api(prefect_server, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 20})
+    mine = next(r for r in runs if r["parameters"].get("out") == str(out))
+    assert mine["state_type"] == "COMPLETED" and mine["deployment_id"] == deployments["build-bundle"]["id"]
+    artifacts = _api(prefect_server, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [mine["id"]]}}})
+    table = next(a for a in artifacts if a["key"] == "bundle-contents")
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    assert rows[0]["artifact"] == "models/acme/deployed-model" and rows[0]["files"] == 4
+
+
+def test_mirror_refresh_writes_one_none_one(ws, hub):
+    base = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(800_000, 201), "tokenizer.json": b"{}\n"}
+    hub.add_repo("model", "acme/mirror-model", base)
+    spec = ws.write("mirror.yaml", "name: mirror\nmodels:\n  - hf: acme/mirror-model\n    revision: main\n")
+    first = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
+    assert "new bundle" in first
+    second = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
+    assert "nothing changed upstream" in second
+    assert len(list((ws.root / "mirrors").iterdir())) == 1
+    hub.add_repo("model", "acme/mirror-model", {**base, "config.json": b'{"v": 2}\n'})
+    third = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
+    assert "delta since" in third
+    bundles = sorted((ws.root / "mirrors").iterdir())
+    assert len(bundles) == 2
+    blobs = list((bundles[1] / "blobs" / "sha256").iterdir())
+    assert [b.read_bytes() for b in blobs] == [b'{"v": 2}\n']
+    manifest = json.loads((bundles[1] / "manifest.json").read_text())
+    assert manifest["since"]["name"] == "mirror"
+    ws.run("verify", str(bundles[1]), "--store", str(bundles[0]))
+
+
+def test_two_concurrent_builds_into_one_store_both_verify(ws, hub):
+    add_model(hub, "acme/race-model", weights_size=3_000_000, seed=211)
+    hub.add_repo("dataset", "acme/race-data", {f"part-{i}.bin": pseudo_random(300_000, 220 + i) for i in range(6)})
+    spec = ws.write("race.yaml", "name: race\nmodels:\n  - hf: acme/race-model\ndatasets:\n  - hf: acme/race-data\n")
+    hub.set_faults(bytes_per_second=4_000_000)  # long enough that the two builds overlap
+    procs = [ws.popen("build", str(spec), "--out", f"b{i}") for i in (1, 2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    hub.set_faults()
+    for name in ("b1", "b2"):
+        ws.run("verify", name)
+    assert (ws.root / "b1" / "manifest.json").read_text().count('"sha256"') == (ws.root / "b2" / "manifest.json").read_text().count('"sha256"')
+
+
+def test_dask_localcluster_build_matches_default_runner(ws, hub):
+    add_model(hub, "acme/dask-model", weights_size=300_000, seed=231)
+    hub.add_repo("dataset", "acme/dask-data", {"a.parquet": pseudo_random(100_000, 232)})
+    spec = ws.write("dask.yaml", "name: dask\nmodels:\n  - hf: acme/dask-model\ndatasets:\n  - hf: acme/dask-data\n")
+    ws.run("build", str(spec), "--out", "default")
+    ws.run("build", str(spec), "--out", "dask", "--dask", "local", timeout=300, extra_env={"AIRLIFT_CACHE": str(ws.root / "cache-dask")})
+
+    def comparable(name: str) -> dict:
+        manifest = json.loads((ws.root / name / "manifest.json").read_text())
+        manifest.pop("created")
+        return manifest
+
+    assert comparable("default") == comparable("dask")
+    ws.run("verify", "dask")
+
+
+def test_prefect_backend_runs_the_job_chain(ws, hub, upstream, services, deployed):
+    add_model(hub, "acme/pjob-model", weights_size=50_000, seed=241)
+    spec = ws.write("pjobs.yaml", f"""name: pchain
+models:
+  - hf: acme/pjob-model
+images:
+  - {upstream.app_a}
+jobs:
+  - name: prep
+    image: {upstream.app_a}
+    command: ["sh", "-c", "test \\"$HF_HUB_OFFLINE\\" = 1 && cat $HF_HOME/hub/models--acme--pjob-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out"]
+    uses: [models/acme/pjob-model]
+  - name: train
+    image: {upstream.app_a}
+    command: ["sh", "-c", "test -f $AIRLIFT_ROOT/prep.out && echo trained > $AIRLIFT_ROOT/train.out"]
+    needs: [prep]
+""")
+    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
+    root = ws.root / "root"
+    prefix = f"pjobs-{uuid.uuid4().hex[:8]}"
+    site = ws.write("site.yaml", f"""registry: {{url: {services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}, insecure: true}}
+docker: {{host: "{upstream.docker_host}"}}
+shared_root: {root}
+prefect: {{deployment: run-job/run-job, container_runtime: docker}}
+""")
+    ws.run("ingest", "bundle", "--site", str(site))
+    out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=400).stdout
+    assert "submitted: prep, train" in out and out.count("COMPLETED") == 2, out
+    assert (root / "train.out").read_text() == "trained\n"
+    assert "submitted: nothing new" in ws.run("submit", "bundle", "--site", str(site)).stdout
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not Path(root / "prep.out").exists():
+        time.sleep(0.1)
+    assert (root / "prep.out").read_text().startswith('{"architectures"')

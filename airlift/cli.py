@@ -24,6 +24,8 @@ class _Parser(argparse.ArgumentParser):
 def _prefect_env(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # No client telemetry from a secure site (and ~0.3 s less start-up per command).
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 _VERBOSE = False
@@ -114,6 +116,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, pubkey=args.pubkey, receipt_dir=args.receipt)
     for problem in report.problems:
         print(f"BROKEN {problem.describe()}")
+    for path in report.quarantined:
+        print(f"moved aside: {path} (the next build or transfer puts good bytes back)")
     if report.manifest_matches_sums is False:
         print("BROKEN manifest.json: does not match its line in SHA256SUMS")
     status = "OK" if report.ok else "FAILED"
@@ -397,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the contract promises no tracebacks
         if os.environ.get("AIRLIFT_DEBUG"):
             raise
+        if isinstance(exc, OSError):
+            from airlift.errors import resource_error
+
+            if full := resource_error(exc, getattr(exc, "filename", None) or "disk"):
+                print(f"airlift: error: {full}", file=sys.stderr)
+                return 1
         if type(exc).__name__ == "NoCredentialsError":
             print("airlift: error: S3: no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", file=sys.stderr)
             return 1

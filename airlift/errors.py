@@ -5,6 +5,8 @@ Exit codes follow the interface contract: 1 for work that failed, 2 for invalid 
 
 from __future__ import annotations
 
+import errno
+
 
 class AirliftError(Exception):
     """Base class: carries the process exit code the CLI should use."""
@@ -31,6 +33,18 @@ class TransientError(WorkError):
 
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# A full disk, a file-size limit or a read-only filesystem will not heal on retry.
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+
+
+class ResourceError(WorkError):
+    """The local disk cannot take the bytes (full, over quota, file-size limit, read-only)."""
+
+
+def resource_error(exc: OSError, where: str) -> ResourceError | None:
+    if exc.errno in _RESOURCE_ERRNOS:
+        return ResourceError(f"{where}: {exc.strerror or exc} (free space, raise the limit, or point AIRLIFT_CACHE elsewhere)")
+    return None
 
 
 def http_status_of(exc: BaseException) -> int | None:
@@ -54,7 +68,9 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, (IntegrityError, InputError)):
+    if isinstance(exc, (IntegrityError, InputError, ResourceError)):
+        return False
+    if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
         return False
     status = http_status_of(exc)
     if status is not None:

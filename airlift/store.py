@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ from airlift.errors import IntegrityError
 from airlift.fsutil import CHUNK, clone_or_copy, fsync_dir, link_or_copy
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: Path) -> str:
@@ -124,6 +136,10 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     # -- writing ----------------------------------------------------------------------------------
+    def _new_tmp(self) -> tuple[int, str]:
+        # host.pid in the name lets a later run sweep what a killed writer left, and only that.
+        return tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{_HOST}.{os.getpid()}.", suffix=".tmp")
+
     def _commit(self, tmp: Path, digest: str, *, mode: int = 0o444) -> None:
         final = self.blob_path(digest)
         if final.exists():
@@ -156,7 +172,7 @@ class BlobStore:
     def put_stream(self, chunks: Iterable[bytes], *, expected_sha256: str | None = None, label: str = "") -> StoredBlob:
         """Store a stream of bytes; the blob's name is the sha256 computed while writing."""
         self.ensure_dirs()
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, suffix=".tmp")
+        fd, tmp = self._new_tmp()
         try:
             with os.fdopen(fd, "wb") as handle:
                 writer = HashingWriter(handle)
@@ -201,7 +217,7 @@ class BlobStore:
         """Copy one blob into `other`, re-hashing the bytes as they are written (used across machines/disks)."""
         other.ensure_dirs()
         src = self.blob_path(sha256)
-        fd, tmp = tempfile.mkstemp(dir=other.tmp_dir, suffix=".tmp")
+        fd, tmp = other._new_tmp()
         try:
             with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
                 writer = HashingWriter(fout)
@@ -222,12 +238,26 @@ class BlobStore:
     def clone_blob_to(self, other: BlobStore, sha256: str) -> None:
         """Copy a blob without re-hashing (reflink where possible); the caller verifies separately."""
         other.ensure_dirs()
-        tmp = other.tmp_dir / f"{sha256}.{os.getpid()}.clone"
+        tmp = other.tmp_dir / f"{_HOST}.{os.getpid()}.{sha256}.tmp"
         clone_or_copy(self.blob_path(sha256), tmp)
         other._commit(tmp, sha256)
 
+    def sweep_stale(self) -> int:
+        """Delete temp files whose writer (a process on this host) is gone, e.g. after kill -9."""
+        removed = 0
+        for tmp in self.tmp_dir.glob("*.tmp") if self.tmp_dir.is_dir() else []:
+            host, _, rest = tmp.name.partition(".")
+            pid = rest.partition(".")[0]
+            if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+        return removed
+
     def cleanup_tmp(self) -> None:
-        """Remove the temp area if nothing (no resumable partial) is left in it."""
+        """Sweep dead writers' temp files, then remove the temp area if nothing (no resumable partial) is left."""
+        self.sweep_stale()
         with contextlib.suppress(OSError):
             for leftover in self.tmp_dir.glob("*.lock"):
                 part = leftover.with_suffix(".part")

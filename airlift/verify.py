@@ -47,6 +47,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     manifest_matches_sums: bool | None = None
     signature: str = "unsigned"
+    quarantined: list[str] = field(default_factory=list)
     receipt: list[str] = field(default_factory=list)
 
     @property
@@ -70,6 +71,7 @@ def verify_bundle(
     store: BlobStore | None = None,
     trusted: set[str] | None = None,
     workers: int | None = None,
+    extra_stores: tuple[BlobStore, ...] = (),
     on_bytes: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Rehash every blob the manifest names (each once, in parallel threads: hashlib drops the GIL).
@@ -116,6 +118,8 @@ def verify_bundle(
             if reason:
                 bad[sha256] = reason
 
+    report.quarantined = quarantine(bundle, [d for d, reason in bad.items() if reason in ("corrupt", "wrong size")], extra_stores)
+
     for artifact in manifest.artifacts:
         broken = False
         for entry in artifact.files:
@@ -129,3 +133,34 @@ def verify_bundle(
                 broken = True
         report.artifacts.append(ArtifactCheck(artifact.id, artifact.kind, len(artifact.files), artifact.total_bytes, not broken))
     return report
+
+
+def quarantine(bundle: Bundle, digests: list[str], extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
+    """Move corrupt blobs to `<bundle>/.corrupt/`, so the next build or transfer puts good bytes back.
+
+    A bundle blob is often a hard link to the cache's: when the cache (or another store) holds the same
+    damaged inode, or a blob that also fails its hash, it is moved aside there too, so the next build
+    fetches that one blob again instead of trusting it.
+    """
+    moved = []
+    for digest in digests:
+        path = bundle.store.blob_path(digest)
+        if not path.exists():
+            continue
+        inode = path.stat().st_ino
+        aside = bundle.root / ".corrupt" / digest
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(path, aside)
+        moved.append(str(aside))
+        for store in extra_stores:
+            other = store.blob_path(digest)
+            try:
+                same = other.stat().st_ino == inode or sha256_file(other) != digest
+            except FileNotFoundError:
+                continue
+            if same:
+                other_aside = store.root / ".corrupt" / digest
+                other_aside.parent.mkdir(exist_ok=True)
+                os.replace(other, other_aside)
+                moved.append(str(other_aside))
+    return moved

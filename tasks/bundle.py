@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from airlift.bundle import Bundle
+from airlift.cache import Cache
 from airlift.store import BlobStore
 from airlift.transfer import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
 from airlift.verify import VerifyReport, verify_bundle
@@ -16,7 +17,9 @@ from tasks.common import ProgressLog
 @task(name="verify-bundle", task_run_name="verify {bundle}")
 def verify(*, bundle: str, store: str | None = None) -> VerifyReport:
     """Rehash every blob of the bundle (and of `store` for what a delta lacks)."""
-    return verify_bundle(Bundle(bundle), store=BlobStore(Path(store)) if store else None, on_bytes=ProgressLog(f"verify {bundle}", None))
+    cache = Cache()
+    extra = (cache.store,) if cache.store.blobs_dir.is_dir() else ()
+    return verify_bundle(Bundle(bundle), store=BlobStore(Path(store)) if store else None, extra_stores=extra, on_bytes=ProgressLog(f"verify {bundle}", None))
 
 
 @task(name="plan-transfer")

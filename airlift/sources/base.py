@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from airlift.cache import Cache
-from airlift.errors import AirliftError, TransientError, WorkError, is_transient
+from airlift.errors import AirliftError, TransientError, WorkError, is_transient, resource_error
 
 log = logging.getLogger("airlift")
 T = TypeVar("T")
@@ -84,6 +84,8 @@ def with_transient_retries(label: str, attempts: int, action: Callable[[], T]) -
                 raise
             delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
         except Exception as exc:  # noqa: BLE001 - classified right here
+            if isinstance(exc, OSError) and (full := resource_error(exc, label)):
+                raise full from exc
             if not is_transient(exc):
                 raise
             if attempt == attempts:

@@ -16,7 +16,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, disable_progress_bars, filter_repo_objects
 
-from airlift.errors import TransientError, WorkError, is_transient
+from airlift.errors import TransientError, WorkError, is_transient, resource_error
 from airlift.manifest import Artifact, FileEntry
 from airlift.sources.base import (
     FetchContext,
@@ -112,7 +112,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                         raise TransientError(f"{label}: HTTP {_status(exc)}") from exc
                     raise WorkError(f"{label}: HTTP {_status(exc)} from the hub") from None
                 except OSError as exc:  # short bodies and consistency checks surface as OSError/EnvironmentError
-                    raise TransientError(f"{label}: {exc}") from exc
+                    raise (resource_error(exc, label) or TransientError(f"{label}: {exc}")) from exc
                 finally:
                     partial.writer.flush()
                     ctx.progress(partial.offset - before)

@@ -24,6 +24,18 @@ OUT = Path(os.environ.get("AIRLIFT_DEMO_DIR", "demo-out")).resolve()
 BIN = Path(sys.executable).parent / "airlift"
 
 
+def demo_image() -> str:
+    """A tiny image built from Debian's busybox-static and pushed to the upstream registry stand-in."""
+    from tests.conftest import busybox_image
+    from tests.images import docker
+
+    host = os.environ["AIRLIFT_DOCKER_HOST"]
+    ref = f"{os.environ.get('AIRLIFT_UPSTREAM_REGISTRY', '127.0.0.1:5101')}/nvidia/nemo-demo:25.11"
+    docker(host, "tag", busybox_image(host), ref)
+    docker(host, "push", ref)
+    return ref
+
+
 def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
@@ -55,6 +67,7 @@ def main() -> None:
     hub.add_repo("dataset", "acme/sft-corpus", {"README.md": b"# SFT corpus\n", "data/train.parquet": rng.randbytes(6 << 20)})
     tarball = rng.randbytes(4 << 20)
     url = hub.add_file("tokenizer-extras.tar", tarball)
+    image = demo_image()
 
     spec = OUT / "airgap.yaml"
     spec.write_text(f"""name: nemotron-sft
@@ -66,10 +79,20 @@ datasets:
   - hf: acme/sft-corpus
   - url: {url}
     sha256: {hashlib.sha256(tarball).hexdigest()}
+images:
+  - {image}
+jobs:
+  - name: finetune
+    image: {image}
+    command: ["sh", "-c", "cat $HF_HOME/hub/models--nvidia--tiny-nemotron/snapshots/*/config.json && echo fine-tuned with HF_HUB_OFFLINE=$HF_HUB_OFFLINE"]
+    uses: [models/nvidia/tiny-nemotron]
 """)
     site = OUT / "site.yaml"
-    site.write_text(f"""s3: {{endpoint_url: "{s3_endpoint}", bucket: tao-storage, prefix: shared-storage/airgap}}
+    site.write_text(f"""registry: {{url: "{os.environ.get('AIRLIFT_AIRGAP_REGISTRY', '127.0.0.1:5102')}/mirror", insecure: true}}
+s3: {{endpoint_url: "{s3_endpoint}", bucket: tao-storage, prefix: shared-storage/airgap}}
 shared_root: {OUT / "gpfs" / "airgap"}
+slurm: {{partition: batch, container_runtime: docker}}
+docker: {{host: "{os.environ.get('AIRLIFT_DOCKER_HOST', 'unix:///var/run/docker.sock')}"}}
 """)
     env = {
         **os.environ,
@@ -78,9 +101,12 @@ shared_root: {OUT / "gpfs" / "airgap"}
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "demo"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "demo-secret"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DOCKER_HOST": os.environ.get("AIRLIFT_DOCKER_HOST", ""),
     }
 
-    step("1. Networked side: build a content-addressed bundle (Hugging Face model + dataset + pinned URL)")
+    step("0. Plan: resolve every reference (tag -> commit, image tag -> digest); no content downloaded")
+    sh(str(BIN), "plan", str(spec), env=env)
+    step("1. Networked side: build a content-addressed bundle (HF model + dataset + pinned URL + image)")
     sh(str(BIN), "build", str(spec), "--out", str(OUT / "bundle"), env=env)
     print(f"   upstream content bytes sent by the hub stand-in: {hub.content_bytes}")
     step("2. Rebuild: a no-op, zero content bytes")
@@ -92,13 +118,18 @@ shared_root: {OUT / "gpfs" / "airgap"}
     sh(str(BIN), "inspect", str(OUT / "bundle"), env=env)
     step("4. Transfer to the removable disk (only missing blobs; verified at the destination)")
     sh(str(BIN), "transfer", str(OUT / "bundle"), "--to", str(OUT / "usb-disk"), env=env)
-    step("5. Inside the air gap: verify, upload to S3 (SeaweedFS stand-in) and materialize the shared root")
+    step("5. Inside the air gap: verify, push the image (same digest), upload to S3 and materialize the shared root")
     sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
     step("6. Ingest again: nothing is re-uploaded")
     sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
     hub.stop()
 
-    step("7. A job's view: huggingface_hub, offline, finds the model by repo id (hub stand-in now stopped)")
+    step("7. Submit the spec's job to Slurm: preflight, then a container from the air-gapped registry, offline")
+    sh(str(BIN), "submit", str(OUT / "usb-disk"), "--site", str(site), "--wait", env=env)
+    log = sorted((OUT / "gpfs" / "airgap" / "logs").glob("nemotron-sft-finetune-*.out"))[-1]
+    print(f"   job log {log}:\n" + "".join(f"     {line}\n" for line in log.read_text().splitlines()))
+
+    step("8. A job's view: huggingface_hub, offline, finds the model by repo id (hub stand-in now stopped)")
     probe = "from huggingface_hub import snapshot_download; print(snapshot_download('nvidia/tiny-nemotron', revision='v1.0'))"
     job_env = {k: v for k, v in env.items() if k != "HF_ENDPOINT"}
     job_env.update(HF_HOME=str(OUT / "gpfs" / "airgap" / "hf"), HF_HUB_OFFLINE="1")
@@ -110,6 +141,18 @@ shared_root: {OUT / "gpfs" / "airgap"}
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="tao-storage").get("Contents", [])]
     print(f"   S3 s3://tao-storage has {len(keys)} objects, e.g. {keys[0] if keys else '-'}")
+
+    step("9. airlift serve: the shared root as a Hugging Face endpoint for tools that insist on one")
+    port = 8808
+    server = subprocess.Popen([str(BIN), "serve", str(OUT / "gpfs" / "airgap"), "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        served_env = {k: v for k, v in env.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(OUT / "client-hf")}
+        got = subprocess.run([sys.executable, "-c", "from huggingface_hub import snapshot_download; print(snapshot_download('nvidia/tiny-nemotron', revision='v1.0'))"],
+                             env=served_env, capture_output=True, text=True)
+        print(f"   HF_ENDPOINT=http://127.0.0.1:{port} snapshot_download -> {got.stdout.strip() or got.stderr.strip()[-300:]}")
+    finally:
+        server.terminate()
 
     step("Where to look")
     print(f"   bundle        {OUT / 'bundle'}  (manifest.json, SHA256SUMS, blobs/sha256/)")

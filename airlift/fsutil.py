@@ -97,3 +97,23 @@ def is_within(root: Path, candidate: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+class IterReader:
+    """A read()-able file over an iterator of byte chunks (docker-py's save stream, a zstd input)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                break
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out

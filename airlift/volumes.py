@@ -21,7 +21,7 @@ import zstandard
 
 from airlift.bundle import MANIFEST, SIGNATURE, SUMS, Bundle
 from airlift.errors import InputError, WorkError
-from airlift.fsutil import fsync_dir, write_bytes_atomic
+from airlift.fsutil import IterReader, fsync_dir, write_bytes_atomic
 from airlift.store import SHA256_RE
 
 INDEX = "index.json"
@@ -260,7 +260,7 @@ def unpack(directory: Path, out: Path) -> UnpackResult:
             continue
         stream = _segments(directory, volumes, blob["segments"])
         if blob["codec"] == "zstd":
-            stream = zstandard.ZstdDecompressor().read_to_iter(_IterReader(stream), read_size=CHUNK)
+            stream = zstandard.ZstdDecompressor().read_to_iter(IterReader(stream), read_size=CHUNK)
         bundle.store.put_stream(stream, expected_sha256=digest, label=f"blob {digest[:12]}")
         result.recovered += 1
     manifest_path = directory / MANIFEST
@@ -277,18 +277,3 @@ def unpack(directory: Path, out: Path) -> UnpackResult:
                 result.lost_artifacts[artifact.id] = hit
     bundle.store.cleanup_tmp()
     return result
-
-
-class _IterReader:
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer += next(self._chunks)
-            except StopIteration:
-                break
-        out, self._buffer = (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
-        return out

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from collections.abc import Iterator
 from typing import Any
 
 from airlift.errors import InputError, WorkError
+from airlift.fsutil import IterReader
 from airlift.imageref import parse_image
 from airlift.manifest import Artifact, ImageInfo
 from airlift.registry import INDEX_TYPES, RegistryClient, choose_platform
@@ -125,26 +125,6 @@ def _resolve_engine(entry: ImageRef, artifact_id: str, platform: str) -> Resolve
     return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, (RemoteFile(image.id, size),))
 
 
-class _StreamReader:
-    """A read()-able view over the chunk generator docker-py returns for `docker save`."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer += next(self._chunks)
-            except StopIteration:
-                break
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-
 def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Stream `docker save` through the store (one pass, no tar on disk) and describe it as an OCI image."""
     store = ctx.cache.store
@@ -153,7 +133,7 @@ def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
         stream = client.api.get_image(resolved.source["image_id"], chunk_size=1 << 20)
         by_name: dict[str, tuple[str, int]] = {}
         small: dict[str, bytes] = {}
-        with tarfile.open(fileobj=_StreamReader(stream), mode="r|") as archive:
+        with tarfile.open(fileobj=IterReader(stream), mode="r|") as archive:
             for member in archive:
                 if not member.isfile():
                     continue

@@ -266,9 +266,3 @@ def _file_slice(handle, length: int) -> Iterator[bytes]:
             raise WorkError(f"{handle.name}: file ended early while uploading")
         remaining -= len(piece)
         yield piece
-
-
-def iter_file(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            yield chunk

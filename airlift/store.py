@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from airlift.errors import IntegrityError
-from airlift.fsutil import CHUNK, clone_or_copy, fsync_dir, link_or_copy
+from airlift.fsutil import CHUNK, fsync_dir, link_or_copy
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
@@ -234,13 +234,6 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-
-    def clone_blob_to(self, other: BlobStore, sha256: str) -> None:
-        """Copy a blob without re-hashing (reflink where possible); the caller verifies separately."""
-        other.ensure_dirs()
-        tmp = other.tmp_dir / f"{_HOST}.{os.getpid()}.{sha256}.tmp"
-        clone_or_copy(self.blob_path(sha256), tmp)
-        other._commit(tmp, sha256)
 
     def sweep_stale(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone, e.g. after kill -9."""

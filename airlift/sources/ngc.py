@@ -16,7 +16,7 @@ from typing import Any
 
 from airlift.errors import WorkError
 from airlift.manifest import Artifact, FileEntry
-from airlift.sources.base import FetchContext, RemoteFile, Resolved, bounded_map
+from airlift.sources.base import FetchContext, Resolved, bounded_map
 from airlift.spec import NgcModel
 
 KEY_VARIABLES = ("NGC_API_KEY", "NGC_CLI_API_KEY")
@@ -98,7 +98,3 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return Artifact(id=resolved.artifact_id, kind="ngc-model", source=source, files=entries)
-
-
-def plan_files(resolved: Resolved) -> tuple[RemoteFile, ...]:  # NGC sizes are known only after download
-    return ()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from airlift.errors import AirliftError, InputError
+from airlift.units import human
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,14 +43,6 @@ def _flow(module: str, name: str):
     return flow
 
 
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return str(count)
-
-
 # -- commands --------------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
     from airlift.spec import load_spec
@@ -64,7 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         build_bundle = build_bundle.with_options(task_runner=task_runner_for(args.dask))
     result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
     print(
-        f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {_human(result['bytes'])}; "
+        f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {human(result['bytes'])}; "
         f"{result['blobs_written']} blobs written, manifest sha256 {result['manifest_sha256']}"
     )
     if args.since:
@@ -94,11 +87,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
     for a in plan.artifacts:
-        size = _human(a.bytes) + ("+?" if a.unknown_sizes else "")
-        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {_human(a.cached_bytes):>11} {_human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+        size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
+        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
     print(
-        f"total: {totals['artifacts']} artifacts, {totals['files']} files, {_human(totals['bytes'])}; "
-        f"cached {_human(totals['cached_bytes'])}, to fetch {_human(totals['to_fetch_bytes'])}"
+        f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
+        f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
         + (f" (+{totals['unknown_sizes']} files of unknown size)" if totals["unknown_sizes"] else "")
     )
     return 0
@@ -122,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print("BROKEN manifest.json: does not match its line in SHA256SUMS")
     status = "OK" if report.ok else "FAILED"
     print(
-        f"{status}: {len(report.artifacts)} artifacts, {report.blobs_checked} blobs, {_human(report.bytes_checked)} rehashed"
+        f"{status}: {len(report.artifacts)} artifacts, {report.blobs_checked} blobs, {human(report.bytes_checked)} rehashed"
         + (f" ({report.blobs_from_store} lent by --store)" if report.blobs_from_store else "")
         + f"; signature: {report.signature}"
     )
@@ -170,11 +163,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             image = artifact.image
             name = parse_image(image.ref)
             where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
-            print(f"  {artifact.id:50} image       {len(image.layers):3} layers {_human(image.size):>11}  {image.platform}  {image.digest}")
+            print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
             print(f"      {image.ref} -> {where}")
             continue
         ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
-        print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {_human(artifact.total_bytes):>11}  {ref}")
+        print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {human(artifact.total_bytes):>11}  {ref}")
     return 0
 
 
@@ -196,7 +189,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             raise InputError(f"--ssh-option {option!r}: expected KEY=VALUE")
     transfer_bundle = _flow("flows.transfer", "transfer_bundle")
     result = transfer_bundle(src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint)
-    print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({_human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
+    print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
     return 0
 
 
@@ -209,7 +202,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingest_bundle = _flow("flows.ingest", "ingest_bundle")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site))
     print(
-        f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({_human(summary['s3_bytes'])}), "
+        f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({human(summary['s3_bytes'])}), "
         f"{summary['s3_skipped']} already there; shared_root {summary['materialized']} placed, {summary['materialized_skipped']} already there"
     )
     if summary["image_refs"] or summary["images_loaded"]:
@@ -231,7 +224,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()
     result = _flow("flows.pack", "pack_flow")(bundle=str(args.bundle), out=str(args.out), volume_size=size, zstd=args.zstd)
     print(
-        f"packed {_human(result.bytes_in)} into {result.volumes} volumes ({_human(result.bytes_out)}) under {args.out}; "
+        f"packed {human(result.bytes_in)} into {result.volumes} volumes ({human(result.bytes_out)}) under {args.out}; "
         f"{result.compressed_blobs} blobs compressed; check with: (cd {args.out} && sha256sum -c VOLUMES.SHA256SUMS)"
     )
     return 0

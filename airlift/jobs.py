@@ -24,7 +24,8 @@ from airlift.site import Site
 from airlift.spec import Job, Spec, artifact_id_of
 
 TERMINAL_OK = {"COMPLETED"}
-TERMINAL_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+# DEPENDENCY_NEVER_SATISFIED is ours: Slurm keeps such a job PENDING forever (a job it needs failed).
+TERMINAL_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "DEPENDENCY_NEVER_SATISFIED"}
 
 
 def job_environment(root: Path, job: Job) -> dict[str, str]:
@@ -189,6 +190,11 @@ def _run(argv: list[str], what: str) -> str:
     return proc.stdout
 
 
+def scancel(job_id: str) -> None:
+    """Cancel a job that can never run (its afterok dependency failed) rather than leave it queued forever."""
+    subprocess.run(["scancel", job_id], capture_output=True)
+
+
 def sbatch(script: Path, depends_on: list[str]) -> str:
     argv = ["sbatch", "--parsable"]
     if depends_on:
@@ -202,6 +208,8 @@ def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
     proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
     match = re.search(r"JobState=(\S+)", proc.stdout)
     if match:
+        if match[1] == "PENDING" and "Reason=DependencyNeverSatisfied" in proc.stdout:
+            return "DEPENDENCY_NEVER_SATISFIED"
         return match[1]
     if exit_file is not None and exit_file.exists():
         return "COMPLETED" if exit_file.read_text().strip() == "0" else "FAILED"

@@ -131,20 +131,18 @@ def build_app(catalog: Catalog) -> Starlette:
         )
         return HTMLResponse(f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n")
 
-    async def simple_file(request: Request) -> Response:
-        files = catalog.wheels().get(normalize_project(request.path_params["project"]), {})
-        found = files.get(request.path_params["filename"])
+    def blob_response(found: tuple[Artifact, FileEntry] | None) -> Response:
         if found is None:
             return _not_found("no such file")
         artifact, entry = found
         return FileResponse(catalog.locate(artifact, entry), headers={"ETag": f'"{entry.sha256}"'}, media_type="application/octet-stream")
 
+    async def simple_file(request: Request) -> Response:
+        files = catalog.wheels().get(normalize_project(request.path_params["project"]), {})
+        return blob_response(files.get(request.path_params["filename"]))
+
     async def files(request: Request) -> Response:
-        found = catalog.file_at(request.path_params["path"])
-        if found is None:
-            return _not_found("no such file")
-        artifact, entry = found
-        return FileResponse(catalog.locate(artifact, entry), headers={"ETag": f'"{entry.sha256}"'}, media_type="application/octet-stream")
+        return blob_response(catalog.file_at(request.path_params["path"]))
 
     async def git_dumb(request: Request) -> Response:
         repo = catalog.git_dirs.get(request.path_params["name"])

@@ -7,7 +7,10 @@ from prefect import flow, get_run_logger
 from airlift.bundle import Bundle
 from airlift.errors import WorkError
 from airlift.imageref import parse_image
-from airlift.sinks.registry import airgap_ref, target_repository
+from airlift.sinks.docker import LoadReport
+from airlift.sinks.registry import PushReport, airgap_ref, target_repository
+from airlift.sinks.s3 import UploadReport
+from airlift.sinks.sharedfs import MaterializeReport
 from airlift.site import load_site
 from flows._util import gather
 from tasks.bundle import verify
@@ -62,8 +65,8 @@ def ingest_bundle(bundle: str, site: str) -> dict:
                 futures.append(load_into_docker.submit(bundle=bundle, store=store, artifact=artifact, docker_host=profile.docker.host, tags=tags))
                 labels.append(artifact.id)
     results = gather(futures, labels)
-    pushes = [r for r in results if hasattr(r, "manifest_pushed")]
-    loads = [r for r in results if hasattr(r, "loaded")]
+    pushes = [r for r in results if isinstance(r, PushReport)]
+    loads = [r for r in results if isinstance(r, LoadReport)]
     summary["images_pushed"] = sum(1 for r in pushes if not r.already_present)
     summary["images_present"] = sum(1 for r in pushes if r.already_present)
     summary["blobs_uploaded"] = sum(r.uploaded for r in pushes)
@@ -71,8 +74,8 @@ def ingest_bundle(bundle: str, site: str) -> dict:
     summary["blobs_skipped"] = sum(r.skipped for r in pushes)
     summary["images_loaded"] = sum(1 for r in loads if r.loaded)
     summary["image_refs"] = {r.image: r.target for r in pushes}
-    uploads = [r for r in results if hasattr(r, "uploaded") and not hasattr(r, "manifest_pushed")]
-    placed = [r for r in results if hasattr(r, "location")]
+    uploads = [r for r in results if isinstance(r, UploadReport)]
+    placed = [r for r in results if isinstance(r, MaterializeReport)]
     summary["s3_uploaded"] = sum(r.uploaded for r in uploads)
     summary["s3_skipped"] = sum(r.skipped for r in uploads)
     summary["s3_bytes"] = sum(r.bytes for r in uploads)

@@ -14,6 +14,7 @@ from airlift.jobs import (
     TERMINAL_OK,
     JobRecord,
     preflight,
+    scancel,
     select_jobs,
     slurm_state,
     spec_of,
@@ -113,10 +114,10 @@ def wait_task(*, records: dict[str, JobRecord], names: list[str], poll_seconds: 
             return {n: _wait_prefect(records[n].id) for n in names}
         states = {n: slurm_state(records[n].id, Path(records[n].exit_file)) for n in names}
         if all(s in TERMINAL_OK | TERMINAL_BAD for s in states.values()):
-            return states
-        if any(s in TERMINAL_BAD for s in states.values()) and all(
-            s in TERMINAL_OK | TERMINAL_BAD or "Dependency" in s for s in states.values()
-        ):
+            for name, state in states.items():
+                if state == "DEPENDENCY_NEVER_SATISFIED":
+                    logger.warning("job %s can never run (a job it needs failed): cancelling %s", name, records[name].id)
+                    scancel(records[name].id)
             return states
         if time.monotonic() > deadline:
             raise WorkError(f"jobs still running after {timeout_seconds}s: {states}")

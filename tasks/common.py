@@ -12,6 +12,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import State
 
 from airlift.errors import is_transient
+from airlift.units import human
 
 RETRY_DELAYS = [2, 10]
 
@@ -97,11 +98,3 @@ def _terminal_bar(label: str, total: int | None):
         _PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
         _PROGRESS.start()
     return _PROGRESS, _PROGRESS.add_task(label, total=total)
-
-
-def human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import uuid
 
 from tests.fixtures import add_model
@@ -62,3 +64,30 @@ slurm: {{partition: batch, container_runtime: docker}}
 
     bad = ws.run("submit", "bundle", "--site", str(site), "--job", "nope", expect=2)
     assert "--job nope" in bad.stderr
+
+
+def test_wait_exits_1_when_a_job_fails_and_does_not_hang_on_its_dependents(ws, upstream):
+    spec = ws.write("fail.yaml", f"""name: failing
+images:
+  - {upstream.app_a}
+jobs:
+  - name: prep
+    image: {upstream.app_a}
+    command: ["sh", "-c", "echo broken input >&2; exit 3"]
+  - name: train
+    image: {upstream.app_a}
+    command: ["sh", "-c", "echo should never run"]
+    needs: [prep]
+""")
+    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
+    root = ws.root / "root"
+    site = ws.write("site.yaml", f"shared_root: {root}\nslurm: {{partition: batch, container_runtime: none}}\n")
+    started = time.monotonic()
+    result = ws.run("submit", "bundle", "--site", str(site), "--wait", expect=1, timeout=300)
+    assert time.monotonic() - started < 120, "--wait hung on a job whose dependency failed"
+    assert "prep (FAILED" in result.stderr and "train (DEPENDENCY_NEVER_SATISFIED" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    records = json.loads((root / ".airlift" / "jobs" / "failing.json").read_text())
+    state = subprocess.run(["scontrol", "show", "job", "-o", records["train"]["id"]], capture_output=True, text=True).stdout
+    assert "JobState=CANCELLED" in state, state
+    assert not any("should never run" in p.read_text() for p in (root / "logs").glob("failing-train-*.out"))

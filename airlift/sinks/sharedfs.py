@@ -45,7 +45,7 @@ def read_marker(root: Path, artifact_id: str) -> dict | None:
 
 
 def _place(root: Path, target: Path, source: Path, *, executable: bool = False) -> None:
-    if not is_within(root, target.parent if target.parent.exists() else root):
+    if not is_within(root, target):
         raise WorkError(f"refusing to write outside {root}: {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     # A copy, not a hard link: jobs write under shared_root, and must never be able to alter a bundle blob.

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from airlift.bundle import Bundle  # noqa: E402
-from airlift.transfer import copy_blobs_to_dir, finalize_dir, plan_dir_transfer  # noqa: E402
-from airlift.verify import verify_bundle  # noqa: E402
+from airlift.bundle.layout import Bundle  # noqa: E402
+from airlift.bundle.verify import verify_bundle  # noqa: E402
+from airlift.transport.location import copy_blobs_to_dir, finalize_dir, plan_dir_transfer  # noqa: E402
 
 ROOT = Path(os.environ.get("BENCH_DIR", "/tmp/airlift-bench"))
 SRC = Bundle(ROOT / "build" / "bundle")

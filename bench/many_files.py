@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.hubserver import HubServer  # noqa: E402
+from airlift.testing.hubserver import HubServer  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/airlift-bench")) / "many"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.hubserver import HubServer
+from airlift.testing.hubserver import HubServer
 
 OUT = Path(os.environ.get("AIRLIFT_DEMO_DIR", "demo-out")).resolve()
 BIN = Path(sys.executable).parent / "airlift"

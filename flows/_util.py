@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect.futures import PrefectFuture, wait
 
-from airlift.errors import AirliftError, WorkError
+from airlift.util.errors import AirliftError, WorkError
 
 
 def gather(futures: Sequence[PrefectFuture], labels: Sequence[str]) -> list[Any]:

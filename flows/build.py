@@ -7,11 +7,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from airlift.build import resolution_digest
-from airlift.cache import Cache
-from airlift.manifest import Artifact
-from airlift.sources.base import Resolved
-from airlift.spec import Spec, load_spec
+from airlift.bundle.manifest import Artifact
+from airlift.config.spec import Spec, load_spec
+from airlift.fetch.assemble import resolution_digest
+from airlift.fetch.base import Resolved
+from airlift.fetch.cache import Cache
 from flows._util import gather
 from tasks.build import assemble, fetch_artifact, resolve_artifact
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from airlift.bundle import Bundle
-from airlift.errors import WorkError
-from airlift.imageref import parse_image
-from airlift.sinks.docker import LoadReport
-from airlift.sinks.registry import PushReport, airgap_ref, target_repository
-from airlift.sinks.s3 import UploadReport
-from airlift.sinks.sharedfs import MaterializeReport
-from airlift.site import load_site
+from airlift.bundle.layout import Bundle
+from airlift.config.site import load_site
+from airlift.ingest.docker import LoadReport
+from airlift.ingest.registry import PushReport, airgap_ref, target_repository
+from airlift.ingest.s3 import UploadReport
+from airlift.ingest.sharedfs import MaterializeReport
+from airlift.oci.reference import parse_image
+from airlift.util.errors import WorkError
 from flows._util import gather
 from tasks.bundle import verify
 from tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from airlift.bundle import Bundle
-from airlift.manifest import Manifest
+from airlift.bundle.layout import Bundle
+from airlift.bundle.manifest import Manifest
 
 
 @task(name="read-manifest")

@@ -11,7 +11,7 @@ import subprocess
 
 from prefect import flow, get_run_logger
 
-from airlift.errors import WorkError
+from airlift.util.errors import WorkError
 
 
 @flow(name="run-job", log_prints=True)

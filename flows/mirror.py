@@ -10,10 +10,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from airlift.build import resolution_digest
-from airlift.bundle import Bundle
-from airlift.cache import Cache
-from airlift.spec import load_spec
+from airlift.bundle.layout import Bundle
+from airlift.config.spec import load_spec
+from airlift.fetch.assemble import resolution_digest
+from airlift.fetch.cache import Cache
 from flows.build import fetch_all, resolve_all
 from flows.transfer import transfer_bundle
 from tasks.build import assemble

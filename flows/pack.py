@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from airlift.bundle import Bundle
-from airlift.volumes import PackResult, UnpackResult, pack, unpack
+from airlift.bundle.layout import Bundle
+from airlift.bundle.volumes import PackResult, UnpackResult, pack, unpack
 from tasks.common import ProgressLog
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from airlift.cache import Cache
-from airlift.plan import Plan, plan_artifact
-from airlift.spec import load_spec
+from airlift.config.spec import load_spec
+from airlift.fetch.cache import Cache
+from airlift.fetch.plan import Plan, plan_artifact
 from flows._util import gather
 from tasks.build import resolve_artifact
 

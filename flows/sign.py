@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from airlift.bundle import Bundle
-from airlift.signing import keygen, sign
+from airlift.bundle.layout import Bundle
+from airlift.bundle.signing import keygen, sign
 
 
 @flow(name="keygen")

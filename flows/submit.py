@@ -7,20 +7,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from airlift.bundle import Bundle
-from airlift.errors import InputError, WorkError
-from airlift.jobs import (
-    TERMINAL_BAD,
-    TERMINAL_OK,
-    JobRecord,
-    preflight,
-    scancel,
-    select_jobs,
-    slurm_state,
-    spec_of,
-    submit_slurm,
-)
-from airlift.site import load_site
+from airlift.bundle.layout import Bundle
+from airlift.config.site import load_site
+from airlift.jobs.common import JobRecord, preflight, select_jobs, spec_of
+from airlift.jobs.slurm import TERMINAL_BAD, TERMINAL_OK, scancel, slurm_state, submit_slurm
+from airlift.util.errors import InputError, WorkError
 
 
 @task(name="preflight")
@@ -58,8 +49,8 @@ def prefect_submit_task(*, bundle: str, site: str, jobs: list[str], force: bool)
     """
     from prefect.deployments import run_deployment
 
-    from airlift.jobs import JobLedger, image_target, job_environment
-    from airlift.manifest import now_iso
+    from airlift.bundle.manifest import now_iso
+    from airlift.jobs.common import JobLedger, image_target, job_environment
 
     profile = load_site(site)
     assert profile.prefect is not None and profile.shared_root is not None

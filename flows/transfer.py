@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from airlift.bundle import Bundle
-from airlift.errors import InputError
-from airlift.transfer import parse_location, resolve_dir
-from airlift.transfer_ssh import SshOptions
+from airlift.bundle.layout import Bundle
+from airlift.transport.location import parse_location, resolve_dir
+from airlift.transport.ssh import SshOptions
+from airlift.util.errors import InputError
 from flows._util import gather
 from tasks.bundle import copy_blobs, finalize, plan_transfer
 from tasks.remote import (

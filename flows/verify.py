@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from airlift.bundle import Bundle
-from airlift.receipt import receipt_markdown, write_receipt
-from airlift.signing import check_signature, key_fingerprint
-from airlift.verify import VerifyReport
+from airlift.bundle.layout import Bundle
+from airlift.bundle.receipt import receipt_markdown, write_receipt
+from airlift.bundle.signing import check_signature, key_fingerprint
+from airlift.bundle.verify import VerifyReport
 from tasks.bundle import verify
 
 

@@ -8,12 +8,12 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from airlift.build import BuildResult, assemble_bundle
-from airlift.cache import Cache
-from airlift.manifest import Artifact
-from airlift.sources.base import FetchContext, Resolved
-from airlift.sources.dispatch import fetch_resolved, resolve_entry
-from airlift.spec import Spec
+from airlift.bundle.manifest import Artifact
+from airlift.config.spec import Spec
+from airlift.fetch.assemble import BuildResult, assemble_bundle
+from airlift.fetch.base import FetchContext, Resolved
+from airlift.fetch.cache import Cache
+from airlift.fetch.kinds import fetch_resolved, resolve_entry
 from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from prefect import task
 
-from airlift.bundle import Bundle
-from airlift.cache import Cache
-from airlift.store import BlobStore
-from airlift.transfer import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
-from airlift.verify import VerifyReport, verify_bundle
+from airlift.bundle.layout import Bundle
+from airlift.bundle.store import BlobStore
+from airlift.bundle.verify import VerifyReport, verify_bundle
+from airlift.fetch.cache import Cache
+from airlift.transport.location import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
 from tasks.common import ProgressLog
 
 

@@ -11,8 +11,8 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import State
 
-from airlift.errors import is_transient
-from airlift.units import human
+from airlift.util.errors import is_transient
+from airlift.util.units import human
 
 RETRY_DELAYS = [2, 10]
 

@@ -6,19 +6,20 @@ from pathlib import Path
 
 from prefect import task
 
-from airlift.cache import Cache
-from airlift.manifest import Artifact
-from airlift.sinks import s3 as s3_sink
-from airlift.sinks.docker import LoadReport, load_image
-from airlift.sinks.registry import PushReport, push_image
-from airlift.sinks.sharedfs import MaterializeReport, materialize
-from airlift.site import RegistryTarget, S3Target
+from airlift.bundle.manifest import Artifact
+from airlift.config.site import RegistryTarget, S3Target
+from airlift.fetch.cache import Cache
+from airlift.ingest import s3 as s3_sink
+from airlift.ingest.docker import LoadReport, load_image
+from airlift.ingest.registry import PushReport, push_image
+from airlift.ingest.sharedfs import MaterializeReport, materialize
+from airlift.util import s3 as s3_util
 from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
 
 
 def _blob_locator(bundle: str, store: str | None):
-    from airlift.bundle import Bundle
-    from airlift.store import BlobStore
+    from airlift.bundle.layout import Bundle
+    from airlift.bundle.store import BlobStore
 
     own = Bundle(bundle).store
     lender = BlobStore(Path(store)) if store else None
@@ -41,8 +42,8 @@ def _blob_locator(bundle: str, store: str | None):
 )
 def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: S3Target) -> s3_sink.UploadReport:
     """Upload one artifact's files; objects whose size and sha256 metadata match are skipped."""
-    client = s3_sink.client(target.endpoint_url, target.region)
-    s3_sink.ensure_bucket(client, target.bucket)
+    client = s3_util.client(target.endpoint_url, target.region)
+    s3_util.ensure_bucket(client, target.bucket)
     return s3_sink.upload_artifact(
         client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
         blob_path=_blob_locator(bundle, store), on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from prefect import task
 
-from airlift import transfer_s3, transfer_ssh
-from airlift.bundle import Bundle
-from airlift.sinks import s3 as s3_sink
-from airlift.transfer import Location
+from airlift.bundle.layout import Bundle
+from airlift.transport import s3 as transfer_s3
+from airlift.transport import ssh as transfer_ssh
+from airlift.transport.location import Location
+from airlift.util import s3 as s3_util
 from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
 
 RETRIES = {"retries": 2, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
@@ -17,26 +18,26 @@ RETRIES = {"retries": 2, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_f
 
 @task(name="plan-s3-push", **RETRIES)
 def plan_s3_push(*, src: str, location: Location, endpoint: str | None) -> tuple[dict[str, tuple[str, int]], int]:
-    _, missing, present = transfer_s3.plan_push(s3_sink.client(endpoint), Bundle(src), location)
+    _, missing, present = transfer_s3.plan_push(s3_util.client(endpoint), Bundle(src), location)
     return missing, present
 
 
 @task(name="s3-upload-blobs", task_run_name="s3 put {artifact_id}", **RETRIES)
 def s3_upload(*, src: str, location: Location, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    transfer_s3.upload_blobs(s3_sink.client(endpoint), Bundle(src), location, digests, on_bytes=ProgressLog(f"s3 put {artifact_id}", total))
+    transfer_s3.upload_blobs(s3_util.client(endpoint), Bundle(src), location, digests, on_bytes=ProgressLog(f"s3 put {artifact_id}", total))
     return digests
 
 
 @task(name="s3-finish-push", **RETRIES)
 def s3_finish_push(*, src: str, location: Location, endpoint: str | None) -> None:
-    transfer_s3.finish_push(s3_sink.client(endpoint), Bundle(src), location)
+    transfer_s3.finish_push(s3_util.client(endpoint), Bundle(src), location)
 
 
 @task(name="plan-s3-pull", **RETRIES)
 def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None) -> tuple[bytes, dict[str, tuple[str, int]], int]:
-    from airlift.manifest import Manifest
+    from airlift.bundle.manifest import Manifest
 
-    client = s3_sink.client(endpoint)
+    client = s3_util.client(endpoint)
     manifest_bytes = transfer_s3.read_remote_manifest(client, location)
     manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/manifest.json")
     offered = transfer_s3.inventory(client, location)
@@ -52,13 +53,13 @@ def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None) -> tupl
 
 @task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}", **RETRIES)
 def s3_download(*, location: Location, dest: str, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    transfer_s3.pull_blobs(s3_sink.client(endpoint), location, Path(dest), digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
+    transfer_s3.pull_blobs(s3_util.client(endpoint), location, Path(dest), digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
     return digests
 
 
 @task(name="s3-finish-pull", **RETRIES)
 def s3_finish_pull(*, location: Location, dest: str, endpoint: str | None, manifest_bytes: bytes, copied: list[str]) -> None:
-    transfer_s3.finish_pull(s3_sink.client(endpoint), location, Path(dest), manifest_bytes, set(copied))
+    transfer_s3.finish_pull(s3_util.client(endpoint), location, Path(dest), manifest_bytes, set(copied))
 
 
 @task(name="rsync-push", task_run_name="rsync to {location.text}", **RETRIES)

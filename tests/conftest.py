@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubserver import HubServer
+from airlift.testing.hubserver import HubServer
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -93,7 +93,7 @@ def test_site_profile_errors_name_the_file_that_has_the_field(tmp_path):
 
 
 def test_site_extends_merges_and_child_wins():
-    from airlift.site import load_site
+    from airlift.config.site import load_site
 
     root = Path(__file__).parent / "data"
     site = load_site(root / "site-child.yaml")
@@ -126,7 +126,7 @@ def test_hostile_manifest_paths_are_rejected_with_exit_1(tmp_path, bad_path):
 
 
 def test_hostile_manifest_ids_and_sizes(tmp_path):
-    from airlift.manifest import Manifest, ManifestError
+    from airlift.bundle.manifest import Manifest, ManifestError
 
     base = {"schema_version": 1, "name": "x", "created": "t", "artifacts": []}
     for artifact in (

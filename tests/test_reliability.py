@@ -186,8 +186,8 @@ values = st.recursive(
 @settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
 def test_fuzzed_specs_fail_only_with_input_errors(tmp_path_factory, document):
-    from airlift.errors import InputError
-    from airlift.spec import load_spec
+    from airlift.config.spec import load_spec
+    from airlift.util.errors import InputError
 
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
     path.write_text(yaml.safe_dump(document))

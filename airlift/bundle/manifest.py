@@ -1,0 +1,151 @@
+"""The bundle manifest: what each artifact is, where it came from (resolved), and the blobs that hold it.
+
+A manifest is untrusted input on the air-gapped side, so every path and id is checked before use:
+relative POSIX only, no `..`, no absolute paths, sane sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from airlift.util.errors import WorkError
+
+SCHEMA_VERSION = 1
+MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
+MAX_MANIFEST_BYTES = 256 << 20
+ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$")
+
+
+class ManifestError(WorkError):
+    """A manifest that cannot be trusted: malformed, or with paths that escape (exit 1: a bad bundle)."""
+
+
+def check_relative_path(value: str) -> str:
+    if not value or value.startswith("/") or "\\" in value or "\x00" in value:
+        raise ValueError(f"path {value!r} must be a relative POSIX path")
+    if any(part in {"", ".", ".."} for part in value.split("/")):
+        raise ValueError(f"path {value!r} has an empty, '.' or '..' component")
+    return value
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(Model):
+    path: str
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    executable: bool = False
+    etag: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_relative_path(value)
+
+
+class ImageInfo(Model):
+    ref: str
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    platform: str
+    media_type: str
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
+    config: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    layers: list[str] = Field(default_factory=list)
+    index_digest: str | None = None
+    repository: str
+    tag: str | None = None
+
+
+class Artifact(Model):
+    id: str
+    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image"]
+    # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
+    layout: Literal["tree", "file"] = "tree"
+    source: dict[str, Any]
+    files: list[FileEntry] = Field(default_factory=list)
+    image: ImageInfo | None = None
+    blobs: list[str] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers)")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not ARTIFACT_ID_RE.match(value) or any(part in {"", ".", ".."} for part in value.split("/")):
+            raise ValueError(f"artifact id {value!r} is not valid")
+        return value
+
+    def all_blobs(self) -> set[str]:
+        return {f.sha256 for f in self.files} | {b.removeprefix("sha256:") for b in self.blobs}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def content_digest(self) -> str:
+        """A digest of what this artifact is: used to tell whether a destination already has it."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"source"}), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+class Lineage(Model):
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str
+    created: str
+
+
+class Manifest(Model):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    created: str
+    tool: str = "airlift"
+    since: Lineage | None = None
+    # sha256 over every resolved reference (commit, digest, ETag...): equal means nothing changed upstream.
+    resolution: str | None = None
+    artifacts: list[Artifact]
+    spec: dict[str, Any] | None = None
+
+    def artifact(self, artifact_id: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    def all_blobs(self) -> set[str]:
+        blobs: set[str] = set()
+        for artifact in self.artifacts:
+            blobs |= artifact.all_blobs()
+        return blobs
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n").encode()
+
+    @classmethod
+    def parse(cls, data: bytes, *, origin: str) -> Manifest:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{origin}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{origin}: not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{origin}: expected a JSON object")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ManifestError(f"{origin}: schema_version {raw.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
+        try:
+            manifest = cls.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = ".".join(str(p) for p in error["loc"])
+            raise ManifestError(f"{origin}: {loc}: {error['msg']}") from None
+        ids = [a.id for a in manifest.artifacts]
+        if len(ids) != len(set(ids)):
+            raise ManifestError(f"{origin}: duplicate artifact ids")
+        return manifest
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

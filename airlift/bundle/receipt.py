@@ -1,0 +1,60 @@
+"""The verification receipt: exactly what was checked, when, where, and with what result."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from airlift.bundle.verify import VerifyReport
+from airlift.util.fs import write_bytes_atomic
+
+
+def receipt_json(report: VerifyReport) -> dict:
+    data = asdict(report)
+    data["ok"] = report.ok
+    data["tool"] = "airlift verify"
+    return data
+
+
+def receipt_markdown(report: VerifyReport) -> str:
+    lines = [
+        f"# Verification receipt: {'PASSED' if report.ok else 'FAILED'}",
+        "",
+        f"- bundle: `{report.bundle}`",
+        f"- manifest sha256: `{report.manifest_sha256}`",
+        f"- signature: {report.signature}",
+        f"- manifest matches SHA256SUMS: {report.manifest_matches_sums}",
+        f"- checked at: {report.checked_at} on host `{report.host}`",
+        f"- blobs rehashed: {report.blobs_checked} ({report.bytes_checked} bytes)"
+        + (f", {report.blobs_from_store} lent by --store" if report.blobs_from_store else ""),
+        "",
+        "| artifact | kind | files | bytes | result |",
+        "|---|---|---:|---:|---|",
+    ]
+    for artifact in report.artifacts:
+        lines.append(f"| `{artifact.id}` | {artifact.kind} | {artifact.files} | {artifact.bytes} | {'ok' if artifact.ok else '**BROKEN**'} |")
+    if report.problems:
+        lines += ["", "## Problems", ""]
+        lines += [f"- `{p.artifact_id}`: `{p.path}`: {p.reason} (blob `{p.sha256}`)" for p in report.problems]
+    return "\n".join(lines) + "\n"
+
+
+def write_receipt(report: VerifyReport, directory: Path | None = None) -> tuple[Path, Path]:
+    """Write `verify-<time>-<host>.{json,md}` into the bundle's receipts/ (or `directory`, or the cwd
+    when the bundle is read-only, as on a DVD)."""
+    stem = f"verify-{report.checked_at.replace(':', '')}-{report.host}"
+    candidates = [directory] if directory else [Path(report.bundle) / "receipts", Path.cwd()]
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                continue
+            json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
+            write_bytes_atomic(json_path, (json.dumps(receipt_json(report), indent=1) + "\n").encode())
+            write_bytes_atomic(md_path, receipt_markdown(report).encode())
+            return json_path, md_path
+        except OSError:
+            continue
+    raise OSError("no writable place for the verification receipt")

@@ -1,0 +1,291 @@
+"""Content-addressed blob store: `<root>/blobs/sha256/<hex>`, every name a verified sha256.
+
+Bytes are hashed as they are written, into a temp file in the store's own `.tmp/`, and reach their
+final name by an atomic rename only once the digest is known (and matches, when one was promised).
+Partial downloads live under `.tmp/` with a stable name so a rerun after `kill -9` resumes them; a
+file lock keeps two processes from appending to the same partial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from airlift.util.errors import IntegrityError
+from airlift.util.fs import CHUNK, fsync_dir, link_or_copy
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file wrapper that hashes every byte it writes (sha256, and optionally git's sha1).
+
+    It tolerates the one seek pattern downloaders use, rewinding to restart a download from zero.
+    """
+
+    def __init__(self, handle: BinaryIO, *, git_blob_size: int | None = None) -> None:
+        self._handle = handle
+        self._git_blob_size = git_blob_size
+        self.size = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sha256 = hashlib.sha256()
+        # Git's blob id is sha1("blob <size>\0" + content); computing it lets us check non-LFS hub files.
+        self.git_sha1 = hashlib.sha1(usedforsecurity=False) if self._git_blob_size is not None else None
+        if self.git_sha1 is not None:
+            self.git_sha1.update(f"blob {self._git_blob_size}\0".encode())
+        self.size = 0
+
+    def absorb_existing(self, path: Path) -> None:
+        """Hash bytes already in the partial file (the resume case) without rewriting them."""
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                self._update(chunk)
+
+    def _update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.git_sha1 is not None:
+            self.git_sha1.update(data)
+        self.size += len(data)
+
+    def write(self, data: bytes) -> int:  # noqa: D401 - file protocol
+        self._handle.write(data)
+        self._update(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._handle.seek(offset, whence)
+        if position == 0:
+            self._reset()
+        elif position != self.size:
+            raise OSError("HashingWriter only supports rewinding to the start")
+        return position
+
+    def truncate(self, size: int | None = None) -> int:
+        result = self._handle.truncate(size)
+        if (size if size is not None else self._handle.tell()) == 0:
+            self._reset()
+        return result
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    git_sha1: str | None = None
+
+
+class BlobStore:
+    """A directory of blobs named by sha256, plus a private temp area on the same filesystem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.tmp_dir = self.root / ".tmp"
+
+    # -- lookup -----------------------------------------------------------------------------------
+    def blob_path(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.blobs_dir / sha256
+
+    def has(self, sha256: str, size: int | None = None) -> bool:
+        try:
+            stat = self.blob_path(sha256).stat()
+        except FileNotFoundError:
+            return False
+        return size is None or stat.st_size == size
+
+    def ensure_dirs(self) -> None:
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _new_tmp(self) -> tuple[int, str]:
+        # host.pid in the name lets a later run sweep what a killed writer left, and only that.
+        return tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{_HOST}.{os.getpid()}.", suffix=".tmp")
+
+    def _commit(self, tmp: Path, digest: str, *, mode: int = 0o444) -> None:
+        final = self.blob_path(digest)
+        if final.exists():
+            # Someone (another build, an earlier run) already stored the same content.
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, mode)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+
+    @contextlib.contextmanager
+    def partial(self, key: str, *, git_blob_size: int | None = None) -> Iterator[_Partial]:
+        """Open (or resume) the partial download named `key`, locked against other processes."""
+        self.ensure_dirs()
+        path = self.tmp_dir / f"{key}.part"
+        lock_handle = open(self.tmp_dir / f"{key}.lock", "a+b")  # noqa: SIM115 - held for the block
+        try:
+            fcntl.flock(lock_handle.fileno(), fcntl.LOCK_EX)
+            handle = open(path, "ab")  # noqa: SIM115 - closed below
+            try:
+                writer = HashingWriter(handle, git_blob_size=git_blob_size)
+                if handle.tell() > 0:
+                    writer.absorb_existing(path)
+                yield _Partial(self, path, writer)
+            finally:
+                handle.close()
+        finally:
+            lock_handle.close()
+
+    def put_stream(self, chunks: Iterable[bytes], *, expected_sha256: str | None = None, label: str = "") -> StoredBlob:
+        """Store a stream of bytes; the blob's name is the sha256 computed while writing."""
+        self.ensure_dirs()
+        fd, tmp = self._new_tmp()
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                writer = HashingWriter(handle)
+                for chunk in chunks:
+                    writer.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = writer.sha256.hexdigest()
+            if expected_sha256 and digest != expected_sha256:
+                raise IntegrityError(f"{label or 'blob'}: sha256 {digest} does not match expected {expected_sha256}")
+            self._commit(Path(tmp), digest)
+            return StoredBlob(digest, writer.size)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put_bytes(self, data: bytes) -> StoredBlob:
+        return self.put_stream([data])
+
+    def add_file(self, path: Path, *, allow_link: bool = True) -> StoredBlob:
+        """Store a local file. Same filesystem: hash once, then hard-link (no copy). Else copy while hashing."""
+        self.ensure_dirs()
+        same_fs = allow_link and os.stat(path).st_dev == os.stat(self.blobs_dir).st_dev
+        if not same_fs:
+            with open(path, "rb") as handle:
+                return self.put_stream(iter(lambda: handle.read(CHUNK), b""))
+        digest = sha256_file(path)
+        size = os.stat(path).st_size
+        if not self.has(digest, size):
+            link_or_copy(path, self.blob_path(digest), allow_link=True)
+        return StoredBlob(digest, size)
+
+    def link_blob_to(self, other: BlobStore, sha256: str) -> None:
+        """Give `other` this store's blob, by hard link where the filesystem allows."""
+        if other.has(sha256):
+            return
+        other.ensure_dirs()
+        link_or_copy(self.blob_path(sha256), other.blob_path(sha256))
+
+    def copy_blob_to(self, other: BlobStore, sha256: str) -> int:
+        """Copy one blob into `other`, re-hashing the bytes as they are written (used across machines/disks)."""
+        other.ensure_dirs()
+        src = self.blob_path(sha256)
+        fd, tmp = other._new_tmp()
+        try:
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                writer = HashingWriter(fout)
+                while chunk := fin.read(CHUNK):
+                    writer.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = writer.sha256.hexdigest()
+            if digest != sha256:
+                raise IntegrityError(f"blob {sha256} is corrupt at the source (hashes to {digest})")
+            other._commit(Path(tmp), digest)
+            return writer.size
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def sweep_stale(self) -> int:
+        """Delete temp files whose writer (a process on this host) is gone, e.g. after kill -9."""
+        removed = 0
+        for tmp in self.tmp_dir.glob("*.tmp") if self.tmp_dir.is_dir() else []:
+            host, _, rest = tmp.name.partition(".")
+            pid = rest.partition(".")[0]
+            if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+        return removed
+
+    def cleanup_tmp(self) -> None:
+        """Sweep dead writers' temp files, then remove the temp area if nothing (no resumable partial) is left."""
+        self.sweep_stale()
+        with contextlib.suppress(OSError):
+            for leftover in self.tmp_dir.glob("*.lock"):
+                part = leftover.with_suffix(".part")
+                if not part.exists():
+                    leftover.unlink(missing_ok=True)
+            self.tmp_dir.rmdir()
+
+
+@dataclass
+class _Partial:
+    """A resumable partial download. `writer.size` is the offset to resume from."""
+
+    store: BlobStore
+    path: Path
+    writer: HashingWriter
+
+    @property
+    def offset(self) -> int:
+        return self.writer.size
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def commit(self, *, expected_sha256: str | None = None, expected_git_sha1: str | None = None, label: str = "") -> StoredBlob:
+        self.writer.flush()
+        with open(self.path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = self.writer.sha256.hexdigest()
+        git_sha1 = self.writer.git_sha1.hexdigest() if self.writer.git_sha1 is not None else None
+        if expected_sha256 and digest != expected_sha256:
+            self.discard()
+            raise IntegrityError(f"{label}: sha256 {digest} does not match expected {expected_sha256}")
+        if expected_git_sha1 and git_sha1 != expected_git_sha1:
+            self.discard()
+            raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {expected_git_sha1}")
+        size = self.writer.size
+        self.store._commit(self.path, digest)
+        return StoredBlob(digest, size, git_sha1)

@@ -1,0 +1,166 @@
+"""Rehash a bundle against its manifest and say exactly which artifact and file is broken or missing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlift.bundle.layout import Bundle
+from airlift.bundle.manifest import Manifest, now_iso
+from airlift.bundle.store import BlobStore, sha256_file
+
+
+@dataclass(frozen=True)
+class Problem:
+    artifact_id: str
+    path: str
+    sha256: str
+    reason: str  # "missing" | "corrupt" | "wrong size"
+
+    def describe(self) -> str:
+        return f"{self.artifact_id}: {self.path}: {self.reason} (blob {self.sha256})"
+
+
+@dataclass
+class ArtifactCheck:
+    id: str
+    kind: str
+    files: int
+    bytes: int
+    ok: bool
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    manifest_sha256: str
+    checked_at: str
+    host: str
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    blobs_from_store: int = 0
+    artifacts: list[ArtifactCheck] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    manifest_matches_sums: bool | None = None
+    signature: str = "unsigned"
+    quarantined: list[str] = field(default_factory=list)
+    receipt: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.manifest_matches_sums is not False
+
+
+def _check_blob(path: Path, sha256: str, size: int | None) -> str | None:
+    try:
+        actual_size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if size is not None and actual_size != size:
+        return "wrong size"
+    return None if sha256_file(path) == sha256 else "corrupt"
+
+
+def verify_bundle(
+    bundle: Bundle,
+    *,
+    store: BlobStore | None = None,
+    trusted: set[str] | None = None,
+    workers: int | None = None,
+    extra_stores: tuple[BlobStore, ...] = (),
+    on_bytes: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Rehash every blob the manifest names (each once, in parallel threads: hashlib drops the GIL).
+
+    `store` lends blobs a delta bundle does not carry; `trusted` names blobs already hashed as they
+    were written in this same run (a transfer), which are then only checked for presence and size.
+    """
+    manifest: Manifest = bundle.read_manifest()
+    report = VerifyReport(bundle=str(bundle.root), manifest_sha256=bundle.manifest_sha256(), checked_at=now_iso(), host=socket.gethostname())
+    sums_digest = bundle.sums_manifest_digest()
+    report.manifest_matches_sums = None if sums_digest is None else sums_digest == report.manifest_sha256
+
+    sizes: dict[str, int | None] = {}
+    for artifact in manifest.artifacts:
+        for entry in artifact.files:
+            sizes[entry.sha256] = entry.size
+        for blob in artifact.blobs:
+            sizes.setdefault(blob.removeprefix("sha256:"), None)
+
+    def locate(sha256: str) -> Path:
+        own = bundle.store.blob_path(sha256)
+        if store is not None and not own.exists() and store.has(sha256):
+            report.blobs_from_store += 1
+            return store.blob_path(sha256)
+        return own
+
+    def check(sha256: str) -> tuple[str, str | None]:
+        path = locate(sha256)
+        if trusted and sha256 in trusted and path.exists():
+            reason = None if sizes[sha256] is None or path.stat().st_size == sizes[sha256] else "wrong size"
+        else:
+            reason = _check_blob(path, sha256, sizes[sha256])
+        if reason is None:
+            size = path.stat().st_size
+            report.bytes_checked += size
+            if on_bytes:
+                on_bytes(size)
+        return sha256, reason
+
+    bad: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
+        for sha256, reason in pool.map(check, sorted(sizes)):
+            report.blobs_checked += 1
+            if reason:
+                bad[sha256] = reason
+
+    report.quarantined = quarantine(bundle, [d for d, reason in bad.items() if reason in ("corrupt", "wrong size")], extra_stores)
+
+    for artifact in manifest.artifacts:
+        broken = False
+        for entry in artifact.files:
+            if entry.sha256 in bad:
+                report.problems.append(Problem(artifact.id, entry.path, entry.sha256, bad[entry.sha256]))
+                broken = True
+        for blob in artifact.blobs:
+            digest = blob.removeprefix("sha256:")
+            if digest in bad:
+                report.problems.append(Problem(artifact.id, f"blob {digest[:12]}", digest, bad[digest]))
+                broken = True
+        report.artifacts.append(ArtifactCheck(artifact.id, artifact.kind, len(artifact.files), artifact.total_bytes, not broken))
+    return report
+
+
+def quarantine(bundle: Bundle, digests: list[str], extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
+    """Move corrupt blobs to `<bundle>/.corrupt/`, so the next build or transfer puts good bytes back.
+
+    A bundle blob is often a hard link to the cache's: when the cache (or another store) holds the same
+    damaged inode, or a blob that also fails its hash, it is moved aside there too, so the next build
+    fetches that one blob again instead of trusting it.
+    """
+    moved = []
+    for digest in digests:
+        path = bundle.store.blob_path(digest)
+        if not path.exists():
+            continue
+        inode = path.stat().st_ino
+        aside = bundle.root / ".corrupt" / digest
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(path, aside)
+        moved.append(str(aside))
+        for store in extra_stores:
+            other = store.blob_path(digest)
+            try:
+                same = other.stat().st_ino == inode or sha256_file(other) != digest
+            except FileNotFoundError:
+                continue
+            if same:
+                other_aside = store.root / ".corrupt" / digest
+                other_aside.parent.mkdir(exist_ok=True)
+                os.replace(other, other_aside)
+                moved.append(str(other_aside))
+    return moved

@@ -1,0 +1,279 @@
+"""Fixed-size volumes for removable media (`airlift pack` / `airlift unpack`).
+
+The blobs are streamed one after another through a writer that cuts fixed-size volume files, each
+hashed while written, so packing needs no second copy of the bundle on disk. `index.json` says
+where every blob lives (volume, offset, length, codec); `VOLUMES.SHA256SUMS` lets plain
+`sha256sum -c` check every volume. Unpack checks each volume, names the missing and corrupt ones,
+and still rebuilds every blob whose bytes all sit in intact volumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
+from airlift.bundle.store import SHA256_RE
+from airlift.util.errors import InputError, WorkError
+from airlift.util.fs import IterReader, fsync_dir, write_bytes_atomic
+
+INDEX = "index.json"
+VOLUME_SUMS = "VOLUMES.SHA256SUMS"
+VOLUME_RE = re.compile(r"^vol-\d{5}\.bin$")
+CHUNK = 1 << 20
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# Compress only when a sample shrinks below this ratio: safetensors and compressed layers do not.
+COMPRESS_WORTH = 0.9
+SAMPLE = 256 * 1024
+
+
+def parse_size(text: str) -> int:
+    match = SIZE_RE.match(text)
+    if not match:
+        raise InputError(f"--volume-size {text!r}: expected a size such as 4GiB, 700MB or 3MiB")
+    size = int(float(match[1]) * UNITS[(match[2] or "B").lower()])
+    if size < 64 * 1024:
+        raise InputError(f"--volume-size {text!r}: volumes must be at least 64 KiB")
+    return size
+
+
+class VolumeWriter:
+    """Append-only byte stream cut into fixed-size volume files, each hashed as it is written."""
+
+    def __init__(self, directory: Path, volume_size: int) -> None:
+        self.directory = directory
+        self.volume_size = volume_size
+        self.volumes: list[dict] = []
+        self._handle = None
+        self._hash = None
+        self._written = 0
+
+    def _open(self) -> None:
+        name = f"vol-{len(self.volumes) + 1:05d}.bin"
+        self._tmp = self.directory / f".{name}.tmp"
+        self._name = name
+        self._handle = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close
+        self._hash = hashlib.sha256()
+        self._written = 0
+
+    def _close(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.directory / self._name)
+        self.volumes.append({"name": self._name, "size": self._written, "sha256": self._hash.hexdigest()})
+        self._handle = None
+
+    def write(self, data: bytes) -> list[list[int]]:
+        """Write `data`; return its segments as [volume index, offset, length]."""
+        segments: list[list[int]] = []
+        view = memoryview(data)
+        while view:
+            if self._handle is None:
+                self._open()
+            room = self.volume_size - self._written
+            piece = view[:room]
+            self._handle.write(piece)
+            self._hash.update(piece)
+            if segments and segments[-1][0] == len(self.volumes) and segments[-1][1] + segments[-1][2] == self._written:
+                segments[-1][2] += len(piece)
+            else:
+                segments.append([len(self.volumes), self._written, len(piece)])
+            self._written += len(piece)
+            view = view[len(piece):]
+            if self._written == self.volume_size:
+                self._close()
+        return segments
+
+    def finish(self) -> list[dict]:
+        self._close()
+        fsync_dir(self.directory)
+        return self.volumes
+
+
+def _compressible(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        sample = handle.read(SAMPLE)
+    if len(sample) < 4096:
+        return False
+    return len(zstandard.ZstdCompressor(level=3).compress(sample)) < COMPRESS_WORTH * len(sample)
+
+
+@dataclass
+class PackResult:
+    volumes: int
+    bytes_in: int
+    bytes_out: int
+    compressed_blobs: int
+
+
+def pack(bundle: Bundle, out: Path, volume_size: int, *, zstd: bool = False, on_bytes: Callable[[int], None] | None = None) -> PackResult:
+    manifest = bundle.read_manifest()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in list(out.glob("vol-*.bin")) + [out / INDEX, out / VOLUME_SUMS]:
+        stale.unlink(missing_ok=True)
+    writer = VolumeWriter(out, volume_size)
+    blobs: dict[str, dict] = {}
+    bytes_in = compressed = 0
+    for digest in sorted(manifest.all_blobs()):
+        path = bundle.store.blob_path(digest)
+        if not path.exists():
+            continue  # a delta bundle: this blob travels with the older one
+        size = path.stat().st_size
+        codec = "zstd" if zstd and _compressible(path) else "raw"
+        segments: list[list[int]] = []
+        with open(path, "rb") as handle:
+            if codec == "zstd":
+                compressor = zstandard.ZstdCompressor(level=3).compressobj()
+                while chunk := handle.read(CHUNK):
+                    segments += writer.write(compressor.compress(chunk))
+                    if on_bytes:
+                        on_bytes(len(chunk))
+                segments += writer.write(compressor.flush())
+                compressed += 1
+            else:
+                while chunk := handle.read(CHUNK):
+                    segments += writer.write(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+        bytes_in += size
+        blobs[digest] = {"size": size, "codec": codec, "segments": _merge(segments)}
+    volumes = writer.finish()
+    for name in (MANIFEST, SUMS, SIGNATURE):
+        if (bundle.root / name).exists():
+            write_bytes_atomic(out / name, (bundle.root / name).read_bytes())
+    index = {"schema_version": 1, "volume_size": volume_size, "volumes": volumes, "blobs": blobs}
+    write_bytes_atomic(out / INDEX, json.dumps(index, indent=1).encode())
+    sums = [f"{v['sha256']}  {v['name']}\n" for v in volumes]
+    for name in (INDEX, MANIFEST, SUMS, SIGNATURE):
+        if (out / name).exists():
+            sums.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}\n")
+    write_bytes_atomic(out / VOLUME_SUMS, "".join(sums).encode())
+    return PackResult(len(volumes), bytes_in, sum(v["size"] for v in volumes), compressed)
+
+
+def _merge(segments: list[list[int]]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for vol, offset, length in segments:
+        if length == 0:
+            continue
+        if merged and merged[-1][0] == vol and merged[-1][1] + merged[-1][2] == offset:
+            merged[-1][2] += length
+        else:
+            merged.append([vol, offset, length])
+    return merged
+
+
+# -- unpack -----------------------------------------------------------------------------------------
+@dataclass
+class UnpackResult:
+    recovered: int = 0
+    already: int = 0
+    missing_volumes: list[str] = field(default_factory=list)
+    corrupt_volumes: list[str] = field(default_factory=list)
+    lost_blobs: list[str] = field(default_factory=list)
+    lost_artifacts: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_volumes or self.corrupt_volumes or self.lost_blobs)
+
+
+def read_index(directory: Path) -> dict:
+    """Parse and validate index.json as hostile input: names, digests and segment bounds."""
+    path = directory / INDEX
+    try:
+        index = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{directory}: no {INDEX}; not a packed bundle") from None
+    except ValueError as exc:
+        raise WorkError(f"{path}: not valid JSON: {exc}") from None
+    try:
+        volumes = index["volumes"]
+        size = int(index["volume_size"])
+        for volume in volumes:
+            if not VOLUME_RE.match(volume["name"]) or not SHA256_RE.match(volume["sha256"]) or not 0 < int(volume["size"]) <= size:
+                raise ValueError(f"bad volume entry {volume!r}")
+        for digest, blob in index["blobs"].items():
+            if not SHA256_RE.match(digest) or blob["codec"] not in ("raw", "zstd") or int(blob["size"]) < 0:
+                raise ValueError(f"bad blob entry {digest!r}")
+            for vol, offset, length in blob["segments"]:
+                if not (0 <= vol < len(volumes) and offset >= 0 and length > 0 and offset + length <= int(volumes[vol]["size"])):
+                    raise ValueError(f"blob {digest[:12]}: segment outside its volume")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WorkError(f"{path}: invalid index: {exc}") from None
+    return index
+
+
+def _volume_state(directory: Path, volume: dict) -> str | None:
+    path = directory / volume["name"]
+    if not path.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return None if digest.hexdigest() == volume["sha256"] and path.stat().st_size == volume["size"] else "corrupt"
+
+
+def _segments(directory: Path, volumes: list[dict], segments: list[list[int]]) -> Iterator[bytes]:
+    for vol, offset, length in segments:
+        with open(directory / volumes[vol]["name"], "rb") as handle:
+            handle.seek(offset)
+            remaining = length
+            while remaining:
+                chunk = handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise WorkError(f"{volumes[vol]['name']}: shorter than its index says")
+                remaining -= len(chunk)
+                yield chunk
+
+
+def unpack(directory: Path, out: Path) -> UnpackResult:
+    index = read_index(directory)
+    volumes = index["volumes"]
+    result = UnpackResult()
+    bad: set[int] = set()
+    for number, volume in enumerate(volumes):
+        state = _volume_state(directory, volume)
+        if state:
+            bad.add(number)
+            (result.missing_volumes if state == "missing" else result.corrupt_volumes).append(volume["name"])
+    bundle = Bundle(out)
+    bundle.store.ensure_dirs()
+    for digest, blob in sorted(index["blobs"].items()):
+        if bundle.store.has(digest, blob["size"]):
+            result.already += 1
+            continue
+        if any(vol in bad for vol, _, _ in blob["segments"]):
+            result.lost_blobs.append(digest)
+            continue
+        stream = _segments(directory, volumes, blob["segments"])
+        if blob["codec"] == "zstd":
+            stream = zstandard.ZstdDecompressor().read_to_iter(IterReader(stream), read_size=CHUNK)
+        bundle.store.put_stream(stream, expected_sha256=digest, label=f"blob {digest[:12]}")
+        result.recovered += 1
+    manifest_path = directory / MANIFEST
+    if manifest_path.exists():
+        write_bytes_atomic(out / MANIFEST, manifest_path.read_bytes())
+        if (directory / SIGNATURE).exists():
+            write_bytes_atomic(out / SIGNATURE, (directory / SIGNATURE).read_bytes())
+        manifest = bundle.read_manifest()
+        bundle.write_sums(manifest, bundle.manifest_sha256())
+        lost = set(result.lost_blobs)
+        for artifact in manifest.artifacts:
+            hit = sorted({f.path for f in artifact.files if f.sha256 in lost} | {f"blob {b[7:19]}" for b in artifact.blobs if b.removeprefix("sha256:") in lost})
+            if hit:
+                result.lost_artifacts[artifact.id] = hit
+    bundle.store.cleanup_tmp()
+    return result

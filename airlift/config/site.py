@@ -1,0 +1,115 @@
+"""The site profile (`site.yaml`): where things go inside the air gap. `extends` merges a base profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from airlift.config.yamlload import LocatedYaml, input_error_from, read_located_yaml
+from airlift.util.errors import InputError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryTarget(Strict):
+    url: str = Field(min_length=1, description="host[:port][/prefix]; images pushed as <url>/<repository path>:<tag>")
+    insecure: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _no_scheme(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("give host[:port][/prefix] without a scheme (use insecure: true for plain HTTP)")
+        return value.rstrip("/")
+
+
+class DockerTarget(Strict):
+    host: str = Field(min_length=1)
+
+
+class S3Target(Strict):
+    endpoint_url: str | None = None
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = ""
+    region: str | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if any(part in {"", ".", ".."} for part in value.split("/")) and value:
+            raise ValueError("prefix must be a relative key prefix without empty, '.' or '..' parts")
+        return value
+
+
+class SlurmTarget(Strict):
+    partition: str | None = None
+    account: str | None = None
+    container_runtime: Literal["pyxis", "docker", "apptainer", "none"] = "pyxis"
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class PrefectJobsTarget(Strict):
+    """For sites whose scheduler is Prefect: jobs run as flow runs of this deployment (see flows/job.py)."""
+
+    deployment: str = Field(default="run-job/run-job", pattern=r"^[^/]+/[^/]+$")
+    container_runtime: Literal["docker", "none"] = "docker"
+
+
+class Site(Strict):
+    registry: RegistryTarget | None = None
+    docker: DockerTarget | None = None
+    s3: S3Target | None = None
+    shared_root: Path | None = None
+    store: Path | None = None
+    slurm: SlurmTarget | None = None
+    prefect: PrefectJobsTarget | None = None
+
+    @field_validator("shared_root", "store")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], list[LocatedYaml]]:
+    doc = read_located_yaml(path, "site profile")
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    data = dict(data)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, [doc]
+    if not isinstance(parent, str):
+        raise InputError(f"{path}:{doc.line_of(['extends'])}: extends: must be a file path")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise InputError(f"{path}:{doc.line_of(['extends'])}: extends: {parent} makes a cycle")
+    base, docs = _load_chain(parent_path, (*seen, parent_path))
+    return _merge(base, data), [*docs, doc]
+
+
+def load_site(path: str | Path) -> Site:
+    """Parse and validate a site profile (following `extends`), or raise InputError naming file and field."""
+    path = Path(path)
+    data, docs = _load_chain(path.resolve(), (path.resolve(),))
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        raise input_error_from(exc, docs) from None

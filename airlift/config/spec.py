@@ -1,0 +1,251 @@
+"""The spec (`airgap.yaml`): what to carry across the gap. Unknown keys are errors."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
+from airlift.util.errors import InputError
+
+NAME_RE = r"^[a-z0-9._-]+$"
+HF_REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+PLATFORM_RE = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _safe_name(value: str) -> str:
+    if not SAFE_NAME_RE.match(value) or value in {".", ".."}:
+        raise ValueError(f"{value!r} is not a safe file name (letters, digits, . _ + -)")
+    return value
+
+
+class HfRepo(Strict):
+    """A Hugging Face model or dataset repository."""
+
+    hf: str = Field(pattern=HF_REPO_RE, description="Repository id, org/name")
+    revision: str = Field(default="main", min_length=1, description="Branch, tag or commit")
+    allow: list[str] | None = Field(default=None, description="Only files matching these globs")
+    ignore: list[str] | None = Field(default=None, description="Skip files matching these globs")
+
+
+class NgcModel(Strict):
+    ngc: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){1,2}(:[A-Za-z0-9_.-]+)?$")
+    allow: list[str] | None = None
+
+
+class UrlFile(Strict):
+    url: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    name: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value)
+
+    @property
+    def file_name(self) -> str:
+        return self.name or _safe_name(posixpath.basename(urlparse(self.url).path) or "download")
+
+
+class LocalPath(Strict):
+    path: str = Field(min_length=1)
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value)
+
+    @property
+    def file_name(self) -> str:
+        return self.name or _safe_name(Path(self.path.rstrip("/")).name)
+
+
+class S3Prefix(Strict):
+    s3: str = Field(pattern=r"^s3://[a-z0-9.-]{3,63}(/.*)?$")
+    name: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.name or _safe_name(self.s3.rstrip("/").rsplit("/", 1)[-1])
+
+
+class ImageRef(Strict):
+    ref: str = Field(min_length=1)
+    platform: str | None = Field(default=None, pattern=PLATFORM_RE)
+    from_: Literal["registry", "docker"] = Field(default="registry", alias="from")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GitRepo(Strict):
+    git: str = Field(min_length=1)
+    ref: str = Field(default="HEAD", min_length=1)
+    name: str | None = None
+
+    @property
+    def repo_name(self) -> str:
+        base = self.git.rstrip("/").rsplit("/", 1)[-1]
+        return self.name or _safe_name(base.removesuffix(".git"))
+
+
+class Wheels(Strict):
+    requirements: list[str] | str
+    python: str = Field(default="3.11", pattern=r"^3\.\d+$")
+    platform: str = Field(default="manylinux_2_28_x86_64", min_length=1)
+    implementation: str = "cp"
+
+
+class Resources(Strict):
+    nodes: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    time: str | None = Field(default=None, pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
+    mem: str | None = None
+
+
+class Job(Strict):
+    name: str = Field(pattern=NAME_RE)
+    image: str
+    command: list[str] = Field(min_length=1)
+    uses: list[str] = Field(default_factory=list)
+    needs: list[str] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+def _tagger(*keys: str):
+    def pick(value: Any) -> str | None:
+        if isinstance(value, str):
+            return "kind:string"
+        for key in keys:
+            if (isinstance(value, dict) and key in value) or (isinstance(value, BaseModel) and key in type(value).model_fields):
+                return f"kind:{key}"
+        return None
+
+    return pick
+
+
+ModelEntry = Annotated[
+    Annotated[HfRepo, Tag("kind:hf")] | Annotated[NgcModel, Tag("kind:ngc")],
+    Discriminator(_tagger("hf", "ngc"), custom_error_type="source_kind", custom_error_message="expected a mapping with one of: hf, ngc"),
+]
+DatasetEntry = Annotated[
+    Annotated[HfRepo, Tag("kind:hf")]
+    | Annotated[UrlFile, Tag("kind:url")]
+    | Annotated[LocalPath, Tag("kind:path")]
+    | Annotated[S3Prefix, Tag("kind:s3")],
+    Discriminator(_tagger("hf", "url", "path", "s3"), custom_error_type="source_kind", custom_error_message="expected a mapping with one of: hf, url, path, s3"),
+]
+ImageEntry = Annotated[
+    Annotated[str, Tag("kind:string")] | Annotated[ImageRef, Tag("kind:ref")],
+    Discriminator(_tagger("ref"), custom_error_type="image_kind", custom_error_message="expected an image reference or a mapping with ref"),
+]
+
+
+class Spec(Strict):
+    """Everything one workload needs on the far side of the gap."""
+
+    name: str = Field(pattern=NAME_RE)
+    platform: str = Field(default="linux/amd64", pattern=PLATFORM_RE)
+    models: list[ModelEntry] = Field(default_factory=list)
+    datasets: list[DatasetEntry] = Field(default_factory=list)
+    images: list[ImageEntry] = Field(default_factory=list)
+    repos: list[GitRepo] = Field(default_factory=list)
+    wheels: list[Wheels] = Field(default_factory=list)
+    jobs: list[Job] = Field(default_factory=list)
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Cross-field checks pydantic cannot express per field: (location, problem) pairs."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen: dict[str, tuple[str | int, ...]] = {}
+        for loc, artifact_id in self.located_artifact_ids():
+            if artifact_id in seen:
+                problems.append((loc, f"artifact id {artifact_id!r} is already used; give one of them a name"))
+            seen.setdefault(artifact_id, loc)
+        image_refs = {image_ref(entry).ref for entry in self.images}
+        job_names = [job.name for job in self.jobs]
+        for index, job in enumerate(self.jobs):
+            if job_names.count(job.name) > 1:
+                problems.append((("jobs", index, "name"), f"job name {job.name!r} is used twice"))
+            if job.image not in image_refs:
+                problems.append((("jobs", index, "image"), f"{job.image!r} is not listed under images"))
+            for used_index, used in enumerate(job.uses):
+                if used not in seen:
+                    problems.append((("jobs", index, "uses", used_index), f"{used!r} is not an artifact id of this spec"))
+            for needed_index, needed in enumerate(job.needs):
+                if needed not in job_names or needed == job.name:
+                    problems.append((("jobs", index, "needs", needed_index), f"{needed!r} is not another job of this spec"))
+        return problems
+
+    def located_artifact_ids(self) -> list[tuple[tuple[str | int, ...], str]]:
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        for section in ("models", "datasets", "images", "repos"):
+            for index, entry in enumerate(getattr(self, section)):
+                out.append(((section, index), artifact_id_of(entry, section)))
+        if self.wheels:
+            out.append((("wheels",), "wheels"))
+        return out
+
+    def artifact_ids(self) -> list[str]:
+        return [artifact_id for _, artifact_id in self.located_artifact_ids()]
+
+    def entries(self) -> list[tuple[str, Any]]:
+        """(section, entry) for every artifact; all `wheels` entries form one artifact, a tuple."""
+        out: list[tuple[str, Any]] = []
+        for section in ("models", "datasets", "images", "repos"):
+            out += [(section, entry) for entry in getattr(self, section)]
+        if self.wheels:
+            out.append(("wheels", tuple(self.wheels)))
+        return out
+
+
+def image_ref(entry: str | ImageRef) -> ImageRef:
+    return ImageRef(ref=entry) if isinstance(entry, str) else entry
+
+
+def artifact_id_of(entry: Any, section: str) -> str:
+    """The artifact id of the contract: where the artifact lives in manifests, on S3 and under shared_root."""
+    if isinstance(entry, HfRepo):
+        return f"{'models' if section == 'models' else 'datasets'}/{entry.hf}"
+    if isinstance(entry, NgcModel):
+        return f"models/{entry.ngc.split(':', 1)[0]}"
+    if isinstance(entry, (UrlFile, LocalPath, S3Prefix)):
+        return f"files/{entry.file_name}"
+    if isinstance(entry, (str, ImageRef)):
+        return f"images/{image_ref(entry).ref}"
+    if isinstance(entry, GitRepo):
+        return f"repos/{entry.repo_name}"
+    if isinstance(entry, (Wheels, tuple)):
+        return "wheels"
+    raise TypeError(f"unknown spec entry {entry!r}")
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Parse and validate a spec file, or raise InputError with `file:line: field: problem`."""
+    doc = read_located_yaml(Path(path), "spec")
+    spec: Spec = validate_located(Spec, doc)
+    for loc, problem in spec.reference_problems():
+        line = doc.line_of(loc)
+        where = f"{doc.path}:{line}" if line else str(doc.path)
+        raise InputError(f"{where}: {format_loc(loc)}: {problem}")
+    return spec

@@ -1,0 +1,107 @@
+"""Load YAML and turn pydantic validation errors into one line naming the file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from airlift.util.errors import InputError
+
+
+class LocatedYaml:
+    """A parsed YAML document that can say on which line a field path sits."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        try:
+            self.node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InputError(f"{where}: invalid YAML: {problem}") from None
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        node = self.node
+        line = None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if key_node.value == part:
+                        line = key_node.start_mark.line + 1
+                        node = value_node
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+
+def read_located_yaml(path: Path, what: str) -> LocatedYaml:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc}") from None
+    return LocatedYaml(Path(path), text)
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
+    # Discriminated unions add their tag (e.g. 'hf') and pydantic adds '[key]' for dict keys; keep real fields.
+    cleaned: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and ":" in part:  # our union tags are "kind:<name>"; no field has a colon
+            continue
+        cleaned.append(part)
+    return cleaned
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def validate_located(model: type[BaseModel], doc: LocatedYaml, *, context: dict[str, Any] | None = None) -> Any:
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise InputError(f"{doc.path}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise input_error_from(exc, [doc]) from None
+
+
+def input_error_from(exc: ValidationError, docs: Sequence[LocatedYaml]) -> InputError:
+    """One line for the first error: `file:line: field: problem`. Later docs (a profile's children) win."""
+    error = exc.errors()[0]
+    loc = _clean_loc(error["loc"])
+    for doc in reversed(docs):
+        line = doc.line_of(loc)
+        if line is not None:
+            return InputError(f"{doc.path}:{line}: {format_loc(loc)}: {describe_error(error)}")
+    return InputError(f"{docs[-1].path}: {format_loc(loc)}: {describe_error(error)}")

@@ -1,0 +1,82 @@
+"""Assemble a bundle from fetched artifacts: link blobs from the cache, write manifest and SHA256SUMS."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlift.bundle.layout import Bundle
+from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
+from airlift.config.spec import Spec
+from airlift.fetch.cache import Cache
+from airlift.util.errors import InputError
+
+
+@dataclass
+class BuildResult:
+    bundle: str
+    manifest_sha256: str
+    artifacts: int
+    files: int
+    bytes: int
+    blobs_written: int
+    blobs_skipped_since: int
+
+
+def resolution_digest(cache_keys: Sequence[tuple[str, str]]) -> str:
+    """One digest for a whole spec's resolution: (artifact id, resolved cache key) pairs."""
+    return hashlib.sha256(json.dumps(sorted(cache_keys)).encode()).hexdigest()
+
+
+def assemble_bundle(
+    *, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None, resolution: str | None = None,
+) -> BuildResult:
+    """Write (or complete) the bundle at `out`. With `since`, blobs that OLD already has are left out."""
+    bundle = Bundle(out)
+    lineage = None
+    old_blobs: set[str] = set()
+    if since is not None:
+        old = Bundle(since)
+        if not old.exists():
+            raise InputError(f"--since {since}: not a bundle (no manifest.json)")
+        old_manifest = old.read_manifest()
+        old_blobs = old_manifest.all_blobs()
+        lineage = Lineage(manifest_sha256=old.manifest_sha256(), name=old_manifest.name, created=old_manifest.created)
+
+    ordered = sorted(artifacts, key=lambda a: a.id)
+    manifest = Manifest(
+        name=spec.name,
+        created=now_iso(),
+        since=lineage,
+        resolution=resolution,
+        artifacts=ordered,
+        spec=spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    )
+    if bundle.exists():
+        previous = bundle.read_manifest()
+        if previous.model_dump(exclude={"created"}) == manifest.model_dump(exclude={"created"}):
+            manifest = previous  # a no-op rebuild keeps the bundle byte-identical
+
+    written = skipped = 0
+    bundle.store.ensure_dirs()
+    for digest in sorted(manifest.all_blobs()):
+        if digest in old_blobs:
+            skipped += 1
+            continue
+        if not bundle.store.has(digest):
+            cache.store.link_blob_to(bundle.store, digest)
+            written += 1
+    digest = bundle.write_manifest(manifest)
+    bundle.store.cleanup_tmp()
+    return BuildResult(
+        bundle=str(out),
+        manifest_sha256=digest,
+        artifacts=len(ordered),
+        files=sum(len(a.files) for a in ordered),
+        bytes=sum(a.total_bytes for a in ordered),
+        blobs_written=written,
+        blobs_skipped_since=skipped,
+    )

@@ -1,0 +1,58 @@
+"""What every source kind returns: remote files, a resolved (pinned) artifact, and the fetch context."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airlift.fetch.cache import Cache
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One upstream file, as far as resolution knows it (no content fetched yet)."""
+
+    path: str
+    size: int | None
+    sha256: str | None = None  # known up front for LFS files, pinned URLs, registries
+    etag: str | None = None
+    git_sha1: str | None = None
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec entry pinned to exact upstream content: same Resolved, same bytes."""
+
+    artifact_id: str
+    kind: str
+    source: dict[str, Any]
+    files: tuple[RemoteFile, ...] = ()
+    layout: str = "tree"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_key(self) -> str:
+        pinned = json.dumps({"id": self.artifact_id, "kind": self.kind, "source": self.source}, sort_keys=True)
+        return hashlib.sha256(pinned.encode()).hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+
+@dataclass
+class FetchContext:
+    """What a fetch needs from its caller: the cache, parallelism bounds, and a progress sink."""
+
+    cache: Cache
+    max_parallel_files: int = 8
+    on_bytes: Callable[[int], None] | None = None
+    attempts: int = 6
+
+    def progress(self, count: int) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(count)

@@ -1,0 +1,125 @@
+"""Hugging Face models and datasets, through `huggingface_hub`.
+
+Resolution asks the hub for the revision's commit and per-file metadata (size, LFS sha256, git blob
+id). Each file is then downloaded by `huggingface_hub`'s own `http_get` straight into a partial file
+of the blob store, hashed as it is written, and checked against the hub's LFS sha256 (or git blob id
+for small files) before it gets its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from huggingface_hub import HfApi, constants, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils import build_hf_headers, disable_progress_bars, filter_repo_objects
+
+from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.config.spec import HfRepo
+from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.util.errors import TransientError, WorkError, is_transient, resource_error
+from airlift.util.net import bounded_map, host_slot, with_transient_retries
+
+# http_get reads the body in DOWNLOAD_CHUNK_SIZE pieces (10 MB by default). Smaller pieces bound what a
+# kill -9 can lose of a partial file and what each download thread holds in memory.
+constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+
+
+def _token() -> str | bool:
+    # The environment only: never the token file of whoever runs the build.
+    return os.environ.get("HF_TOKEN") or False
+
+
+def _api() -> HfApi:
+    return HfApi(token=_token(), library_name="airlift")
+
+
+def resolve(entry: HfRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
+    repo_type = "model" if artifact_id.startswith("models/") else "dataset"
+
+    def ask():
+        api = _api()
+        info_fn = api.model_info if repo_type == "model" else api.dataset_info
+        try:
+            return info_fn(entry.hf, revision=entry.revision, files_metadata=True)
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise WorkError(f"{artifact_id}: {entry.hf}@{entry.revision} not found on the hub ({_status(exc)})") from None
+        except HfHubHTTPError as exc:
+            if is_transient(exc):
+                raise
+            raise WorkError(f"{artifact_id}: hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}") from None
+
+    info = with_transient_retries(artifact_id, ctx.attempts, ask)
+    siblings = list(filter_repo_objects(info.siblings or [], allow_patterns=entry.allow, ignore_patterns=entry.ignore, key=lambda s: s.rfilename))
+    files = []
+    for sibling in sorted(siblings, key=lambda s: s.rfilename):
+        lfs = sibling.lfs
+        sha256 = lfs.sha256 if lfs else None
+        files.append(
+            RemoteFile(
+                path=sibling.rfilename,
+                size=lfs.size if lfs else sibling.size,
+                sha256=sha256,
+                etag=sha256 or sibling.blob_id,
+                git_sha1=None if lfs else sibling.blob_id,
+            )
+        )
+    source = {
+        "repo": entry.hf,
+        "repo_type": repo_type,
+        "revision": entry.revision,
+        "commit": info.sha,
+        "allow": entry.allow,
+        "ignore": entry.ignore,
+    }
+    return Resolved(artifact_id, f"hf-{repo_type}", {k: v for k, v in source.items() if v is not None}, tuple(files))
+
+
+def _status(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(getattr(response, "status_code", "error"))
+
+
+def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    disable_progress_bars()
+    source = resolved.source
+    headers = build_hf_headers(token=_token(), library_name="airlift")
+
+    def one(remote: RemoteFile) -> FileEntry:
+        label = f"{resolved.artifact_id}: {remote.path}"
+        known = remote.sha256 or ctx.cache.sha256_for_etag(remote.git_sha1, remote.size)
+        if known and ctx.cache.store.has(known, remote.size):
+            return FileEntry(path=remote.path, size=remote.size or 0, sha256=known, etag=remote.etag)
+        url = hf_hub_url(source["repo"], remote.path, repo_type=source["repo_type"], revision=source["commit"])
+        partial_key = hashlib.sha256(f"hf\0{url}\0{remote.etag}".encode()).hexdigest()
+
+        def attempt() -> FileEntry:
+            with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
+                before = partial.offset
+                try:
+                    with host_slot(url):
+                        http_get(url, partial.writer, resume_size=partial.offset, headers=headers, expected_size=remote.size, displayed_filename=remote.path)
+                except HfHubHTTPError as exc:
+                    if is_transient(exc):
+                        raise TransientError(f"{label}: HTTP {_status(exc)}") from exc
+                    raise WorkError(f"{label}: HTTP {_status(exc)} from the hub") from None
+                except OSError as exc:  # short bodies and consistency checks surface as OSError/EnvironmentError
+                    raise (resource_error(exc, label) or TransientError(f"{label}: {exc}")) from exc
+                finally:
+                    partial.writer.flush()
+                    ctx.progress(partial.offset - before)
+                if remote.size is not None and partial.offset != remote.size:
+                    raise TransientError(f"{label}: got {partial.offset} of {remote.size} bytes")
+                blob = partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
+            if remote.git_sha1:
+                # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,
+                # so a run killed before the artifact finished does not fetch them again.
+                ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
+            return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
+
+        return with_transient_retries(label, ctx.attempts, attempt)
+
+    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+    return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

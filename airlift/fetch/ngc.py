@@ -1,0 +1,101 @@
+"""`ngc:` models through the NVIDIA NGC SDK (`ngcsdk`).
+
+NGC publishes no checksums, so files are hashed locally as they enter the store and the manifest
+records the result. The SDK client is created in one place, `ngc_client()`, the only seam where a
+test may substitute a double (`AIRLIFT_NGC_CLIENT=module:factory`): NGC needs a real account.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.config.spec import NgcModel
+from airlift.fetch.base import FetchContext, Resolved
+from airlift.util.errors import WorkError
+from airlift.util.net import bounded_map
+
+KEY_VARIABLES = ("NGC_API_KEY", "NGC_CLI_API_KEY")
+
+
+def api_key() -> str:
+    for name in KEY_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    raise WorkError("NGC needs an API key: set NGC_API_KEY (or NGC_CLI_API_KEY) in the environment")
+
+
+def ngc_client(org: str, team: str | None) -> Any:
+    """A configured `ngcsdk.Client` (or the test double named by AIRLIFT_NGC_CLIENT)."""
+    key = api_key()
+    factory_path = os.environ.get("AIRLIFT_NGC_CLIENT")
+    if factory_path:
+        module, _, name = factory_path.partition(":")
+        factory = getattr(importlib.import_module(module), name)
+    else:
+        from ngcsdk import Client as factory
+    client = factory()
+    client.configure(api_key=key, org_name=org, team_name=team)
+    return client
+
+
+def _split(target: str) -> tuple[str, str | None, str, str | None]:
+    path, _, version = target.partition(":")
+    parts = path.split("/")
+    org, team, name = (parts[0], None, parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2])
+    return org, team, name, version or None
+
+
+def _latest_version(info: Any) -> str | None:
+    model = getattr(info, "model", info)
+    for attribute in ("latestVersionIdStr", "latest_version_id_str"):
+        value = getattr(model, attribute, None)
+        if value:
+            return str(value)
+    return None
+
+
+def resolve(entry: NgcModel, artifact_id: str, ctx: FetchContext) -> Resolved:
+    org, team, name, version = _split(entry.ngc)
+    if version is None:
+        client = ngc_client(org, team)
+        version = _latest_version(client.registry.model.info(entry.ngc))
+        if not version:
+            raise WorkError(f"{artifact_id}: NGC did not say which version is latest; pin one as {entry.ngc}:<version>")
+    target = f"{org}/{team + '/' if team else ''}{name}:{version}"
+    source = {"target": target, "org": org, "team": team, "name": name, "version": version, "allow": entry.allow}
+    return Resolved(artifact_id, "ngc-model", {k: v for k, v in source.items() if v is not None})
+
+
+def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    source = resolved.source
+    client = ngc_client(source["org"], source.get("team"))
+    ctx.cache.store.ensure_dirs()
+    # Download next to the store so files are hard-linked in, not copied, then drop the temp tree.
+    workdir = Path(tempfile.mkdtemp(prefix="ngc-", dir=ctx.cache.store.tmp_dir))
+    try:
+        result = client.registry.model.download_version(source["target"], destination=str(workdir), file_patterns=source.get("allow"))
+        status = getattr(result, "status", "completed")
+        if status not in (None, "completed", "COMPLETED"):
+            raise WorkError(f"{resolved.artifact_id}: NGC download ended with status {status!r}")
+        root = Path(getattr(result, "path", "") or workdir)
+        if not root.is_relative_to(workdir):
+            raise WorkError(f"{resolved.artifact_id}: NGC SDK reported a path outside its destination: {root}")
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        if not files:
+            raise WorkError(f"{resolved.artifact_id}: NGC download of {source['target']} produced no files")
+
+        def one(path: Path) -> FileEntry:
+            blob = ctx.cache.store.add_file(path)  # NGC gives no checksums: hash here, record it
+            ctx.progress(blob.size)
+            return FileEntry(path=path.relative_to(root).as_posix(), size=blob.size, sha256=blob.sha256, executable=bool(path.stat().st_mode & 0o111))
+
+        entries = bounded_map(one, files, workers=ctx.max_parallel_files)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Artifact(id=resolved.artifact_id, kind="ngc-model", source=source, files=entries)

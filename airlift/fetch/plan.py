@@ -1,0 +1,76 @@
+"""`airlift plan`: what a build would fetch, from resolved references only (no content downloaded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from airlift.fetch.base import Resolved
+from airlift.fetch.cache import Cache
+
+
+@dataclass
+class ArtifactPlan:
+    id: str
+    kind: str
+    reference: str
+    files: int
+    bytes: int
+    unknown_sizes: int
+    cached_files: int
+    cached_bytes: int
+
+    @property
+    def to_fetch_bytes(self) -> int:
+        return self.bytes - self.cached_bytes
+
+
+@dataclass
+class Plan:
+    artifacts: list[ArtifactPlan] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "artifacts": len(self.artifacts),
+            "files": sum(a.files for a in self.artifacts),
+            "bytes": sum(a.bytes for a in self.artifacts),
+            "cached_bytes": sum(a.cached_bytes for a in self.artifacts),
+            "to_fetch_bytes": sum(a.to_fetch_bytes for a in self.artifacts),
+            "unknown_sizes": sum(a.unknown_sizes for a in self.artifacts),
+        }
+
+
+def _reference(resolved: Resolved) -> str:
+    source = resolved.source
+    for key in ("commit", "digest", "target", "sha256", "etag", "listing", "stamp"):
+        if source.get(key):
+            return str(source[key])
+    if resolved.kind == "wheels":
+        return " ".join(sorted(source.get("wheels", {})))
+    return ""
+
+
+def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
+    record = cache.load(resolved.cache_key)
+    if record is not None:
+        # Already fetched for exactly this reference: the record knows every file and size.
+        sizes = {f.sha256: f.size for f in record.files}
+        for blob in record.blobs:
+            digest = blob.removeprefix("sha256:")
+            sizes.setdefault(digest, cache.store.blob_path(digest).stat().st_size)
+        total = sum(f.size for f in record.files) + sum(size for d, size in sizes.items() if d not in {f.sha256 for f in record.files})
+        count = len(record.files) + len(record.blobs)
+        return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), count, total, 0, count, total)
+    complete = False
+    files = resolved.files
+    cached_files = cached_bytes = unknown = total = 0
+    for remote in files:
+        size = remote.size
+        if size is None:
+            unknown += 1
+        total += size or 0
+        digest = remote.sha256 or cache.sha256_for_etag(remote.git_sha1, remote.size)
+        if complete or (digest and cache.store.has(digest, size)):
+            cached_files += 1
+            cached_bytes += size or (cache.store.blob_path(digest).stat().st_size if digest and cache.store.has(digest) else 0)
+    return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), len(files), total, unknown, cached_files, cached_bytes)

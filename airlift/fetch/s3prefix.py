@@ -1,0 +1,67 @@
+"""`s3:` datasets: every object under an S3 prefix (endpoint from AWS_ENDPOINT_URL, as boto3 reads it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from airlift.bundle.manifest import Artifact, FileEntry, check_relative_path
+from airlift.config.spec import S3Prefix
+from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.util.errors import WorkError
+from airlift.util.net import bounded_map, with_transient_retries
+from airlift.util.s3 import client
+
+
+def _split(url: str) -> tuple[str, str]:
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+def resolve(entry: S3Prefix, artifact_id: str, ctx: FetchContext) -> Resolved:
+    bucket, prefix = _split(entry.s3)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    s3 = client()
+
+    def listing() -> list[dict]:
+        items = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            items += [i for i in page.get("Contents", []) if not i["Key"].endswith("/")]
+        return items
+
+    items = with_transient_retries(artifact_id, ctx.attempts, listing)
+    if not items:
+        raise WorkError(f"{artifact_id}: no objects under {entry.s3}")
+    files = []
+    for item in sorted(items, key=lambda i: i["Key"]):
+        relative = item["Key"][len(prefix):]
+        try:
+            check_relative_path(relative)
+        except ValueError as exc:
+            raise WorkError(f"{artifact_id}: object {item['Key']!r}: {exc}") from None
+        files.append(RemoteFile(path=relative, size=item["Size"], etag=item.get("ETag", "").strip('"') or None))
+    stamp = hashlib.sha256(json.dumps([[f.path, f.size, f.etag] for f in files]).encode()).hexdigest()
+    return Resolved(artifact_id, "s3", {"url": entry.s3, "bucket": bucket, "prefix": prefix, "listing": stamp}, tuple(files))
+
+
+def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    s3 = client()
+    bucket, prefix = resolved.source["bucket"], resolved.source["prefix"]
+
+    def one(remote: RemoteFile) -> FileEntry:
+        if remote.sha256 and ctx.cache.store.has(remote.sha256, remote.size):
+            return FileEntry(path=remote.path, size=remote.size or 0, sha256=remote.sha256)
+
+        def get() -> FileEntry:
+            body = s3.get_object(Bucket=bucket, Key=prefix + remote.path)["Body"]
+            blob = ctx.cache.store.put_stream(iter(lambda: body.read(1 << 20), b""))
+            if remote.size is not None and blob.size != remote.size:
+                raise WorkError(f"{resolved.artifact_id}: {remote.path}: got {blob.size} bytes, listing said {remote.size}")
+            ctx.progress(blob.size)
+            return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)
+
+        return with_transient_retries(f"{resolved.artifact_id}: {remote.path}", ctx.attempts, get)
+
+    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+    return Artifact(id=resolved.artifact_id, kind="s3", source=resolved.source, files=entries)

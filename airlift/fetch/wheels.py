@@ -1,0 +1,98 @@
+"""`wheels:` Python wheels for a target Python and platform, dependencies resolved by pip itself.
+
+Resolution runs `pip install --dry-run --report` with `--only-binary=:all: --python-version
+--platform --implementation`, which pins every wheel (name, version, URL, sha256) without
+installing anything. Each wheel is then fetched by the resumable downloader and checked against
+pip's sha256. Inside the gap, `shared_root/wheels` is a find-links directory.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.config.spec import Wheels
+from airlift.fetch import http
+from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.util.errors import InputError, TransientError, WorkError
+from airlift.util.net import bounded_map, with_transient_retries
+
+
+def _pip_report(entry: Wheels) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="airlift-pip-") as work:
+        report = Path(work) / "report.json"
+        argv = [
+            sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+            "--report", str(report), "--target", str(Path(work) / "target"),
+            "--only-binary=:all:", "--python-version", entry.python, "--platform", entry.platform,
+            "--implementation", entry.implementation,
+        ]
+        if isinstance(entry.requirements, str):
+            if not Path(entry.requirements).is_file():
+                raise InputError(f"wheels.requirements: {entry.requirements}: no such requirements file")
+            argv += ["-r", entry.requirements]
+        else:
+            argv += list(entry.requirements)
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("WARNING: Location")]
+            message = lines[-1] if lines else f"pip exited {proc.returncode}"
+            if any(word in message.lower() for word in ("connection", "timed out", "temporarily", "503", "502")):
+                raise TransientError(f"wheels: {message}")
+            raise WorkError(f"wheels: pip could not resolve {entry.requirements} for Python {entry.python} on {entry.platform}: {message}")
+        return json.loads(report.read_text())["install"]
+
+
+def resolve(entries: tuple[Wheels, ...], artifact_id: str, ctx: FetchContext) -> Resolved:
+    files: dict[str, RemoteFile] = {}
+    urls: dict[str, str] = {}
+    for entry in entries:
+        for item in with_transient_retries(artifact_id, ctx.attempts, lambda e=entry: _pip_report(e)):
+            info = item["download_info"]
+            url = info["url"]
+            filename = unquote(posixpath.basename(urlparse(url).path))
+            sha256 = info.get("archive_info", {}).get("hashes", {}).get("sha256")
+            if not filename.endswith(".whl"):
+                raise WorkError(f"wheels: pip chose a non-wheel {filename}")
+            files[filename] = RemoteFile(path=filename, size=_size(url), sha256=sha256)
+            urls[filename] = url
+    source = {
+        "targets": [{"python": e.python, "platform": e.platform, "implementation": e.implementation} for e in entries],
+        "wheels": {name: {"url": urls[name], "sha256": files[name].sha256} for name in sorted(files)},
+    }
+    return Resolved(artifact_id, "wheels", source, tuple(files[name] for name in sorted(files)))
+
+
+def _size(url: str) -> int | None:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+        return path.stat().st_size if path.exists() else None
+    response = http.head(url, "wheels")
+    length = response.headers.get("content-length")
+    return int(length) if length and length.isdigit() else None
+
+
+def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    def one(remote: RemoteFile) -> FileEntry:
+        if remote.sha256 and ctx.cache.store.has(remote.sha256):
+            return FileEntry(path=remote.path, size=ctx.cache.store.blob_path(remote.sha256).stat().st_size, sha256=remote.sha256)
+        url = resolved.source["wheels"][remote.path]["url"]
+        parsed = urlparse(url)
+        if parsed.scheme == "file":
+            blob = ctx.cache.store.add_file(Path(unquote(parsed.path)), allow_link=False)
+            if remote.sha256 and blob.sha256 != remote.sha256:
+                raise WorkError(f"wheels: {remote.path}: sha256 {blob.sha256} does not match pip's {remote.sha256}")
+        else:
+            blob = http.download(url, ctx, label=f"wheels: {remote.path}", etag=None, size=remote.size, expected_sha256=remote.sha256)
+        ctx.progress(blob.size)
+        return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)
+
+    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+    return Artifact(id=resolved.artifact_id, kind="wheels", source=resolved.source, files=entries)

@@ -1,0 +1,85 @@
+"""`docker load` bundled images into an engine through the docker SDK.
+
+The docker-archive is assembled on the fly from the blobs (tar headers around the blob files), so
+no second copy of a multi-GB image is written to disk. It is tagged with the original reference
+and the air-gapped one.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlift.bundle.manifest import Artifact
+from airlift.util.errors import WorkError
+
+BLOCK = 512
+CHUNK = 1 << 20
+
+
+@dataclass
+class LoadReport:
+    image: str
+    tags: list[str]
+    loaded: bool
+    bytes: int = 0
+
+
+def _member(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * ((BLOCK - size % BLOCK) % BLOCK)
+
+
+def docker_archive(artifact: Artifact, blob_path: Callable[[str], Path], tags: list[str]) -> Iterator[bytes]:
+    """Yield a docker-archive (manifest.json + config + layer tars) streamed from the blob files."""
+    image = artifact.image
+    assert image is not None
+    config_hex = image.config.removeprefix("sha256:")
+    layer_names = [f"{layer.removeprefix('sha256:')}/layer.tar" for layer in image.layers]
+    for layer, name in zip(image.layers, layer_names, strict=True):
+        path = blob_path(layer.removeprefix("sha256:"))
+        size = path.stat().st_size
+        yield _member(name, size)
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+        yield _padding(size)
+    config = blob_path(config_hex).read_bytes()
+    yield _member(f"{config_hex}.json", len(config)) + config + _padding(len(config))
+    manifest = json.dumps([{"Config": f"{config_hex}.json", "RepoTags": tags, "Layers": layer_names}]).encode()
+    yield _member("manifest.json", len(manifest)) + manifest + _padding(len(manifest))
+    yield b"\0" * (BLOCK * 2)
+
+
+def load_image(artifact: Artifact, *, docker_host: str, blob_path: Callable[[str], Path], tags: list[str]) -> LoadReport:
+    import docker
+
+    image = artifact.image
+    assert image is not None
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        try:
+            existing = client.images.get(tags[-1])
+            if existing.id == image.config and all(t in existing.tags for t in tags):
+                return LoadReport(image.ref, tags, loaded=False)
+        except docker.errors.ImageNotFound:
+            pass
+        for event in client.api.load_image(docker_archive(artifact, blob_path, tags)):
+            if isinstance(event, dict) and event.get("error"):
+                raise WorkError(f"{artifact.id}: docker load failed: {event['error']}")
+        loaded = client.images.get(tags[-1])
+        if loaded.id != image.config:
+            raise WorkError(f"{artifact.id}: docker load produced {loaded.id}, expected {image.config}")
+        return LoadReport(image.ref, tags, loaded=True, bytes=image.size)
+    finally:
+        client.close()

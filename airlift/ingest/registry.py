@@ -1,0 +1,125 @@
+"""Push bundled images to the air-gapped registry, keeping every manifest digest unchanged.
+
+Blobs the registry already has are skipped (HEAD); blobs another repository of this bundle already
+pushed are mounted; the rest upload in chunks, and an interrupted upload resumes from the offset the
+registry reports, using the session URL saved in a small state file. The manifest goes last, as the
+exact bytes that were pulled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlift.bundle.manifest import Artifact
+from airlift.config.site import RegistryTarget
+from airlift.oci.client import RegistryClient
+from airlift.oci.reference import airgap_reference, parse_image, split_target
+from airlift.util.fs import write_bytes_atomic
+from airlift.util.net import with_transient_retries
+
+
+@dataclass
+class PushReport:
+    image: str
+    target: str
+    digest: str
+    uploaded: int = 0
+    mounted: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    manifest_pushed: bool = False
+    already_present: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
+    host, prefix = split_target(target.url)
+    assert artifact.image is not None
+    repository = f"{prefix}/{artifact.image.repository}" if prefix else artifact.image.repository
+    return host, repository
+
+
+def airgap_ref(target: RegistryTarget, artifact: Artifact) -> str:
+    assert artifact.image is not None
+    return airgap_reference(target.url, parse_image(artifact.image.ref))
+
+
+class _UploadState:
+    """Remembers an open upload session per (registry, repository, digest) so a rerun can resume it."""
+
+    def __init__(self, directory: Path, host: str, repository: str, digest: str) -> None:
+        key = hashlib.sha256(f"{host}\0{repository}\0{digest}".encode()).hexdigest()
+        self.path = directory / f"{key}.json"
+
+    def load(self) -> str | None:
+        try:
+            return json.loads(self.path.read_text())["location"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def save(self, location: str) -> None:
+        write_bytes_atomic(self.path, json.dumps({"location": location}).encode())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def push_image(
+    artifact: Artifact,
+    *,
+    target: RegistryTarget,
+    blob_path: Callable[[str], Path],
+    state_dir: Path,
+    mount_from: Iterable[str] = (),
+    on_bytes: Callable[[int], None] | None = None,
+) -> PushReport:
+    image = artifact.image
+    assert image is not None
+    host, repository = target_repository(target, artifact)
+    report = PushReport(image=image.ref, target=airgap_ref(target, artifact), digest=image.digest)
+    client = RegistryClient(host, insecure=target.insecure)
+    label = f"{artifact.id} -> {report.target}"
+    try:
+        tag = image.tag or image.digest
+        if with_transient_retries(label, 6, lambda: client.head_manifest(repository, tag)) == image.digest:
+            report.already_present = True
+            return report
+        manifest_digest = image.digest
+        for digest in [image.config, *image.layers]:
+            if with_transient_retries(label, 6, lambda d=digest: client.has_blob(repository, d)):
+                report.skipped += 1
+                continue
+            if any(client.mount_blob(repository, digest, other) for other in mount_from if other != repository):
+                report.mounted += 1
+                continue
+            report.bytes += with_transient_retries(label, 6, lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
+            report.uploaded += 1
+        raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
+        for reference in (manifest_digest, tag):
+            pushed = with_transient_retries(label, 6, lambda r=reference: client.put_manifest(repository, r, raw, image.media_type))
+            if pushed and pushed != manifest_digest:
+                report.notes.append(f"registry reports {pushed} for {reference}, expected {manifest_digest}")
+        report.manifest_pushed = True
+        return report
+    finally:
+        client.close()
+
+
+def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
+    path = blob_path(digest.removeprefix("sha256:"))
+    state = _UploadState(state_dir, host, repository, digest)
+    location = state.load()
+    offset = client.upload_status(repository, location) if location else None
+    if offset is None:
+        location = client.start_upload(repository)
+        state.save(location)
+        offset = 0
+    assert location is not None
+    location = client.upload_chunks(repository, location, path, offset, on_location=state.save, on_bytes=on_bytes)
+    client.finish_upload(repository, location, digest)
+    state.clear()
+    return path.stat().st_size - offset

@@ -1,0 +1,148 @@
+"""What every job backend shares: the job environment, job selection, preflight and the job ledger.
+
+Preflight refuses to submit a job whose image is not in the site registry (at the bundle's digest)
+or whose `uses` artifacts were not ingested under shared_root, naming every missing item.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlift.bundle.manifest import Manifest
+from airlift.config.site import Site
+from airlift.config.spec import Job, Spec, artifact_id_of
+from airlift.layouts.shared_root import read_marker
+from airlift.oci.client import RegistryClient
+from airlift.oci.reference import airgap_reference, parse_image, split_target
+from airlift.util.errors import InputError, WorkError
+from airlift.util.fs import write_bytes_atomic
+
+
+def job_environment(root: Path, job: Job) -> dict[str, str]:
+    """The contract's offline environment: tools read shared_root and never reach for the internet."""
+    env = {
+        "HF_HOME": str(root / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "AIRLIFT_ROOT": str(root),
+    }
+    env.update(job.env)
+    return env
+
+
+def spec_of(manifest: Manifest) -> Spec:
+    if not manifest.spec:
+        raise WorkError("this bundle's manifest carries no spec, so it has no jobs to submit")
+    return Spec.model_validate(manifest.spec)
+
+
+def select_jobs(spec: Spec, names: list[str]) -> list[Job]:
+    """The named jobs (all when none are named) plus everything they need, in dependency order."""
+    by_name = {job.name: job for job in spec.jobs}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise InputError(f"--job {unknown[0]}: no such job in the spec (jobs: {', '.join(by_name) or 'none'})")
+    wanted: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in trail:
+            raise InputError(f"jobs: {' -> '.join((*trail, name))} is a cycle")
+        for needed in by_name[name].needs:
+            visit(needed, (*trail, name))
+        if name not in wanted:
+            wanted.append(name)
+
+    for name in names or list(by_name):
+        visit(name, ())
+    return [by_name[n] for n in wanted]
+
+
+def image_target(site: Site, job: Job) -> str:
+    if site.registry is None:
+        return job.image
+    return airgap_reference(site.registry.url, parse_image(job.image))
+
+
+@dataclass
+class Preflight:
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+
+def preflight(manifest: Manifest, site: Site, jobs: list[Job]) -> Preflight:
+    result = Preflight()
+    root = site.shared_root
+    runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")
+    checked_images: dict[str, bool] = {}
+    for job in jobs:
+        if runtime != "none":
+            artifact = manifest.artifact(artifact_id_of(job.image, "images"))
+            if artifact is None or artifact.image is None:
+                result.missing.append(f"job {job.name}: image {job.image} is not in the bundle")
+            elif site.registry is None:
+                result.missing.append(f"job {job.name}: the site has no registry to run image {job.image} from")
+            else:
+                target = image_target(site, job)
+                if target not in checked_images:
+                    checked_images[target] = _registry_has(site, artifact.image.repository, artifact.image.tag or artifact.image.digest, artifact.image.digest)
+                if not checked_images[target]:
+                    result.missing.append(f"job {job.name}: image {target} ({artifact.image.digest[:19]}) is not in the registry; run airlift ingest")
+        for used in job.uses:
+            artifact = manifest.artifact(used)
+            if artifact is None:
+                result.missing.append(f"job {job.name}: uses {used}, which is not in the bundle")
+                continue
+            if artifact.image is not None:
+                continue
+            marker = read_marker(root, used) if root else None
+            if marker is None or marker.get("content_digest") != artifact.content_digest():
+                result.missing.append(f"job {job.name}: artifact {used} is not ingested under {root}; run airlift ingest")
+    return result
+
+
+def _registry_has(site: Site, repository: str, reference: str, digest: str) -> bool:
+    assert site.registry is not None
+    host, prefix = split_target(site.registry.url)
+    client = RegistryClient(host, insecure=site.registry.insecure)
+    try:
+        return client.head_manifest(f"{prefix}/{repository}" if prefix else repository, reference) == digest
+    except (WorkError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+@dataclass
+class JobRecord:
+    name: str
+    id: str
+    script: str
+    log: str
+    exit_file: str
+    submitted_at: str
+    backend: str = "slurm"
+
+
+class JobLedger:
+    """Which jobs of a spec were submitted, under shared_root/.airlift/jobs/<spec>.json."""
+
+    def __init__(self, root: Path, spec_name: str) -> None:
+        self.path = root / ".airlift" / "jobs" / f"{spec_name}.json"
+
+    def load(self) -> dict[str, JobRecord]:
+        try:
+            return {k: JobRecord(**v) for k, v in json.loads(self.path.read_text()).items()}
+        except (FileNotFoundError, ValueError, TypeError):
+            return {}
+
+    def save(self, records: dict[str, JobRecord]) -> None:
+        write_bytes_atomic(self.path, json.dumps({k: vars(v) for k, v in records.items()}, indent=1).encode())
+
+

@@ -1,0 +1,268 @@
+"""A small OCI distribution client: manifests, indexes, blobs (pull and push), token auth.
+
+It speaks Docker v2 and OCI media types, picks a platform from an index, streams blobs through the
+blob store (digest verified while writing; partial pulls resume with Range) and pushes the exact
+manifest bytes it pulled, so a digest never changes on the way across the gap.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from airlift.bundle.store import BlobStore, StoredBlob
+from airlift.oci.reference import DOCKER_HUB
+from airlift.util.errors import IntegrityError, TransientError, WorkError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
+MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+CHUNK = 1 << 20
+UPLOAD_CHUNK = 16 << 20
+
+
+def _auth_files() -> list[Path]:
+    files = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    docker_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
+    files.append(docker_config / "config.json")
+    return files
+
+
+def credentials_for(registry: str) -> tuple[str, str] | None:
+    """Username/password from REGISTRY_AUTH_FILE or the Docker config (never from a spec)."""
+    keys = {registry, f"https://{registry}", f"http://{registry}"}
+    if registry == DOCKER_HUB:
+        keys |= {"https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"}
+    for path in _auth_files():
+        try:
+            auths = json.loads(path.read_text()).get("auths", {})
+        except (OSError, ValueError):
+            continue
+        for key in keys:
+            entry = auths.get(key)
+            if entry and entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return user, password
+    return None
+
+
+def is_plain_http(host: str, insecure: bool = False) -> bool:
+    bare = host.rsplit(":", 1)[0]
+    allowed = {h.strip() for h in os.environ.get("AIRLIFT_INSECURE_REGISTRIES", "").split(",") if h.strip()}
+    return insecure or bare in {"localhost", "127.0.0.1", "::1"} or host in allowed
+
+
+class RegistryClient:
+    """One registry host. Bearer tokens are fetched per scope on 401 and kept in memory only."""
+
+    def __init__(self, host: str, *, registry: str | None = None, insecure: bool = False) -> None:
+        self.host = host
+        self.registry = registry or host
+        self.base = f"{'http' if is_plain_http(host, insecure) else 'https'}://{host}"
+        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
+        self._tokens: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- auth -------------------------------------------------------------------------------------
+    def _authorize(self, response: httpx.Response, scope: str) -> bool:
+        challenge = response.headers.get("www-authenticate", "")
+        creds = credentials_for(self.registry)
+        if challenge.lower().startswith("basic"):
+            if not creds:
+                return False
+            self._tokens[scope] = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            return True
+        if not challenge.lower().startswith("bearer"):
+            return False
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        token_response = self._http.get(params["realm"], params=query, auth=creds)
+        if token_response.status_code != 200:
+            raise WorkError(f"{self.registry}: token request refused (HTTP {token_response.status_code})")
+        body = token_response.json()
+        self._tokens[scope] = "Bearer " + (body.get("token") or body.get("access_token", ""))
+        return True
+
+    def request(self, method: str, url: str, *, scope: str, headers: dict | None = None, stream: bool = False, **kwargs) -> httpx.Response:
+        full = url if url.startswith("http") else f"{self.base}{url}"
+        for _ in range(2):
+            merged = dict(headers or {})
+            if scope in self._tokens:
+                merged["Authorization"] = self._tokens[scope]
+            request = self._http.build_request(method, full, headers=merged, **kwargs)
+            response = self._http.send(request, stream=stream)
+            if response.status_code == 401 and scope not in self._tokens and self._authorize(response, scope):
+                response.close()
+                continue
+            return response
+        return response
+
+    def check(self, response: httpx.Response, what: str) -> None:
+        if response.status_code < 400:
+            return
+        message = f"{what}: HTTP {response.status_code} from {self.host}"
+        response.close()
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise TransientError(message)
+        raise WorkError(message)
+
+    # -- manifests --------------------------------------------------------------------------------
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(raw bytes, media type, digest) of a manifest or index; the digest is checked against the bytes."""
+        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull", headers={"Accept": ACCEPT})
+        self.check(response, f"{repository}:{reference}")
+        raw = response.content
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and reference != digest:
+            raise IntegrityError(f"{repository}@{reference}: registry returned a manifest hashing to {digest}")
+        media_type = response.headers.get("content-type", "").split(";")[0] or json.loads(raw).get("mediaType", "")
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            media_type = json.loads(raw).get("mediaType") or media_type
+        return raw, media_type, digest
+
+    def head_manifest(self, repository: str, reference: str) -> str | None:
+        response = self.request("HEAD", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull", headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            return None
+        self.check(response, f"{repository}:{reference}")
+        return response.headers.get("docker-content-digest")
+
+    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
+        response = self.request(
+            "PUT", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull,push",
+            headers={"Content-Type": media_type}, content=raw,
+        )
+        self.check(response, f"push manifest {repository}:{reference}")
+        return response.headers.get("docker-content-digest", "")
+
+    # -- blobs ------------------------------------------------------------------------------------
+    def pull_blob(self, repository: str, digest: str, store: BlobStore, *, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
+        """Stream a blob into the store, resuming a partial one; its sha256 must equal the digest."""
+        hexdigest = digest.removeprefix("sha256:")
+        if store.has(hexdigest):
+            return StoredBlob(hexdigest, store.blob_path(hexdigest).stat().st_size)
+        with store.partial(f"oci-{hexdigest}") as partial:
+            headers = {"Range": f"bytes={partial.offset}-"} if partial.offset else {}
+            response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
+            try:
+                self.check(response, f"{repository} blob {digest[:19]}")
+                if partial.offset and response.status_code == 200:
+                    partial.writer.seek(0)
+                    partial.writer.truncate(0)
+                try:
+                    for chunk in response.iter_bytes(CHUNK):
+                        partial.writer.write(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                except (httpx.TransportError, httpx.StreamError) as exc:
+                    raise TransientError(f"{repository} blob {digest[:19]}: connection dropped: {exc}") from exc
+                finally:
+                    partial.writer.flush()
+            finally:
+                response.close()
+            return partial.commit(expected_sha256=hexdigest, label=f"{repository} blob {digest[:19]}")
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull,push")
+        if response.status_code == 404:
+            return False
+        self.check(response, f"{repository} blob {digest[:19]}")
+        return True
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", scope=f"repository:{repository}:pull,push",
+            params={"mount": digest, "from": from_repository},
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:  # mount refused: the registry opened an upload instead; drop it
+            location = response.headers.get("location")
+            if location:
+                self.request("DELETE", self._absolute(location), scope=f"repository:{repository}:pull,push").close()
+        return False
+
+    def _absolute(self, location: str) -> str:
+        return location if location.startswith("http") else f"{self.base}{location}"
+
+    def upload_status(self, repository: str, location: str) -> int | None:
+        """Bytes the registry already holds for an upload session, or None if the session is gone."""
+        response = self.request("GET", self._absolute(location), scope=f"repository:{repository}:pull,push")
+        if response.status_code != 204:
+            return None
+        match = re.match(r"^(?:bytes=)?0-(\d+)$", response.headers.get("range", ""))
+        return int(match[1]) + 1 if match else 0
+
+    def start_upload(self, repository: str) -> str:
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=f"repository:{repository}:pull,push")
+        self.check(response, f"{repository}: start upload")
+        return response.headers["location"]
+
+    def upload_chunks(self, repository: str, location: str, path: Path, offset: int, *, on_location: Callable[[str], None], on_bytes: Callable[[int], None] | None = None) -> str:
+        """PATCH the file from `offset` in chunks (each one a resumable step); returns the final location."""
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            while offset < size:
+                length = min(UPLOAD_CHUNK, size - offset)
+                handle.seek(offset)
+                # Stream each chunk from the file in small pieces: a chunk never sits in memory whole.
+                body = _file_slice(handle, length)
+                response = self.request(
+                    "PATCH", self._absolute(location), scope=f"repository:{repository}:pull,push",
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + length - 1}",
+                        "Content-Length": str(length),
+                    },
+                    content=body,
+                )
+                self.check(response, f"{repository}: upload chunk at {offset}")
+                location = response.headers.get("location", location)
+                on_location(location)
+                offset += length
+                if on_bytes:
+                    on_bytes(length)
+        return location
+
+    def finish_upload(self, repository: str, location: str, digest: str) -> None:
+        separator = "&" if "?" in location else "?"
+        response = self.request("PUT", f"{self._absolute(location)}{separator}digest={digest}", scope=f"repository:{repository}:pull,push")
+        self.check(response, f"{repository}: finish upload of {digest[:19]}")
+
+
+def choose_platform(index: dict, platform: str, ref: str) -> dict:
+    """The index entry for `os/arch[/variant]`; a clear error lists what the index does have."""
+    want_os, want_arch, *rest = platform.split("/")
+    want_variant = rest[0] if rest else None
+    available = []
+    for entry in index.get("manifests", []):
+        plat = entry.get("platform") or {}
+        available.append("/".join(p for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p))
+        if plat.get("os") == want_os and plat.get("architecture") == want_arch and (want_variant is None or plat.get("variant") == want_variant):
+            return entry
+    raise WorkError(f"images/{ref}: no {platform} manifest in the index (it has: {', '.join(a for a in available if a) or 'none'})")
+
+
+def _file_slice(handle, length: int) -> Iterator[bytes]:
+    remaining = length
+    while remaining > 0:
+        piece = handle.read(min(CHUNK, remaining))
+        if not piece:
+            raise WorkError(f"{handle.name}: file ended early while uploading")
+        remaining -= len(piece)
+        yield piece

@@ -1,1 +1,0 @@
-"""Sinks: where a verified bundle's content goes inside the air gap."""

@@ -1,1 +1,0 @@
-"""Sources: resolve a spec entry to an exact upstream reference, then fetch its bytes into the cache."""

@@ -1,0 +1,70 @@
+"""The one way airlift runs another program (git, pip, ssh, rsync, sbatch, docker).
+
+Arguments are always a list (never a shell string), and the caller says which failures are transient
+(worth a retry by the caller's retry layer); everything else is a WorkError with the last line of stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from airlift.util.errors import TransientError, WorkError
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    transient: Callable[[int, str], bool] | None = None,
+) -> str:
+    """Run `argv` and return its stdout.
+
+    Args:
+        argv: The program and its arguments; values from a spec or manifest are single list items,
+            never parsed by a shell.
+        what: Names the action in error messages (an artifact id, "sbatch job.sbatch").
+        cwd: Working directory.
+        env: Variables added to this process's environment.
+        input_text: Text for the program's standard input.
+        transient: Given (exit code, stderr), True when a retry may cure the failure.
+
+    Returns:
+        The program's standard output.
+
+    Raises:
+        TransientError: The program failed and `transient` says a retry may help.
+        WorkError: The program failed for any other reason, or could not be started.
+    """
+    try:
+        proc = subprocess.run(
+            list(argv), cwd=cwd, env={**os.environ, **env} if env is not None else None,
+            input=input_text, capture_output=True, text=True,
+        )
+    except FileNotFoundError:
+        raise WorkError(f"{what}: {argv[0]} is not installed (not on PATH)") from None
+    if proc.returncode == 0:
+        return proc.stdout
+    stderr = proc.stderr.strip()
+    message = f"{what}: {stderr.splitlines()[-1] if stderr else f'exit {proc.returncode}'}"
+    if transient is not None and transient(proc.returncode, stderr):
+        raise TransientError(message)
+    raise WorkError(message)
+
+
+# Git never prompts (no terminal in a flow run) and speaks C so its messages can be classified.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+_GIT_TRANSIENT = ("could not resolve host", "connection", "timed out", "early eof", "remote end hung up")
+
+
+def git(*args: str, cwd: Path | None = None, what: str = "git") -> str:
+    """Run git with prompts disabled; network hiccups are transient, everything else is a WorkError."""
+    return run(
+        ["git", *args], what=what, cwd=cwd, env=GIT_ENV,
+        transient=lambda _code, stderr: any(word in stderr.lower() for word in _GIT_TRANSIENT),
+    )

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export AIRLIFT_SERVICES_DIR ?= /tmp/airlift-services
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup services test demo lint bench clean deploy
+.PHONY: setup services test test-fast demo lint bench clean deploy
 
 setup: $(STAMP)
 
@@ -18,14 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 services: setup
 	@VENV=$(CURDIR)/$(VENV) bash scripts/services.sh
 
-test: setup services
-	@source $(AIRLIFT_SERVICES_DIR)/env && $(VENV)/bin/ruff check . && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test: setup services lint
+	@source $(AIRLIFT_SERVICES_DIR)/env && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# In-process tests of the core: no services, no Prefect server, no network (well under 2 minutes).
+test-fast: setup lint
+	$(VENV)/bin/python -m pytest tests/fast -q $(PYTEST_ARGS)
 
 demo: setup services
 	@source $(AIRLIFT_SERVICES_DIR)/env && $(VENV)/bin/python -m deployments.demo
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup services
 	@source $(AIRLIFT_SERVICES_DIR)/env && bash bench/run

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.receipt import receipt_markdown, write_receipt
-from airlift.bundle.signing import check_signature, key_fingerprint
+from airlift.bundle.signing import check_signature
 from airlift.bundle.verify import VerifyReport
 from tasks.bundle import verify
 
@@ -17,8 +17,7 @@ from tasks.bundle import verify
 @task(name="check-signature")
 def signature_task(*, bundle: str, pubkey: str) -> str:
     """Refuse a bundle whose manifest does not match its Ed25519 signature."""
-    check_signature(Bundle(bundle), Path(pubkey))
-    return f"valid (key {key_fingerprint(Path(pubkey))})"
+    return check_signature(Bundle(bundle), [Path(pubkey)])
 
 
 @task(name="write-receipt")

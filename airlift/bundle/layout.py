@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from airlift.bundle.manifest import Manifest, ManifestError
+from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
 from airlift.bundle.store import BlobStore
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
@@ -35,7 +35,15 @@ class Bundle:
         return self
 
     def manifest_bytes(self) -> bytes:
-        return self.manifest_path.read_bytes()
+        """The manifest's bytes, read no further than the size limit (a hostile bundle may be huge)."""
+        try:
+            with open(self.manifest_path, "rb") as handle:
+                data = handle.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            raise ManifestError(f"{self.root}: no {MANIFEST} (not a bundle, or an unfinished one)") from None
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{self.manifest_path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        return data
 
     def read_manifest(self) -> Manifest:
         self.require()

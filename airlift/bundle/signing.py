@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -11,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from airlift.bundle.layout import SIGNATURE, Bundle
+from airlift.bundle.manifest import Manifest
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 
@@ -51,21 +53,73 @@ def sign(bundle: Bundle, key_path: Path) -> Path:
     return path
 
 
-def check_signature(bundle: Bundle, pub_path: Path) -> str:
-    """'valid' or raise WorkError: a missing or mismatching signature refuses the bundle."""
-    key = _load(pub_path, "public")
+MAX_SIGNATURE_BYTES = 4096
+
+
+def check_signature(bundle: Bundle, pub_paths: Sequence[Path], *, manifest_bytes: bytes | None = None) -> str:
+    """Check `manifest.json.sig` against any of the trusted public keys.
+
+    Args:
+        bundle: The bundle whose signature to check.
+        pub_paths: Trusted Ed25519 public keys (PEM); one match is enough, so a site can rotate keys
+            by trusting the old and the new key for a while.
+        manifest_bytes: The manifest bytes the caller will go on to use; checking exactly those bytes
+            means nothing can swap the manifest between the check and its use.
+
+    Returns:
+        "valid (key SHA256:...)", naming the key that matched.
+
+    Raises:
+        WorkError: The bundle is unsigned, the signature is malformed, or no trusted key matches.
+        InputError: A key file is missing or is not an Ed25519 public key.
+    """
+    keys = [(path, _load(path, "public")) for path in pub_paths]
+    if not keys:
+        raise InputError("no trusted public key given")
     path = bundle.root / SIGNATURE
-    if not path.exists():
-        raise WorkError(f"{bundle.root}: no {SIGNATURE}; the bundle is not signed")
     try:
-        signature = base64.b64decode(path.read_bytes().strip(), validate=True)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SIGNATURE_BYTES + 1)
+    except FileNotFoundError:
+        raise WorkError(f"{bundle.root}: refused: no {SIGNATURE}; the bundle is not signed and this site trusts only signed bundles") from None
+    try:
+        if len(raw) > MAX_SIGNATURE_BYTES:
+            raise ValueError
+        signature = base64.b64decode(raw.strip(), validate=True)
     except ValueError:
-        raise WorkError(f"{path}: not a base64 signature") from None
-    try:
-        key.verify(signature, bundle.manifest_bytes())
-    except InvalidSignature:
-        raise WorkError(f"{bundle.root}: manifest.json does not match its signature (tampered, or signed by another key)") from None
-    return "valid"
+        raise WorkError(f"{path}: refused: not a base64 Ed25519 signature") from None
+    data = bundle.manifest_bytes() if manifest_bytes is None else manifest_bytes
+    for key_path, key in keys:
+        try:
+            key.verify(signature, data)
+        except InvalidSignature:
+            continue
+        return f"valid (key {key_fingerprint(key_path)})"
+    names = ", ".join(str(p) for p, _ in keys)
+    raise WorkError(f"{bundle.root}: refused: manifest.json is not signed by a trusted key ({names}); tampered, or signed by another key")
+
+
+def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> tuple[Manifest, str]:
+    """Read manifest.json once, check its signature when keys are given, and parse those same bytes.
+
+    Args:
+        bundle: The bundle to open.
+        pub_paths: Trusted public keys; empty means the site trusts any bundle (no signature check).
+
+    Returns:
+        The validated manifest and a one-line signature status for receipts and logs.
+
+    Raises:
+        WorkError: The signature check failed (see `check_signature`).
+        ManifestError: The manifest is malformed or hostile.
+    """
+    bundle.require()
+    data = bundle.manifest_bytes()
+    if pub_paths:
+        status = check_signature(bundle, pub_paths, manifest_bytes=data)
+    else:
+        status = "present, not checked (no trusted keys)" if (bundle.root / SIGNATURE).exists() else "unsigned"
+    return Manifest.parse(data, origin=str(bundle.manifest_path)), status
 
 
 def key_fingerprint(pub_path: Path) -> str:

@@ -47,8 +47,8 @@ class S3Target(Strict):
 
 
 class SlurmTarget(Strict):
-    partition: str | None = None
-    account: str | None = None
+    partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     container_runtime: Literal["pyxis", "docker", "apptainer", "none"] = "pyxis"
     extra_args: list[str] = Field(default_factory=list)
 
@@ -60,6 +60,12 @@ class PrefectJobsTarget(Strict):
     container_runtime: Literal["docker", "none"] = "docker"
 
 
+class TrustConfig(Strict):
+    """The public keys this site accepts bundles from: ingest, submit and serve refuse any other bundle."""
+
+    keys: list[Path] = Field(min_length=1, description="Ed25519 public keys (PEM); relative paths are relative to the profile")
+
+
 class Site(Strict):
     registry: RegistryTarget | None = None
     docker: DockerTarget | None = None
@@ -68,12 +74,16 @@ class Site(Strict):
     store: Path | None = None
     slurm: SlurmTarget | None = None
     prefect: PrefectJobsTarget | None = None
+    trust: TrustConfig | None = None
 
     @field_validator("shared_root", "store")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
             raise ValueError("must be an absolute path")
+        # It appears in #SBATCH lines and container mount options, which no quoting can protect.
+        if value is not None and any(c.isspace() or c in ",:" or ord(c) < 32 for c in str(value)):
+            raise ValueError("must not contain whitespace, ',' , ':' or control characters")
         return value
 
 
@@ -93,6 +103,10 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], lis
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
     data = dict(data)
+    trust = data.get("trust")
+    if isinstance(trust, dict) and isinstance(trust.get("keys"), list):
+        # Key paths are relative to the profile that names them, wherever the command runs.
+        data["trust"] = {**trust, "keys": [str(path.parent / k) if isinstance(k, str) else k for k in trust["keys"]]}
     parent = data.pop("extends", None)
     if parent is None:
         return data, [doc]

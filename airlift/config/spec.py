@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
 
-NAME_RE = r"^[a-z0-9._-]+$"
+NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 HF_REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 PLATFORM_RE = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -21,6 +21,41 @@ SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A git ref or hub revision as a name: no leading '-' (it would read as an option), no '..', no control
+# characters, no '@{', no trailing '/' or '.lock' (git check-ref-format's rules, minus the rare ones).
+REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+ENV_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+GIT_SCHEMES = {"https", "ssh", "git", "file"}
+
+
+def _ref_name(value: str) -> str:
+    if not REF_RE.match(value) or ".." in value or "//" in value or value.endswith(("/", ".lock", ".")):
+        raise ValueError(f"{value!r} is not a valid revision or ref name")
+    return value
+
+
+def _no_control(value: str, what: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} must not contain control characters")
+    return value
+
+
+def requirement(line: str) -> str:
+    """One PEP 508 requirement (`name[extras] specifier ; marker`); pip options and URLs are refused."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    text = line.strip()
+    if text.startswith("-"):
+        raise ValueError(f"{text!r}: pip options are not allowed, only PEP 508 requirements")
+    try:
+        parsed = Requirement(text)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{text!r} is not a PEP 508 requirement: {exc}") from None
+    if parsed.url:
+        raise ValueError(f"{text!r}: direct URL requirements are not allowed (pin a version from the index)")
+    return str(parsed)
 
 
 def _safe_name(value: str) -> str:
@@ -37,9 +72,14 @@ class HfRepo(Strict):
     allow: list[str] | None = Field(default=None, description="Only files matching these globs")
     ignore: list[str] | None = Field(default=None, description="Skip files matching these globs")
 
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        return _ref_name(value)
+
 
 class NgcModel(Strict):
-    ngc: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){1,2}(:[A-Za-z0-9_.-]+)?$")
+    ngc: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
     allow: list[str] | None = None
 
 
@@ -54,7 +94,7 @@ class UrlFile(Strict):
         parsed = urlparse(value)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
             raise ValueError("must be an http:// or https:// URL")
-        return value
+        return _no_control(value, "url")
 
     @field_validator("name")
     @classmethod
@@ -102,6 +142,25 @@ class GitRepo(Strict):
     ref: str = Field(default="HEAD", min_length=1)
     name: str | None = None
 
+    @field_validator("git")
+    @classmethod
+    def _git_url(cls, value: str) -> str:
+        # Only real transports: `ext::` and friends run commands, and a leading '-' reads as an option.
+        scheme = urlparse(value).scheme
+        if value.startswith("-") or scheme not in GIT_SCHEMES or "::" in value.split("/", 1)[0]:
+            raise ValueError(f"{value!r}: only https://, ssh://, git:// and file:// repository URLs are allowed")
+        return _no_control(value, "git")
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        return value if value == "HEAD" else _ref_name(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value)
+
     @property
     def repo_name(self) -> str:
         base = self.git.rstrip("/").rsplit("/", 1)[-1]
@@ -109,18 +168,54 @@ class GitRepo(Strict):
 
 
 class Wheels(Strict):
-    requirements: list[str] | str
+    requirements: list[str] | str = Field(description="PEP 508 requirements, or the path of a requirements file of them")
     python: str = Field(default="3.11", pattern=r"^3\.\d+$")
-    platform: str = Field(default="manylinux_2_28_x86_64", min_length=1)
-    implementation: str = "cp"
+    platform: str = Field(default="manylinux_2_28_x86_64", pattern=r"^[a-z0-9][a-z0-9_]*$")
+    implementation: Literal["cp", "pp", "py"] = "cp"
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str):
+            if value.startswith("-") or not value.strip():
+                raise ValueError(f"{value!r} is not a requirements file path")
+            return _no_control(value, "requirements")
+        if not value:
+            raise ValueError("give at least one requirement")
+        return [requirement(item) for item in value]
+
+    def requirement_lines(self) -> list[str]:
+        """The validated PEP 508 requirements, reading the requirements file if one was named.
+
+        Raises:
+            InputError: The file is missing, or one of its lines is not a PEP 508 requirement.
+        """
+        if not isinstance(self.requirements, str):
+            return list(self.requirements)
+        path = Path(self.requirements)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"wheels.requirements: {path}: cannot read requirements file: {exc.strerror or exc}") from None
+        out = []
+        for number, line in enumerate(lines, 1):
+            text = line.split(" #", 1)[0].strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                out.append(requirement(text))
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: {exc}") from None
+        return out
 
 
 class Resources(Strict):
     nodes: int = Field(default=1, ge=1)
     gpus_per_node: int = Field(default=0, ge=0)
     cpus_per_task: int | None = Field(default=None, ge=1)
-    time: str | None = Field(default=None, pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
-    mem: str | None = None
+    # Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+    time: str | None = Field(default=None, pattern=r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")
+    mem: str | None = Field(default=None, pattern=r"^\d+[KMGT]?$", description="Slurm --mem, e.g. 64G")
 
 
 class Job(Strict):
@@ -130,7 +225,23 @@ class Job(Strict):
     uses: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[Annotated[str, Field(pattern=ENV_KEY_RE)], str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "\x00" in item:
+                raise ValueError("command arguments must not contain NUL bytes")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if "\x00" in item or "\n" in item:
+                raise ValueError(f"env {key}: values must be one line without NUL bytes")
+        return value
 
 
 def _tagger(*keys: str):

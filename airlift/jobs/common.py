@@ -19,9 +19,21 @@ from airlift.oci.reference import airgap_reference, parse_image, split_target
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 
+# The only variables a job takes from whoever submits it: enough to find programs and a home, and
+# to keep the submitter's language and time zone. Everything else (AWS_*, HF_TOKEN, proxies...) stays behind.
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "TZ")
+
 
 def job_environment(root: Path, job: Job) -> dict[str, str]:
-    """The contract's offline environment: tools read shared_root and never reach for the internet."""
+    """The contract's offline environment plus the job's own `env`.
+
+    Args:
+        root: The site's shared_root, mounted at the same path inside the job's container.
+        job: The spec's job; its `env` keys were validated as variable names.
+
+    Returns:
+        HF_HOME, the *_OFFLINE switches, WANDB_MODE and AIRLIFT_ROOT, then the job's `env`.
+    """
     env = {
         "HF_HOME": str(root / "hf"),
         "HF_HUB_OFFLINE": "1",
@@ -32,6 +44,14 @@ def job_environment(root: Path, job: Job) -> dict[str, str]:
     }
     env.update(job.env)
     return env
+
+
+def inherited_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed variables of the submitter (INHERITED_VARIABLES), and nothing else."""
+    import os
+
+    source = os.environ if environ is None else environ
+    return {key: source[key] for key in INHERITED_VARIABLES if key in source}
 
 
 def spec_of(manifest: Manifest) -> Spec:

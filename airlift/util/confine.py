@@ -1,0 +1,158 @@
+"""Confined writes: every path airlift writes under a root it was given stays inside that root.
+
+A manifest, a tar member, a volume index or a job that ran earlier can all try to steer a write
+outside its place, with `..`, an absolute path, or a symlink planted inside the root that points
+out of it. `ConfinedRoot` is the one helper every writer under `shared_root`, a blob store, a bundle
+or an unpack target goes through: it validates the relative path, refuses any existing component
+that is a symlink leaving the root, and lands files by unique temp name + fsync + rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from airlift.util.errors import InputError, WorkError
+from airlift.util.fs import CHUNK, fsync_dir
+
+
+class EscapeError(WorkError):
+    """A write would have left its root (a hostile path or a planted symlink)."""
+
+
+def check_relative(relative: str) -> PurePosixPath:
+    """A relative POSIX path with no empty, '.', '..' or absolute parts, no backslash and no NUL.
+
+    Raises:
+        InputError: The path is not a plain relative path.
+    """
+    if not relative or relative.startswith("/") or "\\" in relative or "\x00" in relative:
+        raise InputError(f"path {relative!r} must be a relative POSIX path")
+    parts = relative.split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise InputError(f"path {relative!r} has an empty, '.' or '..' component")
+    return PurePosixPath(relative)
+
+
+class ConfinedRoot:
+    """A directory that writes may not leave.
+
+    Args:
+        root: The directory; it is created if missing, and resolved once (symlinks in the path *to*
+            the root are the operator's choice and are allowed; symlinks *inside* it are not trusted).
+    """
+
+    def __init__(self, root: Path) -> None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).resolve()
+
+    def path(self, relative: str) -> Path:
+        """The absolute path for `relative`, after checking that nothing on the way leaves the root.
+
+        Every existing component below the root must be a real directory (or, for the last one, a
+        regular file or a symlink that resolves inside the root).
+
+        Raises:
+            InputError: `relative` is not a plain relative path.
+            EscapeError: An existing component is a symlink or special file leading outside the root.
+        """
+        parts = check_relative(relative).parts
+        current = self.root
+        for index, part in enumerate(parts):
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                break
+            last = index == len(parts) - 1
+            if stat.S_ISLNK(info.st_mode):
+                if not last or not self.contains(current.resolve()):
+                    raise EscapeError(f"refusing to write through {current}: a symlink that leaves {self.root}")
+            elif not last and not stat.S_ISDIR(info.st_mode):
+                raise EscapeError(f"refusing to write below {current}: not a directory")
+        return self.root.joinpath(*parts)
+
+    def contains(self, candidate: Path) -> bool:
+        """True when `candidate` (already resolved) is the root or below it."""
+        return candidate == self.root or self.root in candidate.parents
+
+    def mkdirs(self, relative: str) -> Path:
+        """Create the directory `relative` (and its parents) inside the root, confined."""
+        target = self.path(relative)
+        target.mkdir(parents=True, exist_ok=True)
+        if not self.contains(target.resolve()):
+            raise EscapeError(f"refusing to use {target}: it resolves outside {self.root}")
+        return target
+
+    @contextlib.contextmanager
+    def writer(self, relative: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+        """A file that becomes `relative` only if the block finishes: unique temp name, fsync, rename."""
+        target = self.path(relative)
+        parent = self.mkdirs(str(PurePosixPath(relative).parent)) if "/" in relative else self.root
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            self.path(relative)  # re-check: a symlink planted meanwhile must not be replaced blindly
+            os.replace(tmp, target)
+            fsync_dir(parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def write_bytes(self, relative: str, data: bytes, *, mode: int = 0o644) -> Path:
+        """Write `data` to `relative` atomically, confined."""
+        with self.writer(relative, mode=mode) as handle:
+            handle.write(data)
+        return self.root / relative
+
+    def write_chunks(self, relative: str, chunks: Iterable[bytes], *, mode: int = 0o644) -> Path:
+        """Stream `chunks` to `relative` atomically, confined."""
+        with self.writer(relative, mode=mode) as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        return self.root / relative
+
+    def copy_in(self, relative: str, source: Path, *, mode: int = 0o644) -> Path:
+        """Copy the regular file `source` to `relative` (a copy, never a link), atomically and confined.
+
+        Raises:
+            EscapeError: `source` is not a regular file (a symlink is not followed).
+        """
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise EscapeError(f"refusing to copy {source}: not a regular file")
+            return self.write_chunks(relative, iter(lambda: handle.read(CHUNK), b""), mode=mode)
+
+    def symlink(self, relative: str, target: str) -> Path:
+        """Point the symlink `relative` at `target` (relative to the link's directory), confined.
+
+        Raises:
+            EscapeError: The link would resolve outside the root.
+        """
+        link = self.path(relative)
+        parent = self.mkdirs(str(PurePosixPath(relative).parent)) if "/" in relative else self.root
+        resolved = Path(os.path.normpath(parent / target))
+        if not self.contains(resolved):
+            raise EscapeError(f"refusing to link {link} to {target}: it points outside {self.root}")
+        if link.is_symlink() and os.readlink(link) == target:
+            return link
+        tmp = parent / f".{link.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp-link"
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return link

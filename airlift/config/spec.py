@@ -52,7 +52,7 @@ def requirement(line: str) -> str:
     try:
         parsed = Requirement(text)
     except InvalidRequirement as exc:
-        raise ValueError(f"{text!r} is not a PEP 508 requirement: {exc}") from None
+        raise ValueError(f"{text!r} is not a PEP 508 requirement: {str(exc).splitlines()[0]}") from None
     if parsed.url:
         raise ValueError(f"{text!r}: direct URL requirements are not allowed (pin a version from the index)")
     return str(parsed)
@@ -359,4 +359,6 @@ def load_spec(path: str | Path) -> Spec:
         line = doc.line_of(loc)
         where = f"{doc.path}:{line}" if line else str(doc.path)
         raise InputError(f"{where}: {format_loc(loc)}: {problem}")
+    for wheels in spec.wheels:
+        wheels.requirement_lines()  # a requirements file's lines are spec input too: refuse them now
     return spec

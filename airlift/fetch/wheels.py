@@ -20,25 +20,23 @@ from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.config.spec import Wheels
 from airlift.fetch import http
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import InputError, TransientError, WorkError
+from airlift.util.errors import TransientError, WorkError
 from airlift.util.net import bounded_map, with_transient_retries
 
 
 def _pip_report(entry: Wheels) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="airlift-pip-") as work:
         report = Path(work) / "report.json"
+        # The requirements were validated as PEP 508 (no pip options): pip reads them from a file we
+        # wrote, so no spec value is ever a pip argument.
+        requirements = Path(work) / "requirements.txt"
+        requirements.write_text("".join(f"{line}\n" for line in entry.requirement_lines()))
         argv = [
             sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
             "--report", str(report), "--target", str(Path(work) / "target"),
             "--only-binary=:all:", "--python-version", entry.python, "--platform", entry.platform,
-            "--implementation", entry.implementation,
+            "--implementation", entry.implementation, "-r", str(requirements),
         ]
-        if isinstance(entry.requirements, str):
-            if not Path(entry.requirements).is_file():
-                raise InputError(f"wheels.requirements: {entry.requirements}: no such requirements file")
-            argv += ["-r", entry.requirements]
-        else:
-            argv += list(entry.requirements)
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("WARNING: Location")]

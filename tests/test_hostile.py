@@ -124,3 +124,35 @@ def _bundle_with_spec(path: Path, spec: dict) -> Path:
     bundle.write_manifest(Manifest(name=spec["name"], created=now_iso(), artifacts=[], spec=spec))
     return path
 
+
+
+# -- volumes are hostile until checked ---------------------------------------------------------------
+def test_unpack_stops_a_zstd_bomb_at_its_declared_size_and_recovers_the_rest(tmp_path):
+    import hashlib
+
+    import zstandard
+
+    good = os.urandom(50_000)
+    bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (256 << 20))  # 256 MiB of zeros in a few KiB
+    volume = good + bomb
+    vols = tmp_path / "vols"
+    vols.mkdir()
+    (vols / "vol-00001.bin").write_bytes(volume)
+    good_sha = hashlib.sha256(good).hexdigest()
+    bomb_sha = "b" * 64
+    index = {
+        "schema_version": 1, "volume_size": len(volume),
+        "volumes": [{"name": "vol-00001.bin", "size": len(volume), "sha256": hashlib.sha256(volume).hexdigest()}],
+        "blobs": {
+            good_sha: {"size": len(good), "codec": "raw", "segments": [[0, 0, len(good)]]},
+            bomb_sha: {"size": 1000, "codec": "zstd", "segments": [[0, len(good), len(bomb)]]},
+        },
+    }
+    (vols / "index.json").write_text(json.dumps(index))
+    proc = run(tmp_path, "unpack", "vols", "--out", "out")
+    assert proc.returncode == 1, proc.stderr
+    assert f"LOST blob {bomb_sha}" in proc.stdout and "beyond its declared 1000 bytes" in proc.stdout, proc.stdout
+    assert "1 blobs recovered" in proc.stdout
+    assert (tmp_path / "out" / "blobs" / "sha256" / good_sha).read_bytes() == good
+    written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written < 10 << 20, f"unpack wrote {written} bytes for a bomb declared as 1000"

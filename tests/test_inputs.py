@@ -105,7 +105,7 @@ def test_site_extends_merges_and_child_wins():
     "bad_path",
     ["../escape.txt", "/etc/passwd", "a/../../b", "a//b", "./x"],
 )
-def test_hostile_manifest_paths_are_rejected_with_exit_1(tmp_path, bad_path):
+def test_hostile_manifest_paths_are_rejected_with_exit_2(tmp_path, bad_path):
     bundle = tmp_path / "bundle"
     (bundle / "blobs" / "sha256").mkdir(parents=True)
     manifest = {
@@ -114,13 +114,13 @@ def test_hostile_manifest_paths_are_rejected_with_exit_1(tmp_path, bad_path):
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     proc = run(tmp_path, "verify", "bundle")
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr and "path" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "path" in proc.stderr and "manifest.json" in proc.stderr
     site = tmp_path / "site.yaml"
     site.write_text(f"shared_root: {tmp_path / 'root'}\n")
     before = sorted(p.name for p in tmp_path.iterdir())
     proc = run(tmp_path, "ingest", "bundle", "--site", str(site))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "ingest of a hostile bundle wrote something"
     shutil.rmtree(bundle)
 

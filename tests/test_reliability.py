@@ -162,7 +162,7 @@ def test_hostile_volume_index_and_symlinked_blob(ws, hub):
         index = json.loads(original)
         mutate(index)
         index_path.write_text(json.dumps(index))
-        result = ws.run("unpack", "vols", "--out", "out", expect=1)
+        result = ws.run("unpack", "vols", "--out", "out", expect=2)
         assert "invalid index" in result.stderr and "Traceback" not in result.stderr
         assert not (ws.root / "out").exists() and not (ws.root.parent / "escape.bin").exists()
     outside = ws.root / "outside-secret.txt"

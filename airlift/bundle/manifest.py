@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from airlift.util.errors import WorkError
+from airlift.util.errors import InputError
 
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
@@ -22,8 +22,12 @@ MAX_MANIFEST_BYTES = 256 << 20
 ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$")
 
 
-class ManifestError(WorkError):
-    """A manifest that cannot be trusted: malformed, or with paths that escape (exit 1: a bad bundle)."""
+class ManifestError(InputError):
+    """A manifest that cannot be trusted: malformed, or with paths that escape.
+
+    Exit 2, like any invalid input: a hostile manifest is input, not a failure of the work. (Bytes that do
+    not match a valid manifest are corruption, exit 1, reported by verify.)
+    """
 
 
 def check_relative_path(value: str) -> str:

@@ -21,7 +21,7 @@ import zstandard
 
 from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
 from airlift.bundle.store import SHA256_RE
-from airlift.util.errors import InputError, WorkError
+from airlift.util.errors import InputError, IntegrityError, WorkError
 from airlift.util.fs import IterReader, fsync_dir, write_bytes_atomic
 
 INDEX = "index.json"
@@ -183,6 +183,7 @@ class UnpackResult:
     corrupt_volumes: list[str] = field(default_factory=list)
     lost_blobs: list[str] = field(default_factory=list)
     lost_artifacts: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -197,7 +198,7 @@ def read_index(directory: Path) -> dict:
     except FileNotFoundError:
         raise InputError(f"{directory}: no {INDEX}; not a packed bundle") from None
     except ValueError as exc:
-        raise WorkError(f"{path}: not valid JSON: {exc}") from None
+        raise InputError(f"{path}: invalid index: not valid JSON: {exc}") from None
     try:
         volumes = index["volumes"]
         size = int(index["volume_size"])
@@ -211,7 +212,7 @@ def read_index(directory: Path) -> dict:
                 if not (0 <= vol < len(volumes) and offset >= 0 and length > 0 and offset + length <= int(volumes[vol]["size"])):
                     raise ValueError(f"blob {digest[:12]}: segment outside its volume")
     except (KeyError, TypeError, ValueError) as exc:
-        raise WorkError(f"{path}: invalid index: {exc}") from None
+        raise InputError(f"{path}: invalid index: {exc}") from None
     return index
 
 
@@ -239,6 +240,16 @@ def _segments(directory: Path, volumes: list[dict], segments: list[list[int]]) -
                 yield chunk
 
 
+def _at_most(chunks: Iterator[bytes], limit: int, digest: str) -> Iterator[bytes]:
+    """Pass chunks through until `limit` bytes; one byte more is a lie about the size (or a bomb)."""
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise IntegrityError(f"blob {digest[:12]}: expands beyond its declared {limit} bytes; stopped there")
+        yield chunk
+
+
 def unpack(directory: Path, out: Path) -> UnpackResult:
     index = read_index(directory)
     volumes = index["volumes"]
@@ -261,7 +272,13 @@ def unpack(directory: Path, out: Path) -> UnpackResult:
         stream = _segments(directory, volumes, blob["segments"])
         if blob["codec"] == "zstd":
             stream = zstandard.ZstdDecompressor().read_to_iter(IterReader(stream), read_size=CHUNK)
-        bundle.store.put_stream(stream, expected_sha256=digest, label=f"blob {digest[:12]}")
+        try:
+            bundle.store.put_stream(_at_most(stream, int(blob["size"]), digest), expected_sha256=digest, label=f"blob {digest[:12]}")
+        except (IntegrityError, zstandard.ZstdError) as exc:
+            # One bad blob (a bomb, bytes that hash wrong) is recorded; the others are still recovered.
+            result.lost_blobs.append(digest)
+            result.failures[digest] = str(exc)
+            continue
         result.recovered += 1
     manifest_path = directory / MANIFEST
     if manifest_path.exists():

@@ -235,6 +235,8 @@ def cmd_unpack(args: argparse.Namespace) -> int:
         print(f"MISSING volume {name}")
     for name in result.corrupt_volumes:
         print(f"CORRUPT volume {name}")
+    for digest, reason in sorted(result.failures.items()):
+        print(f"LOST blob {digest}: {reason}")
     for artifact_id, paths in sorted(result.lost_artifacts.items()):
         print(f"LOST {artifact_id}: {', '.join(paths)}")
     print(f"{'OK' if result.ok else 'DAMAGED'}: {result.recovered} blobs recovered, {result.already} already present, {len(result.lost_blobs)} lost -> {args.out}")

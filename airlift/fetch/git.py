@@ -23,7 +23,7 @@ def resolve(entry: GitRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
     if SHA1_RE.match(entry.ref):
         commit, full_ref = entry.ref, None
     else:
-        out = with_transient_retries(artifact_id, ctx.attempts, lambda: git("ls-remote", entry.git, entry.ref, f"{entry.ref}^{{}}", what=artifact_id))
+        out = with_transient_retries(artifact_id, ctx.attempts, lambda: git("ls-remote", "--", entry.git, entry.ref, f"{entry.ref}^{{}}", what=artifact_id))
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -51,7 +51,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         refspec = f"+{full_ref}:{full_ref}" if full_ref else source["commit"]
 
         def fetch_once() -> None:
-            git("fetch", "-q", "--tags", source["url"], refspec, cwd=work, what=resolved.artifact_id)
+            git("fetch", "-q", "--tags", "--", source["url"], refspec, cwd=work, what=resolved.artifact_id)
 
         with_transient_retries(resolved.artifact_id, ctx.attempts, fetch_once)
         if not full_ref:

@@ -20,7 +20,7 @@ def materialize_git_repo(root: Path, artifact: Artifact, blob_path: Callable[[st
     work = final.parent / f".{name}.git.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     git("init", "-q", "--bare", str(work), what=artifact.id)
-    git("fetch", "-q", str(blob_path(artifact.files[0].sha256).resolve()), "+refs/*:refs/*", cwd=work, what=artifact.id)
+    git("fetch", "-q", "--", str(blob_path(artifact.files[0].sha256).resolve()), "+refs/*:refs/*", cwd=work, what=artifact.id)
     git("update-server-info", cwd=work, what=artifact.id)  # so `airlift serve` (dumb HTTP) can offer it
     full_ref = artifact.source.get("full_ref") or ""
     if full_ref.startswith("refs/heads/"):

@@ -57,8 +57,9 @@ def run(
     raise WorkError(message)
 
 
-# Git never prompts (no terminal in a flow run) and speaks C so its messages can be classified.
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+# Git never prompts (no terminal in a flow run), speaks C so its messages can be classified, and uses
+# only real transports: `ext::` and `fd::` would run commands named by whoever wrote the URL.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": "https:ssh:git:file"}
 _GIT_TRANSIENT = ("could not resolve host", "connection", "timed out", "early eof", "remote end hung up")
 
 

@@ -10,7 +10,7 @@ WORK=${BENCH_DIR:-/tmp/airlift-bench}/image
 AIRLIFT=$PWD/.venv/bin/airlift
 export DOCKER_HOST=$AIRLIFT_DOCKER_HOST DOCKER_BUILDKIT=0 AIRLIFT_CACHE=$WORK/cache PREFECT_SERVER_ANALYTICS_ENABLED=false
 rm -rf "$WORK"; mkdir -p "$WORK/ctx"
-.venv/bin/python -c "from tests.conftest import busybox_image; busybox_image('$DOCKER_HOST')"
+.venv/bin/python -c "from airlift.testing.images import busybox_image; busybox_image('$DOCKER_HOST')"
 head -c "$((LAYER_MIB << 20))" /dev/urandom > "$WORK/ctx/big.bin"
 printf 'FROM airlift-test/busybox:base\nCOPY big.bin /big.bin\n' > "$WORK/ctx/Dockerfile"
 ref=$AIRLIFT_UPSTREAM_REGISTRY/airlift-bench/big:$LAYER_MIB

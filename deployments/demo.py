@@ -26,8 +26,7 @@ BIN = Path(sys.executable).parent / "airlift"
 
 def demo_image() -> str:
     """A tiny image built from Debian's busybox-static and pushed to the upstream registry stand-in."""
-    from tests.conftest import busybox_image
-    from tests.images import docker
+    from airlift.testing.images import busybox_image, docker
 
     host = os.environ["AIRLIFT_DOCKER_HOST"]
     ref = f"{os.environ.get('AIRLIFT_UPSTREAM_REGISTRY', '127.0.0.1:5101')}/nvidia/nemo-demo:25.11"

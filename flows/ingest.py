@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from airlift.bundle.layout import Bundle
 from airlift.config.site import load_site
 from airlift.ingest.docker import LoadReport
 from airlift.ingest.registry import PushReport, airgap_ref, target_repository
@@ -13,24 +12,27 @@ from airlift.ingest.sharedfs import MaterializeReport
 from airlift.oci.reference import parse_image
 from airlift.util.errors import WorkError
 from flows._util import gather
-from tasks.bundle import verify
+from tasks.bundle import open_trusted, verify
 from tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
 
 
 @flow(name="ingest-bundle", log_prints=True)
-def ingest_bundle(bundle: str, site: str) -> dict:
+def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None) -> dict:
     """Verify `bundle`, then load it into the sinks that `site` names (S3, shared_root).
 
     Args:
         bundle: Bundle directory (inside the air gap).
         site: Path to the site profile (site.yaml).
+        pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
     """
     profile = load_site(site)
     store = str(profile.store) if profile.store else None
-    report = verify(bundle=bundle, store=store)
+    keys = [*(pubkeys or []), *(str(k) for k in (profile.trust.keys if profile.trust else []))]
+    opened = open_trusted(bundle=bundle, pubkeys=keys)  # read once: what is verified is what is ingested
+    report = verify(bundle=bundle, store=store, opened=opened)
     if not report.ok:
         raise WorkError("bundle failed verification: " + "; ".join(p.describe() for p in report.problems))
-    manifest = Bundle(bundle).read_manifest()
+    manifest = opened.manifest
     logger = get_run_logger()
     summary: dict = {"artifacts": len(manifest.artifacts)}
     futures, labels = [], []

@@ -1,17 +1,16 @@
 """run-job: one spec job as a Prefect flow run, for sites whose scheduler is Prefect rather than Slurm.
 
-`airlift submit` triggers it through `run_deployment` with the same preflight and offline environment
+`airlift submit` triggers it through `run_deployment` with the same preflight and minimal environment
 as a Slurm job: the container (or process) sees shared_root at the same path and never the network.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+from prefect import flow
+from prefect.runtime import flow_run
 
-from prefect import flow, get_run_logger
-
-from airlift.util.errors import WorkError
+from airlift.jobs.prefect import RunJobParameters
+from tasks.jobs import run_job_task
 
 
 @flow(name="run-job", log_prints=True)
@@ -21,25 +20,10 @@ def run_job(job: str, command: list[str], env: dict[str, str], shared_root: str,
     Args:
         job: The job's name in the spec.
         command: The command and its arguments.
-        env: The offline job environment (HF_HOME, HF_HUB_OFFLINE=1, ...).
+        env: The job's whole environment (the offline variables, AIRLIFT_ROOT, its own env, PATH/HOME/LANG/TZ).
         shared_root: Mounted into the container at the same path.
         image: The air-gapped image reference; without one the command runs as a plain process.
         docker_host: The Docker engine to run the container on.
     """
-    logger = get_run_logger()
-    if image:
-        host = ["-H", docker_host] if docker_host else []
-        if subprocess.run(["docker", *host, "image", "inspect", image], capture_output=True).returncode != 0:
-            subprocess.run(["docker", *host, "pull", "-q", image], check=True, capture_output=True)
-        argv = ["docker", *host, "run", "--rm", "--network", "none", "-v", f"{shared_root}:{shared_root}"]
-        for key in env:
-            argv += ["-e", key]
-        argv += [image, *command]
-    else:
-        argv = command
-    proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        logger.info("%s | %s", job, line)
-    if proc.returncode != 0:
-        raise WorkError(f"job {job} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return proc.returncode
+    params = RunJobParameters(job=job, command=command, env=env, shared_root=shared_root, image=image, docker_host=docker_host)
+    return run_job_task(params=params, flow_run_id=str(flow_run.get_id() or "local"))

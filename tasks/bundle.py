@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 
 from airlift.bundle.layout import Bundle
+from airlift.bundle.receipt import receipt_markdown, write_receipt
+from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore
 from airlift.bundle.verify import VerifyReport, verify_bundle
 from airlift.fetch.cache import Cache
@@ -14,12 +17,21 @@ from airlift.transport.location import TransferPlan, copy_blobs_to_dir, finalize
 from tasks.common import ProgressLog
 
 
+@task(name="open-bundle", task_run_name="open {bundle}")
+def open_trusted(*, bundle: str, pubkeys: list[str]) -> TrustedManifest:
+    """Read the manifest once and, when keys are given, refuse it unless one of them signed those bytes."""
+    return trusted_manifest(Bundle(bundle), [Path(k) for k in pubkeys])
+
+
 @task(name="verify-bundle", task_run_name="verify {bundle}")
-def verify(*, bundle: str, store: str | None = None) -> VerifyReport:
-    """Rehash every blob of the bundle (and of `store` for what a delta lacks)."""
+def verify(*, bundle: str, store: str | None = None, opened: TrustedManifest | None = None) -> VerifyReport:
+    """Rehash every blob of the bundle (and of `store` for what a delta lacks) against `opened`'s manifest."""
     cache = Cache()
     extra = (cache.store,) if cache.store.blobs_dir.is_dir() else ()
-    return verify_bundle(Bundle(bundle), store=BlobStore(Path(store)) if store else None, extra_stores=extra, on_bytes=ProgressLog(f"verify {bundle}", None))
+    return verify_bundle(
+        Bundle(bundle), store=BlobStore(Path(store)) if store else None, extra_stores=extra,
+        on_bytes=ProgressLog(f"verify {bundle}", None), opened=opened,
+    )
 
 
 @task(name="plan-transfer")
@@ -37,3 +49,11 @@ def copy_blobs(*, src: str, dest: str, artifact_id: str, digests: list[str], tot
 @task(name="finalize-transfer")
 def finalize(*, src: str, dest: str, plan: TransferPlan, copied: list[str]) -> None:
     finalize_dir(Bundle(src), Path(dest), plan, copied=set(copied))
+
+
+@task(name="write-receipt")
+def receipt_task(*, report: VerifyReport, directory: str | None) -> list[str]:
+    """Write the verification receipt (JSON and Markdown) and publish it as a Markdown artifact."""
+    paths = write_receipt(report, Path(directory) if directory else None)
+    create_markdown_artifact(markdown=receipt_markdown(report), key="verification-receipt", description="What airlift verify checked")
+    return [str(p) for p in paths]

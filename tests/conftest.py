@@ -171,30 +171,17 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 
 def busybox_image(docker_host: str, tag: str = "airlift-test/busybox:base") -> str:
-    """A tiny image built locally from Debian's busybox-static: no registry on the internet needed."""
+    """The busybox test image (airlift/testing/images.py); a missing engine or busybox is a missing service."""
+    from airlift.testing.images import ImageToolError
+    from airlift.testing.images import busybox_image as build
+
     if not docker_host:
         need("docker", "no engine recorded")
-    probe = subprocess.run(["docker", "-H", docker_host, "image", "inspect", tag], capture_output=True)
-    if probe.returncode == 0:
-        return tag
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).exists():
-        need("busybox", "Debian busybox-static is not installed")
-    import io
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "echo", "cat", "ls", "test", "true", "env", "sleep", "wc", "sha256sum"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-    proc = subprocess.run(["docker", "-H", docker_host, "import", "-", tag], input=buffer.getvalue(), capture_output=True)
-    if proc.returncode != 0:
-        need("docker", proc.stderr.decode().strip())
-    return tag
+    try:
+        return build(docker_host, tag)
+    except ImageToolError as exc:
+        need("docker", str(exc))
+        raise
 
 
 @pytest.fixture(scope="session")

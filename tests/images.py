@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import subprocess
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from airlift.testing.images import docker
 from tests.conftest import busybox_image
 
 
@@ -28,14 +28,6 @@ class UpstreamImages:
     multi: str
     local_only: str
     docker_host: str
-
-
-def docker(host: str, *args: str, input: bytes | None = None, cwd: Path | None = None) -> str:
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    proc = subprocess.run(["docker", "-H", host, *args], input=input, capture_output=True, cwd=cwd, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {proc.stderr.decode()}")
-    return proc.stdout.decode()
 
 
 def build(host: str, tag: str, dockerfile: str, files: dict[str, bytes], workdir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -99,7 +100,16 @@ def check_signature(bundle: Bundle, pub_paths: Sequence[Path], *, manifest_bytes
     raise WorkError(f"{bundle.root}: refused: manifest.json is not signed by a trusted key ({names}); tampered, or signed by another key")
 
 
-def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> tuple[Manifest, str]:
+@dataclass(frozen=True)
+class TrustedManifest:
+    """A manifest read once: the parsed records, the sha256 of the exact bytes, and the signature status."""
+
+    manifest: Manifest
+    sha256: str
+    signature: str
+
+
+def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> TrustedManifest:
     """Read manifest.json once, check its signature when keys are given, and parse those same bytes.
 
     Args:
@@ -107,7 +117,7 @@ def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> tuple[Manifes
         pub_paths: Trusted public keys; empty means the site trusts any bundle (no signature check).
 
     Returns:
-        The validated manifest and a one-line signature status for receipts and logs.
+        The validated manifest, the sha256 of its bytes and a one-line signature status.
 
     Raises:
         WorkError: The signature check failed (see `check_signature`).
@@ -119,9 +129,11 @@ def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> tuple[Manifes
         status = check_signature(bundle, pub_paths, manifest_bytes=data)
     else:
         status = "present, not checked (no trusted keys)" if (bundle.root / SIGNATURE).exists() else "unsigned"
-    return Manifest.parse(data, origin=str(bundle.manifest_path)), status
+    manifest = Manifest.parse(data, origin=str(bundle.manifest_path))
+    return TrustedManifest(manifest=manifest, sha256=hashlib.sha256(data).hexdigest(), signature=status)
 
 
 def key_fingerprint(pub_path: Path) -> str:
+    """The key's SHA256 fingerprint (as ssh-keygen prints them), for receipts and messages."""
     raw = _load(pub_path, "public").public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Manifest, now_iso
+from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore, sha256_file
 
 
@@ -73,14 +74,19 @@ def verify_bundle(
     workers: int | None = None,
     extra_stores: tuple[BlobStore, ...] = (),
     on_bytes: Callable[[int], None] | None = None,
+    opened: TrustedManifest | None = None,
 ) -> VerifyReport:
     """Rehash every blob the manifest names (each once, in parallel threads: hashlib drops the GIL).
 
     `store` lends blobs a delta bundle does not carry; `trusted` names blobs already hashed as they
     were written in this same run (a transfer), which are then only checked for presence and size.
     """
-    manifest: Manifest = bundle.read_manifest()
-    report = VerifyReport(bundle=str(bundle.root), manifest_sha256=bundle.manifest_sha256(), checked_at=now_iso(), host=socket.gethostname())
+    # `opened` is the manifest the caller already read (and checked the signature of): verify exactly that.
+    if opened is None:
+        opened = trusted_manifest(bundle, ())
+    manifest: Manifest = opened.manifest
+    report = VerifyReport(bundle=str(bundle.root), manifest_sha256=opened.sha256, checked_at=now_iso(), host=socket.gethostname())
+    report.signature = opened.signature
     sums_digest = bundle.sums_manifest_digest()
     report.manifest_matches_sums = None if sums_digest is None else sums_digest == report.manifest_sha256
 

@@ -147,8 +147,9 @@ class GitRepo(Strict):
     def _git_url(cls, value: str) -> str:
         # Only real transports: `ext::` and friends run commands, and a leading '-' reads as an option.
         scheme = urlparse(value).scheme
-        if value.startswith("-") or scheme not in GIT_SCHEMES or "::" in value.split("/", 1)[0]:
-            raise ValueError(f"{value!r}: only https://, ssh://, git:// and file:// repository URLs are allowed")
+        local = value.startswith("/")  # an absolute path: git's local transport, never an option
+        if not local and (scheme not in GIT_SCHEMES or "::" in value.split("/", 1)[0]):
+            raise ValueError(f"{value!r}: only https://, ssh://, git://, file:// URLs and absolute paths are allowed")
         return _no_control(value, "git")
 
     @field_validator("ref")

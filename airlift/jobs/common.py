@@ -7,8 +7,12 @@ or whose `uses` artifacts were not ingested under shared_root, naming every miss
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from airlift.bundle.manifest import Manifest
 from airlift.config.site import Site
@@ -166,3 +170,75 @@ class JobLedger:
         write_bytes_atomic(self.path, json.dumps({k: vars(v) for k, v in records.items()}, indent=1).encode())
 
 
+
+
+TERMINAL_OK = {"COMPLETED"}
+# DEPENDENCY_NEVER_SATISFIED is ours: Slurm keeps such a job PENDING forever (a job it needs failed).
+TERMINAL_BAD = {
+    "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+    "DEPENDENCY_NEVER_SATISFIED", "CRASHED",
+}
+
+
+def wait_for_jobs(
+    records: dict[str, JobRecord],
+    names: list[str],
+    *,
+    state_of: Callable[[JobRecord], str],
+    cancel: Callable[[JobRecord], None],
+    log: Callable[[str], None],
+    poll_seconds: float = 2.0,
+    timeout_seconds: float = 7 * 24 * 3600,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, str]:
+    """Poll until every named job has ended; cancel jobs that can never run.
+
+    Args:
+        records: The ledger's records.
+        names: The jobs to wait for.
+        state_of: A job's current state (COMPLETED, FAILED, DEPENDENCY_NEVER_SATISFIED, ...).
+        cancel: Cancels a job (used for jobs whose need failed, which Slurm would keep queued forever).
+        log: Where progress lines go.
+        poll_seconds: Time between polls.
+        timeout_seconds: Give up after this long.
+        sleep: Injected for tests.
+        clock: Injected for tests.
+
+    Returns:
+        Each job's final state.
+
+    Raises:
+        WorkError: Jobs were still running at the deadline.
+    """
+    deadline = clock() + timeout_seconds
+    while True:
+        states = {name: state_of(records[name]) for name in names}
+        if all(state in TERMINAL_OK | TERMINAL_BAD for state in states.values()):
+            for name, state in states.items():
+                if state == "DEPENDENCY_NEVER_SATISFIED":
+                    log(f"job {name} can never run (a job it needs failed): cancelling {records[name].id}")
+                    cancel(records[name])
+            return states
+        if clock() > deadline:
+            raise WorkError(f"jobs still running after {timeout_seconds}s: {states}")
+        log(f"jobs: {states}")
+        sleep(poll_seconds)
+
+
+class JobStatus(BaseModel):
+    """One job as `submit` reports it."""
+
+    id: str
+    log: str
+    state: str | None = None
+
+
+class SubmitResult(BaseModel):
+    """What `airlift submit` did: the jobs submitted now, and every selected job's id, log and state."""
+
+    submitted: list[str]
+    jobs: dict[str, JobStatus]
+
+    def failed(self) -> list[str]:
+        return [name for name, job in self.jobs.items() if job.state is not None and job.state not in TERMINAL_OK]

@@ -10,13 +10,17 @@ from pathlib import Path
 from airlift.bundle.manifest import now_iso
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec
-from airlift.jobs.common import JobLedger, JobRecord, image_target, inherited_environment, job_environment
+from airlift.jobs.common import (
+    TERMINAL_BAD,
+    TERMINAL_OK,
+    JobLedger,
+    JobRecord,
+    image_target,
+    inherited_environment,
+    job_environment,
+)
 from airlift.util.errors import TransientError, WorkError
 from airlift.util.fs import write_bytes_atomic
-
-TERMINAL_OK = {"COMPLETED"}
-# DEPENDENCY_NEVER_SATISFIED is ours: Slurm keeps such a job PENDING forever (a job it needs failed).
-TERMINAL_BAD = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "DEPENDENCY_NEVER_SATISFIED"}
 
 
 # -- Slurm ------------------------------------------------------------------------------------------

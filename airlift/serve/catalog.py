@@ -4,15 +4,20 @@ each file's bytes are on disk."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
 from airlift.layouts.shared_root import MARKER_DIR
+from airlift.util.confine import open_regular
 from airlift.util.errors import InputError
 
 
@@ -27,19 +32,35 @@ class Catalog:
     root: Path
     from_bundle: bool
     git_dirs: dict[str, Path] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)
     _bundle: Bundle | None = None
 
     @classmethod
-    def open(cls, path: Path) -> Catalog:
+    def open(cls, path: Path, *, trusted_keys: Sequence[Path] = ()) -> Catalog:
+        """Open a bundle (checking its signature when keys are given) or an ingested shared_root.
+
+        Args:
+            path: A bundle directory or an ingested shared_root.
+            trusted_keys: Public keys; a bundle not signed by one of them is refused.
+
+        Returns:
+            The catalog. In bundle mode, blobs whose size on disk differs from the manifest (or that
+            are missing, or are not regular files) are listed in `unavailable` and never served.
+
+        Raises:
+            InputError: `path` is neither, or its manifest is hostile.
+            WorkError: The signature check failed.
+        """
         path = Path(path)
         if (path / "manifest.json").is_file():
             bundle = Bundle(path)
-            manifest = bundle.read_manifest()
+            manifest = trusted_manifest(bundle, list(trusted_keys)).manifest
             catalog = cls({a.id: a for a in manifest.artifacts}, path, True, _bundle=bundle)
+            catalog.unavailable = catalog._check_blob_sizes()
             # Dumb-HTTP git needs a real repository on disk: build bare repos from the bundles once.
             git_root = Path(tempfile.mkdtemp(prefix="airlift-serve-git-"))
             for artifact in manifest.artifacts:
-                if artifact.kind == "git":
+                if artifact.kind == "git" and artifact.files and artifact.files[0].sha256 not in catalog.unavailable:
                     catalog.git_dirs[artifact.id.removeprefix("repos/")] = materialize_git_repo(git_root, artifact, bundle.store.blob_path)
             return catalog
         markers = path / MARKER_DIR
@@ -58,16 +79,48 @@ class Catalog:
             return catalog
         raise InputError(f"{path}: neither a bundle (manifest.json) nor an ingested shared_root ({MARKER_DIR}/)")
 
-    def locate(self, artifact: Artifact, entry: FileEntry) -> Path:
+    def _check_blob_sizes(self) -> set[str]:
+        """Blobs that may not be served: missing, not a regular file, or not the manifest's size."""
+        assert self._bundle is not None
+        bad: set[str] = set()
+        for artifact in self.artifacts.values():
+            for entry in artifact.files:
+                try:
+                    info = os.lstat(self._bundle.store.blob_path(entry.sha256))
+                except FileNotFoundError:
+                    bad.add(entry.sha256)
+                    continue
+                if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
+                    bad.add(entry.sha256)
+        return bad
+
+    def relative_location(self, artifact: Artifact, entry: FileEntry) -> str:
+        """Where the entry's bytes are, relative to the served root (never through a symlink)."""
         if self._bundle is not None:
-            return self._bundle.store.blob_path(entry.sha256)
+            return f"blobs/sha256/{entry.sha256}"
         if artifact.kind in ("hf-model", "hf-dataset"):
             kind = "models" if artifact.kind == "hf-model" else "datasets"
             repo = artifact.source["repo"].replace("/", "--")
-            return self.root / "hf" / "hub" / f"{kind}--{repo}" / "snapshots" / artifact.source["commit"] / entry.path
+            # The snapshot entry is a symlink into blobs/: serve the blob itself.
+            return f"hf/hub/{kind}--{repo}/blobs/{entry.etag or entry.sha256}"
         if artifact.layout == "file":
-            return self.root / artifact.id
-        return self.root / artifact.id / entry.path
+            return artifact.id
+        return f"{artifact.id}/{entry.path}"
+
+    def open_entry(self, artifact: Artifact, entry: FileEntry) -> int:
+        """An open descriptor of the entry's bytes: a regular file inside the root, of the manifest's size.
+
+        Raises:
+            EscapeError: A symlink or a special file is in the way.
+            FileNotFoundError: The bytes are not there, or their size is not the manifest's.
+        """
+        if entry.sha256 in self.unavailable:
+            raise FileNotFoundError(entry.path)
+        fd = open_regular(self.root, self.relative_location(artifact, entry))
+        if os.fstat(fd).st_size != entry.size:
+            os.close(fd)
+            raise FileNotFoundError(f"{entry.path}: size differs from the manifest")
+        return fd
 
     def hf_repo(self, kind: str, repo_id: str) -> Artifact | None:
         return self.artifacts.get(f"{kind}/{repo_id}")

@@ -10,6 +10,7 @@ that is a symlink leaving the root, and lands files by unique temp name + fsync 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -156,3 +157,45 @@ class ConfinedRoot:
                 os.unlink(tmp)
             raise
         return link
+
+
+def open_regular(root: Path, relative: str) -> int:
+    """Open the regular file `relative` under `root` for reading without following any symlink.
+
+    Each directory on the way is opened relative to the one before with O_NOFOLLOW, so neither a
+    symlink planted inside the root nor a directory swapped while the file is opened can lead outside.
+
+    Returns:
+        A file descriptor; the caller closes it.
+
+    Raises:
+        InputError: `relative` is not a plain relative path.
+        EscapeError: A component is a symlink, or the file is not a regular file.
+        FileNotFoundError: Nothing is there.
+    """
+    parts = check_relative(relative).parts
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            except NotADirectoryError:
+                raise EscapeError(f"{relative}: {part} is not a directory (or is a symlink)") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise EscapeError(f"{relative}: {part} is a symlink") from None
+                raise
+            os.close(directory)
+            directory = child
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EscapeError(f"{relative}: is a symlink") from None
+            raise
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EscapeError(f"{relative}: not a regular file")
+    return fd

@@ -1,0 +1,286 @@
+"""The `airlift` commands: validate input (exit 2, one line), run the command's flow, print the outcome.
+
+Input is validated here, before Prefect starts, so a bad spec, site or argument costs no flow run.
+Prefect is imported only when a command's flow is (see airlift/cli/compose.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from airlift.util.errors import InputError
+from airlift.util.units import human
+
+VERBOSE = False
+
+
+def _flow(name: str):
+    """The flow for a command, imported only now that its input is valid (the core stays Prefect-free)."""
+    from airlift.cli.compose import flow
+
+    return flow(name, verbose=VERBOSE)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    from airlift.config.spec import load_spec
+
+    _check_credentials(load_spec(args.spec))
+    if args.since and not Path(args.since, "manifest.json").is_file():
+        raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
+    build_bundle = _flow("build")
+    if args.dask:
+        from airlift.cli.compose import build_task_runner
+
+        build_bundle = build_bundle.with_options(task_runner=build_task_runner(args.dask))
+    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
+    print(
+        f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {human(result['bytes'])}; "
+        f"{result['blobs_written']} blobs written, manifest sha256 {result['manifest_sha256']}"
+    )
+    if args.since:
+        print(f"delta since {args.since}: {result['blobs_skipped_since']} blobs left to the old bundle")
+    return 0
+
+
+def _check_credentials(spec) -> None:
+    """Fail before any work when a source needs a credential that is not in the environment."""
+    if any(type(m).__name__ == "NgcModel" for m in spec.models):
+        from airlift.fetch.ngc import api_key
+
+        api_key()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from airlift.config.spec import load_spec
+
+    _check_credentials(load_spec(args.spec))
+    plan = _flow("plan")(spec=str(args.spec))
+    totals = plan.totals
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        print(json.dumps({"artifacts": [asdict(a) | {"to_fetch_bytes": a.to_fetch_bytes} for a in plan.artifacts], "totals": totals}, indent=1))
+        return 0
+    print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
+    for a in plan.artifacts:
+        size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
+        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+    print(
+        f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
+        f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
+        + (f" (+{totals['unknown_sizes']} files of unknown size)" if totals["unknown_sizes"] else "")
+    )
+    return 0
+
+
+def _trusted_keys(args: argparse.Namespace, profile=None) -> list[str]:  # noqa: ANN001 - a Site or None
+    """--pubkey (repeatable) plus the site's trust.keys; every one must be a readable file."""
+    keys = [str(k) for k in getattr(args, "pubkey", None) or []]
+    if profile is not None and profile.trust is not None:
+        keys += [str(k) for k in profile.trust.keys]
+    for key in keys:
+        if not Path(key).is_file():
+            raise InputError(f"--pubkey/trust.keys {key}: no such file")
+    return keys
+
+
+def _open_trusted(bundle: Path, keys: list[str]):  # noqa: ANN202 - TrustedManifest
+    """Fail fast, before any flow: a hostile manifest is exit 2, a refused signature exit 1."""
+    from airlift.bundle.layout import Bundle
+    from airlift.bundle.signing import trusted_manifest
+
+    return trusted_manifest(Bundle(bundle), [Path(k) for k in keys])
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    keys = _trusted_keys(args)
+    _open_trusted(args.bundle, keys)
+    if args.store and not Path(args.store).is_dir():
+        raise InputError(f"--store {args.store}: not a directory")
+    verify_bundle_flow = _flow("verify")
+    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys)
+    for problem in report.problems:
+        print(f"BROKEN {problem.describe()}")
+    for path in report.quarantined:
+        print(f"moved aside: {path} (the next build or transfer puts good bytes back)")
+    if report.manifest_matches_sums is False:
+        print("BROKEN manifest.json: does not match its line in SHA256SUMS")
+    status = "OK" if report.ok else "FAILED"
+    print(
+        f"{status}: {len(report.artifacts)} artifacts, {report.blobs_checked} blobs, {human(report.bytes_checked)} rehashed"
+        + (f" ({report.blobs_from_store} lent by --store)" if report.blobs_from_store else "")
+        + f"; signature: {report.signature}"
+    )
+    print(f"receipt: {' '.join(report.receipt)}")
+    return 0 if report.ok else 1
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if Path(f"{args.out}.key").exists():
+        raise InputError(f"--out {args.out}: {args.out}.key already exists; refusing to overwrite a key")
+    paths = _flow("keygen")(out=str(args.out))
+    print(f"wrote {paths[0]} (keep it secret) and {paths[1]}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from airlift.bundle.layout import Bundle
+
+    Bundle(args.bundle).read_manifest()
+    if not Path(args.key).is_file():
+        raise InputError(f"--key {args.key}: no such file")
+    print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key))}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from airlift.bundle.layout import Bundle
+
+    Bundle(args.bundle).read_manifest()
+    target = None
+    if args.site:
+        from airlift.config.site import load_site
+
+        target = load_site(args.site).registry
+    inspect_bundle = _flow("inspect")
+    manifest = inspect_bundle(bundle=str(args.bundle))
+    if args.json:
+        print(manifest.to_bytes().decode(), end="")
+        return 0
+    print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
+    from airlift.oci.reference import airgap_reference, parse_image
+
+    for artifact in manifest.artifacts:
+        if artifact.image is not None:
+            image = artifact.image
+            name = parse_image(image.ref)
+            where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
+            print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
+            print(f"      {image.ref} -> {where}")
+            continue
+        ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
+        print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {human(artifact.total_bytes):>11}  {ref}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from airlift.transport.location import parse_location
+
+    source = parse_location(args.src, argument="SRC")
+    target = parse_location(args.to, argument="--to")
+    if "dir" not in (source.kind, target.kind):
+        raise InputError(f"transfer {source.kind} -> {target.kind}: one side must be a local directory")
+    if source.kind == "dir":
+        from airlift.bundle.layout import Bundle
+
+        Bundle(source.path).read_manifest()
+    if args.ssh_key and not Path(args.ssh_key).is_file():
+        raise InputError(f"--ssh-key {args.ssh_key}: no such file")
+    for option in args.ssh_option:
+        if "=" not in option:
+            raise InputError(f"--ssh-option {option!r}: expected KEY=VALUE")
+    transfer_bundle = _flow("transfer")
+    result = transfer_bundle(src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint)
+    print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from airlift.config.site import load_site
+
+    keys = _trusted_keys(args, load_site(args.site))
+    _open_trusted(args.bundle, keys)
+    ingest_bundle = _flow("ingest")
+    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
+    print(
+        f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({human(summary['s3_bytes'])}), "
+        f"{summary['s3_skipped']} already there; shared_root {summary['materialized']} placed, {summary['materialized_skipped']} already there"
+    )
+    if summary["image_refs"] or summary["images_loaded"]:
+        print(
+            f"images: {summary['images_pushed']} pushed, {summary['images_present']} already in the registry; "
+            f"blobs {summary['blobs_uploaded']} uploaded, {summary['blobs_mounted']} mounted, {summary['blobs_skipped']} already there; "
+            f"{summary['images_loaded']} loaded into Docker"
+        )
+        for original, target in sorted(summary["image_refs"].items()):
+            print(f"  {original} -> {target}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from airlift.bundle.layout import Bundle
+    from airlift.bundle.volumes import parse_size
+
+    size = parse_size(args.volume_size)
+    Bundle(args.bundle).read_manifest()
+    result = _flow("pack")(bundle=str(args.bundle), out=str(args.out), volume_size=size, zstd=args.zstd)
+    print(
+        f"packed {human(result.bytes_in)} into {result.volumes} volumes ({human(result.bytes_out)}) under {args.out}; "
+        f"{result.compressed_blobs} blobs compressed; check with: (cd {args.out} && sha256sum -c VOLUMES.SHA256SUMS)"
+    )
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from airlift.bundle.volumes import read_index
+
+    read_index(Path(args.dir))
+    result = _flow("unpack")(directory=str(args.dir), out=str(args.out))
+    for name in result.missing_volumes:
+        print(f"MISSING volume {name}")
+    for name in result.corrupt_volumes:
+        print(f"CORRUPT volume {name}")
+    for digest, reason in sorted(result.failures.items()):
+        print(f"LOST blob {digest}: {reason}")
+    for artifact_id, paths in sorted(result.lost_artifacts.items()):
+        print(f"LOST {artifact_id}: {', '.join(paths)}")
+    print(f"{'OK' if result.ok else 'DAMAGED'}: {result.recovered} blobs recovered, {result.already} already present, {len(result.lost_blobs)} lost -> {args.out}")
+    return 0 if result.ok else 1
+
+
+def cmd_mirror_refresh(args: argparse.Namespace) -> int:
+    from airlift.config.spec import load_spec
+
+    _check_credentials(load_spec(args.spec))
+    result = _flow("mirror-refresh")(spec=str(args.spec), bundles_dir=str(args.bundles_dir), transfer_to=args.transfer_to)
+    if result["changed"]:
+        print(f"new bundle {result['bundle']}: {result['blobs_written']} blobs" + (f", delta since {result['since']}" if result["since"] else ""))
+    else:
+        print(f"nothing changed upstream since {result['since']}; no bundle written")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from airlift.config.site import load_site
+    from airlift.jobs.common import select_jobs, spec_of
+
+    profile = load_site(args.site)
+    manifest = _open_trusted(args.bundle, _trusted_keys(args, profile)).manifest
+    if (profile.slurm is None and profile.prefect is None) or profile.shared_root is None:
+        raise InputError(f"{args.site}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
+    select_jobs(spec_of(manifest), args.job)
+    result = _flow("submit")(
+        bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force, pubkeys=[str(k) for k in args.pubkey],
+    )
+    print(f"submitted: {', '.join(result.submitted) or 'nothing new'}")
+    for name, info in result.jobs.items():
+        print(f"  {name:20} job {info.id:>8}  {info.state or ''}  log {info.log}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # A long-lived server, not a batch workflow: it runs outside Prefect so no flow run stays open forever.
+    from airlift.config.site import load_site
+    from airlift.serve.server import serve
+
+    keys = _trusted_keys(args, load_site(args.site) if args.site else None)
+    if args.max_connections < 1 or args.header_timeout <= 0:
+        raise InputError("--max-connections and --header-timeout must be positive")
+    serve(args.path, host=args.host, port=args.port, trusted_keys=[Path(k) for k in keys],
+          max_connections=args.max_connections, header_timeout=args.header_timeout)
+    return 0
+
+

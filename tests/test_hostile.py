@@ -156,3 +156,27 @@ def test_unpack_stops_a_zstd_bomb_at_its_declared_size_and_recovers_the_rest(tmp
     assert (tmp_path / "out" / "blobs" / "sha256" / good_sha).read_bytes() == good
     written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written < 10 << 20, f"unpack wrote {written} bytes for a bomb declared as 1000"
+
+
+# -- credentials in URLs never persist ----------------------------------------------------------------
+def test_url_userinfo_and_query_tokens_reach_no_manifest_record_log_or_result(ws, hub, prefect_server):
+    from tests.fixtures import pseudo_random
+
+    data = pseudo_random(120_000, 77)
+    plain = hub.add_file("secret-file.bin", data)
+    scheme, rest = plain.split("://", 1)
+    url = f"{scheme}://svc-user:{CANARY}@{rest}?X-Amz-Signature={CANARY}&token={CANARY}"
+    spec = ws.write("creds.yaml", f"name: creds\ndatasets:\n  - url: '{url}'\n    name: secret-file.bin\n")
+    built = ws.run("build", str(spec), "--out", "bundle", "-v")
+    bundle = ws.root / "bundle"
+    assert (bundle / "blobs" / "sha256" / __import__("hashlib").sha256(data).hexdigest()).read_bytes() == data
+    manifest = (bundle / "manifest.json").read_text()
+    assert CANARY not in manifest and "svc-user" not in manifest
+    assert f"{scheme}://{rest}" in manifest, "the manifest keeps the redacted URL"
+    assert CANARY not in built.stdout + built.stderr
+    for root in (ws.root / "cache", Path(prefect_server["home"])):
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size < 200_000_000:  # the Prefect database and its logs included
+                assert CANARY.encode() not in path.read_bytes(), f"{path} holds the URL's credentials"
+    inspected = ws.run("inspect", "bundle", "--json").stdout
+    assert CANARY not in inspected

@@ -97,7 +97,7 @@ def check_signature(bundle: Bundle, pub_paths: Sequence[Path], *, manifest_bytes
             continue
         return f"valid (key {key_fingerprint(key_path)})"
     names = ", ".join(str(p) for p, _ in keys)
-    raise WorkError(f"{bundle.root}: refused: manifest.json is not signed by a trusted key ({names}); tampered, or signed by another key")
+    raise WorkError(f"{bundle.root}: refused: manifest.json does not match its signature under any trusted key ({names}): tampered, or signed by another key")
 
 
 @dataclass(frozen=True)

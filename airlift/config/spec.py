@@ -318,6 +318,14 @@ class Spec(Strict):
             out.append((("wheels",), "wheels"))
         return out
 
+    def redacted(self) -> Spec:
+        """This spec with URL credentials (userinfo, query strings) removed: what a manifest may carry."""
+        from airlift.util.redact import redact_url
+
+        datasets = [e.model_copy(update={"url": redact_url(e.url)}) if isinstance(e, UrlFile) else e for e in self.datasets]
+        repos = [r.model_copy(update={"git": redact_url(r.git)}) if "://" in r.git else r for r in self.repos]
+        return self.model_copy(update={"datasets": datasets, "repos": repos})
+
     def artifact_ids(self) -> list[str]:
         return [artifact_id for _, artifact_id in self.located_artifact_ids()]
 

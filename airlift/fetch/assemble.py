@@ -53,7 +53,7 @@ def assemble_bundle(
         since=lineage,
         resolution=resolution,
         artifacts=ordered,
-        spec=spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        spec=spec.redacted().model_dump(mode="json", by_alias=True, exclude_defaults=True),
     )
     if bundle.exists():
         previous = bundle.read_manifest()

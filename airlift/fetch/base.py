@@ -33,6 +33,9 @@ class Resolved:
     files: tuple[RemoteFile, ...] = ()
     layout: str = "tree"
     extra: dict[str, Any] = field(default_factory=dict)
+    # The URL with its credentials (userinfo, a signed query), for the request only: excluded from the
+    # cache key, the repr and every record, so it never reaches a manifest, a log or a persisted result.
+    fetch_url: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def cache_key(self) -> str:

@@ -17,6 +17,7 @@ from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util.errors import WorkError
 from airlift.util.net import with_transient_retries
 from airlift.util.proc import git
+from airlift.util.redact import redact_url
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 def resolve(entry: GitRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
@@ -34,10 +35,11 @@ def resolve(entry: GitRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
         peeled = [n for n in candidates if n.endswith("^{}")]
         full_ref = next((n for n in candidates if not n.endswith("^{}")), candidates[0])
         commit = refs[peeled[0]] if peeled else refs[full_ref]
-    source = {"url": entry.git, "ref": entry.ref, "full_ref": full_ref, "commit": commit}
+    # The recorded URL has no credentials; the one that has them is used for the fetch only.
+    source = {"url": redact_url(entry.git) if "://" in entry.git else entry.git, "ref": entry.ref, "full_ref": full_ref, "commit": commit}
     name = artifact_id.removeprefix("repos/")
     # A git bundle's size is known only once it is made: the plan shows it as unknown.
-    return Resolved(artifact_id, "git", {k: v for k, v in source.items() if v is not None}, (RemoteFile(f"{name}.bundle", None),))
+    return Resolved(artifact_id, "git", {k: v for k, v in source.items() if v is not None}, (RemoteFile(f"{name}.bundle", None),), fetch_url=entry.git)
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
@@ -51,7 +53,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         refspec = f"+{full_ref}:{full_ref}" if full_ref else source["commit"]
 
         def fetch_once() -> None:
-            git("fetch", "-q", "--tags", "--", source["url"], refspec, cwd=work, what=resolved.artifact_id)
+            git("fetch", "-q", "--tags", "--", resolved.fetch_url or source["url"], refspec, cwd=work, what=resolved.artifact_id)
 
         with_transient_retries(resolved.artifact_id, ctx.attempts, fetch_once)
         if not full_ref:

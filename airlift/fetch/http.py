@@ -10,6 +10,7 @@ from airlift.bundle.store import StoredBlob
 from airlift.fetch.base import FetchContext
 from airlift.util.errors import TransientError, WorkError
 from airlift.util.net import host_slot, with_transient_retries
+from airlift.util.redact import redact_url
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
 CHUNK = 1 << 20
@@ -22,7 +23,7 @@ def client() -> httpx.Client:
 def raise_for_status(response: httpx.Response, label: str) -> None:
     if response.status_code < 400:
         return
-    message = f"{label}: HTTP {response.status_code} from {response.request.url}"
+    message = f"{label}: HTTP {response.status_code} from {redact_url(str(response.request.url))}"
     if response.status_code in (408, 429) or response.status_code >= 500:
         raise TransientError(message)
     raise WorkError(message)

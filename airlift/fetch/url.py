@@ -6,6 +6,7 @@ from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.config.spec import UrlFile
 from airlift.fetch import http
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.util.redact import redact_url
 
 
 def resolve(entry: UrlFile, artifact_id: str, ctx: FetchContext) -> Resolved:
@@ -13,23 +14,26 @@ def resolve(entry: UrlFile, artifact_id: str, ctx: FetchContext) -> Resolved:
     if entry.sha256:
         # A pinned URL is identified by its pin alone, so the resolution (and the cache key) is the
         # same whether or not the bytes are cached; cached, it needs no request at all.
-        source = {"url": entry.url, "sha256": entry.sha256}
+        # Only the redacted URL is recorded; the one with credentials travels in `fetch_url` (never persisted).
+        source = {"url": redact_url(entry.url), "sha256": entry.sha256}
         if ctx.cache.store.has(entry.sha256):
             size = ctx.cache.store.blob_path(entry.sha256).stat().st_size
-            return Resolved(artifact_id, "url", source, (RemoteFile(name, size, entry.sha256),), layout="file")
+            return Resolved(artifact_id, "url", source, (RemoteFile(name, size, entry.sha256),), layout="file", fetch_url=entry.url)
         response = http.head(entry.url, artifact_id)
-        return Resolved(artifact_id, "url", source, (RemoteFile(name, _length(response), entry.sha256, etag=response.headers.get("etag")),), layout="file")
+        files = (RemoteFile(name, _length(response), entry.sha256, etag=response.headers.get("etag")),)
+        return Resolved(artifact_id, "url", source, files, layout="file", fetch_url=entry.url)
     response = http.head(entry.url, artifact_id)
     etag = response.headers.get("etag")
+    final = redact_url(str(response.url))
     source = {
-        "url": entry.url,
-        "final_url": str(response.url) if str(response.url) != entry.url else None,
+        "url": redact_url(entry.url),
+        "final_url": final if final != redact_url(entry.url) else None,
         "etag": etag,
         "last_modified": response.headers.get("last-modified"),
         "size": _length(response),
     }
     source = {k: v for k, v in source.items() if v is not None}
-    return Resolved(artifact_id, "url", source, (RemoteFile(name, _length(response), None, etag=etag),), layout="file")
+    return Resolved(artifact_id, "url", source, (RemoteFile(name, _length(response), None, etag=etag),), layout="file", fetch_url=entry.url)
 
 
 def _length(response) -> int | None:
@@ -44,7 +48,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         sha256, size = remote.sha256, remote.size or 0
     else:
         blob = http.download(
-            resolved.source["url"], ctx, label=label, etag=remote.etag, size=remote.size, expected_sha256=remote.sha256
+            resolved.fetch_url or resolved.source["url"], ctx, label=label, etag=remote.etag, size=remote.size, expected_sha256=remote.sha256
         )
         sha256, size = blob.sha256, blob.size
     return Artifact(

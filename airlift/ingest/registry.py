@@ -17,7 +17,7 @@ from pathlib import Path
 from airlift.bundle.manifest import Artifact
 from airlift.config.site import RegistryTarget
 from airlift.oci.client import RegistryClient
-from airlift.oci.reference import airgap_reference, parse_image, split_target
+from airlift.oci.reference import airgap_reference, parse_image, push_target
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
 
@@ -37,9 +37,8 @@ class PushReport:
 
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
-    host, prefix = split_target(target.url)
     assert artifact.image is not None
-    repository = f"{prefix}/{artifact.image.repository}" if prefix else artifact.image.repository
+    host, repository, _ = push_target(target.url, artifact.image.repository, artifact.image.tag)
     return host, repository
 
 

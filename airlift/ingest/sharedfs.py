@@ -18,8 +18,8 @@ from pathlib import Path
 from airlift.bundle.manifest import Artifact, now_iso
 from airlift.layouts.gitrepo import materialize_git_repo
 from airlift.layouts.shared_root import marker_path, read_marker
-from airlift.util.errors import WorkError
-from airlift.util.fs import fsync_dir, is_within, link_or_copy, write_bytes_atomic
+from airlift.util.confine import ConfinedRoot
+from airlift.util.fs import fsync_dir
 
 
 @dataclass
@@ -31,67 +31,66 @@ class MaterializeReport:
     location: str
 
 
-def _place(root: Path, target: Path, source: Path, *, executable: bool = False) -> None:
-    if not is_within(root, target):
-        raise WorkError(f"refusing to write outside {root}: {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A copy, not a hard link: jobs write under shared_root, and must never be able to alter a bundle blob.
-    link_or_copy(source, target, allow_link=False)
-    os.chmod(target, 0o755 if executable else 0o644)
-
-
-def _hf_repo_dir(root: Path, artifact: Artifact) -> Path:
+def _hf_repo_dir(artifact: Artifact) -> str:
     repo = artifact.source["repo"]
     kind = "models" if artifact.kind == "hf-model" else "datasets"
-    return root / "hf" / "hub" / f"{kind}--{repo.replace('/', '--')}"
+    return f"hf/hub/{kind}--{repo.replace('/', '--')}"
 
 
-def _materialize_hf(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
-    repo_dir = _hf_repo_dir(root, artifact)
+def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
+    repo_dir = _hf_repo_dir(artifact)
     commit = artifact.source["commit"]
-    snapshot = repo_dir / "snapshots" / commit
+    snapshot = f"{repo_dir}/snapshots/{commit}"
     for entry in artifact.files:
-        etag = entry.etag or entry.sha256
-        blob = repo_dir / "blobs" / etag
-        if not (blob.exists() and blob.stat().st_size == entry.size):
-            _place(root, blob, blob_path(entry.sha256))
-        link = snapshot / entry.path
-        link.parent.mkdir(parents=True, exist_ok=True)
-        relative = os.path.relpath(blob, link.parent)
-        if not (link.is_symlink() and os.readlink(link) == relative):
-            tmp = link.parent / f".{link.name}.tmp-link"
-            tmp.unlink(missing_ok=True)
-            os.symlink(relative, tmp)
-            os.replace(tmp, link)
+        blob = f"{repo_dir}/blobs/{entry.etag or entry.sha256}"
+        # A copy, not a hard link: jobs write under shared_root and must never alter a bundle blob.
+        root.copy_in(blob, blob_path(entry.sha256))
+        link = f"{snapshot}/{entry.path}"
+        root.symlink(link, os.path.relpath(root.root / blob, (root.root / link).parent))
     revision = artifact.source.get("revision")
     if revision and revision != commit:
-        write_bytes_atomic(repo_dir / "refs" / revision, commit.encode())
-    fsync_dir(snapshot)
-    return snapshot
+        root.write_bytes(f"{repo_dir}/refs/{revision}", commit.encode())
+    fsync_dir(root.path(snapshot))
+    return root.path(snapshot)
 
 
-def _materialize_files(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
-    base = root / artifact.id  # files/<name>
+def _materialize_files(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
+    base = artifact.id  # files/<name>
     if artifact.layout == "file":
         entry = artifact.files[0]
-        _place(root, base, blob_path(entry.sha256), executable=entry.executable)
-        return base
+        root.copy_in(base, blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
+        return root.path(base)
     for entry in artifact.files:
-        _place(root, base / entry.path, blob_path(entry.sha256), executable=entry.executable)
-    return base
+        root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
+    return root.path(base)
 
 
 def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> MaterializeReport:
-    root = Path(root)
+    """Place one artifact under `root` in the layout its tools read; skip it when its marker says it is there.
+
+    Every write goes through ConfinedRoot: a manifest value or a symlink a job planted cannot steer a
+    write outside `root`.
+
+    Args:
+        root: The site's shared_root.
+        artifact: The (validated) artifact.
+        blob_path: Where a blob's bytes are, by sha256 (the bundle, or the store lending to a delta).
+
+    Returns:
+        What was placed, and where.
+    """
+    confined = ConfinedRoot(Path(root))
+    root = confined.root
     digest = artifact.content_digest()
     marker = read_marker(root, artifact.id)
     if marker and marker.get("content_digest") == digest and marker.get("location") and Path(marker["location"]).exists():
         return MaterializeReport(artifact.id, True, len(artifact.files), artifact.total_bytes, marker["location"])
     if artifact.kind in ("hf-model", "hf-dataset"):
-        location = _materialize_hf(root, artifact, blob_path)
+        location = _materialize_hf(confined, artifact, blob_path)
     elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
-        location = _materialize_files(root, artifact, blob_path)
+        location = _materialize_files(confined, artifact, blob_path)
     elif artifact.kind == "git":
+        confined.path(f"repos/{artifact.id.removeprefix('repos/')}.git")  # refuses a name or symlink that escapes
         location = materialize_git_repo(root, artifact, blob_path)
 
     else:
@@ -106,5 +105,5 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
         "ingested_at": now_iso(),
         "artifact": artifact.model_dump(mode="json"),  # lets `airlift serve` and preflight work from the root alone
     }
-    write_bytes_atomic(marker_path(root, artifact.id), json.dumps(record, indent=1).encode())
+    confined.write_bytes(marker_path(Path(), artifact.id).as_posix(), json.dumps(record, indent=1).encode())
     return MaterializeReport(artifact.id, False, len(artifact.files), artifact.total_bytes, str(location))

@@ -118,11 +118,16 @@ def scancel(job_id: str) -> None:
     subprocess.run(["scancel", job_id], capture_output=True)
 
 
-def sbatch(script: Path, depends_on: list[str]) -> str:
+def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
+    """sbatch's command line: `needs` become `--dependency=afterok:<ids>` here, never inside the script."""
     argv = ["sbatch", "--parsable"]
     if depends_on:
         argv.append(f"--dependency=afterok:{':'.join(depends_on)}")
-    out = _run([*argv, str(script)], f"sbatch {script.name}").strip()
+    return [*argv, str(script)]
+
+
+def sbatch(script: Path, depends_on: list[str]) -> str:
+    out = _run(sbatch_argv(script, depends_on), f"sbatch {script.name}").strip()
     return out.split(";", 1)[0]
 
 

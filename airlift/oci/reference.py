@@ -67,3 +67,28 @@ def split_target(url: str) -> tuple[str, str]:
     """A site registry `host[:port][/prefix]` as (host, prefix)."""
     host, _, prefix = url.partition("/")
     return host, prefix.strip("/")
+
+
+# The OCI distribution spec's repository name and tag grammars: no '..', no leading separator, no '/'
+# at the ends, so a repository can never climb out of the registry prefix it is pushed under.
+REPOSITORY_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def push_target(target_url: str, repository: str, tag: str | None) -> tuple[str, str, str | None]:
+    """(host, repository under the site prefix, tag) for a push; refuses anything outside the grammar.
+
+    Args:
+        target_url: The site registry, `host[:port][/prefix]`.
+        repository: The image's repository path (from the manifest: untrusted until checked here).
+        tag: The image's tag, or None for a digest-only reference.
+
+    Raises:
+        InputError: The repository or tag does not follow the OCI grammar.
+    """
+    if not REPOSITORY_RE.match(repository) or len(repository) > 255:
+        raise InputError(f"image repository {repository!r} is not a valid OCI repository name")
+    if tag is not None and not TAG_RE.match(tag):
+        raise InputError(f"image tag {tag!r} is not a valid OCI tag")
+    host, prefix = split_target(target_url)
+    return host, f"{prefix}/{repository}" if prefix else repository, tag

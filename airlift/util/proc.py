@@ -7,11 +7,14 @@ Arguments are always a list (never a shell string), and the caller says which fa
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from airlift.util.errors import TransientError, WorkError
+
+_USERINFO = re.compile(r"://[^/@\s]+@")
 
 
 def run(
@@ -50,7 +53,8 @@ def run(
         raise WorkError(f"{what}: {argv[0]} is not installed (not on PATH)") from None
     if proc.returncode == 0:
         return proc.stdout
-    stderr = proc.stderr.strip()
+    # A tool may echo a URL it was given, credentials and all: cut userinfo before the text travels.
+    stderr = _USERINFO.sub("://", proc.stderr.strip())
     message = f"{what}: {stderr.splitlines()[-1] if stderr else f'exit {proc.returncode}'}"
     if transient is not None and transient(proc.returncode, stderr):
         raise TransientError(message)

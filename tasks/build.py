@@ -68,7 +68,7 @@ def assemble(*, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str,
         {
             "artifact": a.id,
             "kind": a.kind,
-            "resolved": str(a.source.get("commit") or (a.image.digest if a.image else "") or a.source.get("sha256") or a.source.get("etag") or ""),
+            "resolved": a.source.pinned,
             "files": len(a.files) or len(a.blobs),
             "bytes": a.total_bytes or (a.image.size if a.image else 0),
         }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,185 @@ def test_url_userinfo_and_query_tokens_reach_no_manifest_record_log_or_result(ws
                 assert CANARY.encode() not in path.read_bytes(), f"{path} holds the URL's credentials"
     inspected = ws.run("inspect", "bundle", "--json").stdout
     assert CANARY not in inspected
+
+
+# -- serve hands out regular files inside its root only ---------------------------------------------
+def _built(ws, hub, name: str, *, seed: int) -> Path:
+    from tests.fixtures import add_model
+
+    add_model(hub, f"acme/{name}", weights_size=150_000, seed=seed)
+    ws.run("build", str(ws.write(f"{name}.yaml", f"name: {name}\nmodels:\n  - hf: acme/{name}\n")), "--out", name)
+    return ws.root / name
+
+
+def _curl(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", url], capture_output=True, text=True, timeout=30)
+
+
+def test_serve_never_follows_a_symlink_out_of_the_bundle_or_the_shared_root(ws, hub):
+    from tests.test_serve import serving
+
+    bundle = _built(ws, hub, "serve-evil", seed=901)
+    secret = ws.root / "outside-secret.txt"
+    secret.write_text(CANARY)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    config = next(f for f in manifest["artifacts"][0]["files"] if f["path"] == "config.json")
+    blob = bundle / "blobs" / "sha256" / config["sha256"]
+    blob.unlink()
+    blob.symlink_to(secret)
+    with serving(ws, bundle) as url:
+        got = _curl(f"{url}/files/models/acme/serve-evil/config.json")
+        hub_got = _curl(f"{url}/acme/serve-evil/resolve/main/config.json")
+        healthy = _curl(f"{url}/files/models/acme/serve-evil/tokenizer.json")
+    assert CANARY not in got.stdout and got.stdout.endswith("404"), got.stdout
+    assert CANARY not in hub_got.stdout and hub_got.stdout.endswith("404"), hub_got.stdout
+    assert healthy.stdout.endswith("200"), "the other files are still served"
+
+    root = ws.root / "root"
+    blob.unlink()
+    shutil.copy(ws.root / "cache" / "blobs" / "sha256" / config["sha256"], blob)
+    site = ws.write("site.yaml", f"shared_root: {root}\n")
+    ws.run("ingest", str(bundle), "--site", str(site))
+    planted = next((root / "hf" / "hub").glob("models--acme--serve-evil/blobs/*"))
+    planted.unlink()
+    planted.symlink_to(secret)  # a job with write access to shared_root plants a link
+    with serving(ws, root) as url:
+        got = _curl(f"{url}/acme/serve-evil/resolve/main/tokenizer.json")
+        other = _curl(f"{url}/acme/serve-evil/resolve/main/config.json")
+    assert CANARY not in got.stdout + other.stdout
+    assert got.stdout.endswith("404") or other.stdout.endswith("404")
+
+
+def test_serve_escapes_names_in_the_simple_index(ws, hub):
+    from airlift.bundle.layout import Bundle
+    from airlift.bundle.manifest import Artifact, FileEntry, Manifest, now_iso
+    from tests.test_serve import serving
+
+    bundle = Bundle(ws.root / "xss")
+    data = b"not really a wheel"
+    blob = bundle.store.put_bytes(data)
+    evil = "<script>alert(1)<!---1.0-py3-none-any.whl"
+    wheels = Artifact(id="wheels", kind="wheels", source={"targets": [], "wheels": {}}, files=[FileEntry(path=evil, size=len(data), sha256=blob.sha256)])
+    bundle.write_manifest(Manifest(name="xss", created=now_iso(), artifacts=[wheels]))
+    with serving(ws, bundle.root) as url:
+        index = _curl(f"{url}/simple/").stdout
+    assert "<script>" not in index and "&lt;script&gt;" in index, index
+
+
+def test_serve_drops_half_open_connections_and_keeps_answering(ws, hub):
+    import socket
+
+    bundle = _built(ws, hub, "serve-slow", seed=903)
+    port = __import__("tests.conftest", fromlist=["_free_port"])._free_port()
+    proc = subprocess.Popen([AIRLIFT, "serve", str(bundle), "--port", str(port), "--header-timeout", "1", "--max-connections", "16"],
+                            cwd=ws.root, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _curl(f"http://127.0.0.1:{port}/healthz").stdout[-3:] != "200":
+            assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+            time.sleep(0.2)
+        sockets = []
+        for _ in range(40):  # more than --max-connections, each sending half a request line
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x")
+            sockets.append(s)
+        time.sleep(3)
+        closed = 0
+        for s in sockets:
+            try:
+                closed += s.recv(1024) == b""  # EOF: the server hung up on it
+            except TimeoutError:
+                pass  # still held open by the server
+            except ConnectionResetError:
+                closed += 1
+            s.close()
+        assert closed == len(sockets), "half-open connections were kept"
+        assert _curl(f"http://127.0.0.1:{port}/healthz").stdout.endswith("200")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+# -- a bundle is hostile until its signature is checked -----------------------------------------------
+def _resum(bundle: Path) -> None:
+    """What an attacker does after editing manifest.json: make SHA256SUMS agree again."""
+    import hashlib
+
+    sums = bundle / "SHA256SUMS"
+    digest = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    lines = [line for line in sums.read_text().splitlines() if not line.endswith("  manifest.json")]
+    sums.write_text("\n".join([*lines, f"{digest}  manifest.json"]) + "\n")
+
+
+def test_with_trusted_keys_only_bundles_signed_by_them_ingest(ws, hub):
+    bundle = _built(ws, hub, "trust-model", seed=905)
+    ws.run("keygen", "--out", "keys/site")
+    ws.run("keygen", "--out", "keys/rogue")
+    root = ws.root / "root"
+    site = ws.write("site.yaml", f"shared_root: {root}\ntrust: {{keys: [keys/site.pub]}}\n")
+
+    unsigned = ws.run("ingest", str(bundle), "--site", str(site), expect=1)
+    assert "not signed" in unsigned.stderr and "Traceback" not in unsigned.stderr
+    ws.run("sign", str(bundle), "--key", "keys/rogue.key")
+    rogue = ws.run("ingest", str(bundle), "--site", str(site), expect=1)
+    assert "does not match its signature" in rogue.stderr
+    ws.run("sign", str(bundle), "--key", "keys/site.key")
+    manifest = bundle / "manifest.json"
+    original = manifest.read_text()
+    manifest.write_text(original.replace('"name": "trust-model"', '"name": "trust-modex"'))
+    _resum(bundle)
+    tampered = ws.run("ingest", str(bundle), "--site", str(site), expect=1)
+    assert "does not match its signature" in tampered.stderr
+    jobs_site = ws.write("jobs-site.yaml", f"shared_root: {root}\nslurm: {{container_runtime: none}}\ntrust: {{keys: [keys/site.pub]}}\n")
+    for command in (["submit", str(bundle), "--site", str(jobs_site)], ["serve", str(bundle), "--site", str(site), "--port", "1"]):
+        refused = ws.run(*command, expect=1)
+        assert "does not match its signature" in refused.stderr, (command, refused.stderr)
+    assert not root.exists() or not any((root / ".airlift").rglob("*.json")), "a refused bundle ingested something"
+
+    manifest.write_text(original)
+    _resum(bundle)
+    ok = ws.run("ingest", str(bundle), "--site", str(site))
+    assert "ingested 1 artifacts" in ok.stdout
+    rotated = ws.write("rotated.yaml", f"shared_root: {root}\ntrust: {{keys: [keys/rogue.pub, keys/site.pub]}}\n")
+    ws.run("ingest", str(bundle), "--site", str(rotated))  # either of several keys may have signed it
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda a: a["source"].update(commit="../../../../../tmp/airlift-escape"), "commit"),
+        (lambda a: a["source"].update(revision="../../../../../tmp/airlift-escape"), "revision"),
+        (lambda a: a["source"].update(repo="../../x"), "repo"),
+        (lambda a: a["files"][0].update(etag="../../../../x" + "0" * 28), "etag"),
+    ],
+)
+def test_a_manifest_cannot_steer_ingest_out_of_shared_root(ws, hub, mutate, field):
+    bundle = _built(ws, hub, "escape-model", seed=907)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    mutate(manifest["artifacts"][0])
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _resum(bundle)
+    root = ws.root / "deep" / "a" / "b" / "root"
+    site = ws.write("site.yaml", f"shared_root: {root}\n")
+    before = {p for p in ws.root.parent.rglob("*")}
+    result = ws.run("ingest", str(bundle), "--site", str(site), expect=2)
+    assert field in result.stderr and "manifest.json" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    after = {p for p in ws.root.parent.rglob("*")}
+    assert not [p for p in after - before if not p.is_relative_to(ws.root)], "ingest wrote outside its place"
+    assert not Path("/tmp/airlift-escape").exists()
+
+
+def test_concurrent_ingests_of_the_same_artifact_both_succeed(ws, hub):
+    bundle = _built(ws, hub, "twice-model", seed=909)
+    root = ws.root / "root"
+    site = ws.write("site.yaml", f"shared_root: {root}\n")
+    first = ws.popen("ingest", str(bundle), "--site", str(site))
+    second = ws.popen("ingest", str(bundle), "--site", str(site))
+    outs = [p.communicate(timeout=300) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    snapshot = next((root / "hf" / "hub" / "models--acme--twice-model" / "snapshots").iterdir())
+    files = json.loads((bundle / "manifest.json").read_text())["artifacts"][0]["files"]
+    for entry in files:
+        assert (snapshot / entry["path"]).read_bytes() == (bundle / "blobs" / "sha256" / entry["sha256"]).read_bytes()
+    assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".tmp-link"))], "temp files were left behind"

@@ -10,11 +10,13 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from airlift.bundle.sources import Source, source_record
 from airlift.util.errors import InputError
+from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM
 
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
@@ -56,16 +58,16 @@ class FileEntry(Model):
 
 
 class ImageInfo(Model):
-    ref: str
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    platform: str
-    media_type: str
+    ref: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    digest: str = Field(pattern=DIGEST)
+    platform: str = Field(pattern=PLATFORM)
+    media_type: str = Field(pattern=MEDIA_TYPE, max_length=255)
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
-    config: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    layers: list[str] = Field(default_factory=list)
-    index_digest: str | None = None
-    repository: str
-    tag: str | None = None
+    config: str = Field(pattern=DIGEST)
+    layers: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list)
+    index_digest: str | None = Field(default=None, pattern=DIGEST)
+    repository: str = Field(pattern=OCI_REPOSITORY, max_length=255)
+    tag: str | None = Field(default=None, pattern=OCI_TAG)
 
 
 class Artifact(Model):
@@ -73,10 +75,24 @@ class Artifact(Model):
     kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
-    source: dict[str, Any]
+    source: Source
     files: list[FileEntry] = Field(default_factory=list)
     image: ImageInfo | None = None
     blobs: list[str] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers)")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any, info: ValidationInfo) -> Any:
+        # The record's type follows the artifact's kind (validated first, as it is declared first).
+        kind = info.data.get("kind")
+        if kind is None:
+            return value
+        try:
+            return source_record(kind, value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"]) or "(record)"
+            raise ValueError(f"{where}: {error['msg']}") from None
 
     @field_validator("id")
     @classmethod
@@ -113,7 +129,22 @@ class Manifest(Model):
     # sha256 over every resolved reference (commit, digest, ETag...): equal means nothing changed upstream.
     resolution: str | None = None
     artifacts: list[Artifact]
-    spec: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None  # the spec, redacted; semi-trusted, so validated as a Spec on read
+
+    @field_validator("spec")
+    @classmethod
+    def _spec(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from airlift.config.spec import Spec
+
+        try:
+            Spec.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and ":" in p))
+            raise ValueError(f"{where}: {error['msg']}") from None
+        return value
 
     def artifact(self, artifact_id: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.id == artifact_id), None)

@@ -161,7 +161,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
             print(f"      {image.ref} -> {where}")
             continue
-        ref = artifact.source.get("commit") or artifact.source.get("sha256") or artifact.source.get("etag") or ""
+        ref = artifact.source.pinned
         print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {human(artifact.total_bytes):>11}  {ref}")
     return 0
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airlift.bundle.sources import Source, source_record
 from airlift.fetch.cache import Cache
 
 
@@ -29,7 +30,7 @@ class Resolved:
 
     artifact_id: str
     kind: str
-    source: dict[str, Any]
+    source: Source
     files: tuple[RemoteFile, ...] = ()
     layout: str = "tree"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -37,9 +38,14 @@ class Resolved:
     # cache key, the repr and every record, so it never reaches a manifest, a log or a persisted result.
     fetch_url: str | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # Sources hand in plain dicts; the record is validated and typed here, once.
+        object.__setattr__(self, "source", source_record(self.kind, self.source))
+
     @property
     def cache_key(self) -> str:
-        pinned = json.dumps({"id": self.artifact_id, "kind": self.kind, "source": self.source}, sort_keys=True)
+        source = self.source.model_dump(mode="json", by_alias=True, exclude_none=True)
+        pinned = json.dumps({"id": self.artifact_id, "kind": self.kind, "source": source}, sort_keys=True)
         return hashlib.sha256(pinned.encode()).hexdigest()
 
     @property

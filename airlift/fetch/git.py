@@ -49,18 +49,18 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     work = Path(tempfile.mkdtemp(prefix="git-", dir=ctx.cache.store.tmp_dir))
     try:
         git("init", "-q", "--bare", str(work), what=resolved.artifact_id)
-        full_ref = source.get("full_ref")
-        refspec = f"+{full_ref}:{full_ref}" if full_ref else source["commit"]
+        full_ref = source.full_ref
+        refspec = f"+{full_ref}:{full_ref}" if full_ref else source.commit
 
         def fetch_once() -> None:
-            git("fetch", "-q", "--tags", "--", resolved.fetch_url or source["url"], refspec, cwd=work, what=resolved.artifact_id)
+            git("fetch", "-q", "--tags", "--", resolved.fetch_url or source.url, refspec, cwd=work, what=resolved.artifact_id)
 
         with_transient_retries(resolved.artifact_id, ctx.attempts, fetch_once)
         if not full_ref:
-            git("update-ref", "refs/airlift/pinned", source["commit"], cwd=work, what=resolved.artifact_id)
+            git("update-ref", "refs/airlift/pinned", source.commit, cwd=work, what=resolved.artifact_id)
         got = git("rev-parse", f"{full_ref or 'refs/airlift/pinned'}^{{commit}}", cwd=work, what=resolved.artifact_id).strip()
-        if got != source["commit"]:
-            raise WorkError(f"{resolved.artifact_id}: {source['ref']} moved to {got} after it was resolved to {source['commit']}; build again")
+        if got != source.commit:
+            raise WorkError(f"{resolved.artifact_id}: {source.ref} moved to {got} after it was resolved to {source.commit}; build again")
         # Only the tags whose commits are in the ref's history travel with it.
         tags = git("tag", "--merged", got, cwd=work, what=resolved.artifact_id).split()
         refs = [full_ref or "refs/airlift/pinned", *(f"refs/tags/{t}" for t in tags if f"refs/tags/{t}" != full_ref)]

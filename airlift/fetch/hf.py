@@ -92,7 +92,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         known = remote.sha256 or ctx.cache.sha256_for_etag(remote.git_sha1, remote.size)
         if known and ctx.cache.store.has(known, remote.size):
             return FileEntry(path=remote.path, size=remote.size or 0, sha256=known, etag=remote.etag)
-        url = hf_hub_url(source["repo"], remote.path, repo_type=source["repo_type"], revision=source["commit"])
+        url = hf_hub_url(source.repo, remote.path, repo_type=source.repo_type, revision=source.commit)
         partial_key = hashlib.sha256(f"hf\0{url}\0{remote.etag}".encode()).hexdigest()
 
         def attempt() -> FileEntry:

@@ -56,14 +56,14 @@ def resolve(entry: ImageRef, artifact_id: str, ctx: FetchContext, *, default_pla
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    if resolved.source["from"] == "docker":
+    if resolved.source.from_ == "docker":
         return _fetch_engine(resolved, ctx)
     source = resolved.source
-    name = parse_image(source["ref"])
+    name = parse_image(source.ref)
     client = RegistryClient(name.api_host, registry=name.registry)
     store = ctx.cache.store
     try:
-        raw, media_type, digest = with_transient_retries(resolved.artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, source["digest"]))
+        raw, media_type, digest = with_transient_retries(resolved.artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, source.digest))
         manifest_blob = store.put_bytes(raw)
         manifest = json.loads(raw)
         descriptors = [manifest["config"], *manifest.get("layers", [])]
@@ -84,9 +84,9 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     config = json.loads(store.blob_path(manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
     platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
     info = ImageInfo(
-        ref=source["ref"], digest=digest, platform=platform, media_type=media_type or manifest.get("mediaType", ""),
+        ref=source.ref, digest=digest, platform=platform, media_type=media_type or manifest.get("mediaType", ""),
         size=len(raw) + sum(d["size"] for d in descriptors), config=manifest["config"]["digest"],
-        layers=[d["digest"] for d in manifest.get("layers", [])], index_digest=source.get("index_digest"),
+        layers=[d["digest"] for d in manifest.get("layers", [])], index_digest=source.index_digest,
         repository=name.repository, tag=name.tag,
     )
     blobs = [f"sha256:{manifest_blob.sha256}", *(d["digest"] for d in descriptors)]
@@ -124,7 +124,7 @@ def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     store = ctx.cache.store
     client = _engine()
     try:
-        stream = client.api.get_image(resolved.source["image_id"], chunk_size=1 << 20)
+        stream = client.api.get_image(resolved.source.image_id, chunk_size=1 << 20)
         by_name: dict[str, tuple[str, int]] = {}
         small: dict[str, bytes] = {}
         with tarfile.open(fileobj=IterReader(stream), mode="r|") as archive:
@@ -161,9 +161,9 @@ def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
     source = resolved.source
     info = ImageInfo(
-        ref=source["ref"], digest=f"sha256:{manifest_blob.sha256}", platform=platform, media_type=OCI_MANIFEST,
+        ref=source.ref, digest=f"sha256:{manifest_blob.sha256}", platform=platform, media_type=OCI_MANIFEST,
         size=len(raw) + config_size + sum(size for _, size in layers), config=f"sha256:{config_sha}",
-        layers=[f"sha256:{sha}" for sha, _ in layers], repository=source["repository"], tag=source.get("tag"),
+        layers=[f"sha256:{sha}" for sha, _ in layers], repository=source.repository, tag=source.tag,
     )
     blobs = [f"sha256:{manifest_blob.sha256}", f"sha256:{config_sha}", *(f"sha256:{sha}" for sha, _ in layers)]
     return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=blobs)

@@ -74,12 +74,12 @@ def resolve(entry: NgcModel, artifact_id: str, ctx: FetchContext) -> Resolved:
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     source = resolved.source
-    client = ngc_client(source["org"], source.get("team"))
+    client = ngc_client(source.org, source.team)
     ctx.cache.store.ensure_dirs()
     # Download next to the store so files are hard-linked in, not copied, then drop the temp tree.
     workdir = Path(tempfile.mkdtemp(prefix="ngc-", dir=ctx.cache.store.tmp_dir))
     try:
-        result = client.registry.model.download_version(source["target"], destination=str(workdir), file_patterns=source.get("allow"))
+        result = client.registry.model.download_version(source.target, destination=str(workdir), file_patterns=source.allow)
         status = getattr(result, "status", "completed")
         if status not in (None, "completed", "COMPLETED"):
             raise WorkError(f"{resolved.artifact_id}: NGC download ended with status {status!r}")
@@ -88,7 +88,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             raise WorkError(f"{resolved.artifact_id}: NGC SDK reported a path outside its destination: {root}")
         files = sorted(p for p in root.rglob("*") if p.is_file())
         if not files:
-            raise WorkError(f"{resolved.artifact_id}: NGC download of {source['target']} produced no files")
+            raise WorkError(f"{resolved.artifact_id}: NGC download of {source.target} produced no files")
 
         def one(path: Path) -> FileEntry:
             blob = ctx.cache.store.add_file(path)  # NGC gives no checksums: hash here, record it

@@ -52,7 +52,7 @@ def resolve(entry: LocalPath, artifact_id: str, ctx: FetchContext) -> Resolved:
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    root = Path(resolved.source["path"])
+    root = Path(resolved.source.path)
 
     def one(remote: RemoteFile) -> FileEntry:
         source_file = root if resolved.layout == "file" else root / remote.path
@@ -62,4 +62,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
     ctx.cache.store.ensure_dirs()
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
-    return Artifact(id=resolved.artifact_id, kind="path", layout=resolved.layout, source={"path": resolved.source["path"]}, files=entries)
+    return Artifact(id=resolved.artifact_id, kind="path", layout=resolved.layout, source={"path": resolved.source.path}, files=entries)

@@ -40,16 +40,6 @@ class Plan:
         }
 
 
-def _reference(resolved: Resolved) -> str:
-    source = resolved.source
-    for key in ("commit", "digest", "target", "sha256", "etag", "listing", "stamp"):
-        if source.get(key):
-            return str(source[key])
-    if resolved.kind == "wheels":
-        return " ".join(sorted(source.get("wheels", {})))
-    return ""
-
-
 def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
     record = cache.load(resolved.cache_key)
     if record is not None:
@@ -60,7 +50,7 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
             sizes.setdefault(digest, cache.store.blob_path(digest).stat().st_size)
         total = sum(f.size for f in record.files) + sum(size for d, size in sizes.items() if d not in {f.sha256 for f in record.files})
         count = len(record.files) + len(record.blobs)
-        return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), count, total, 0, count, total)
+        return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, count, total, 0, count, total)
     complete = False
     files = resolved.files
     cached_files = cached_bytes = unknown = total = 0
@@ -73,4 +63,4 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
         if complete or (digest and cache.store.has(digest, size)):
             cached_files += 1
             cached_bytes += size or (cache.store.blob_path(digest).stat().st_size if digest and cache.store.has(digest) else 0)
-    return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), len(files), total, unknown, cached_files, cached_bytes)
+    return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, len(files), total, unknown, cached_files, cached_bytes)

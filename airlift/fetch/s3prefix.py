@@ -47,7 +47,7 @@ def resolve(entry: S3Prefix, artifact_id: str, ctx: FetchContext) -> Resolved:
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     s3 = client()
-    bucket, prefix = resolved.source["bucket"], resolved.source["prefix"]
+    bucket, prefix = resolved.source.bucket, resolved.source.prefix
 
     def one(remote: RemoteFile) -> FileEntry:
         if remote.sha256 and ctx.cache.store.has(remote.sha256, remote.size):

@@ -48,13 +48,13 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         sha256, size = remote.sha256, remote.size or 0
     else:
         blob = http.download(
-            resolved.fetch_url or resolved.source["url"], ctx, label=label, etag=remote.etag, size=remote.size, expected_sha256=remote.sha256
+            resolved.fetch_url or resolved.source.url, ctx, label=label, etag=remote.etag, size=remote.size, expected_sha256=remote.sha256
         )
         sha256, size = blob.sha256, blob.size
     return Artifact(
         id=resolved.artifact_id,
         kind="url",
         layout="file",
-        source={**resolved.source, "sha256": sha256},
+        source=resolved.source.model_copy(update={"sha256": sha256}),
         files=[FileEntry(path=remote.path, size=size, sha256=sha256)],
     )

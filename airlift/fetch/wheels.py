@@ -81,7 +81,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     def one(remote: RemoteFile) -> FileEntry:
         if remote.sha256 and ctx.cache.store.has(remote.sha256):
             return FileEntry(path=remote.path, size=ctx.cache.store.blob_path(remote.sha256).stat().st_size, sha256=remote.sha256)
-        url = resolved.source["wheels"][remote.path]["url"]
+        url = resolved.source.wheels[remote.path].url
         parsed = urlparse(url)
         if parsed.scheme == "file":
             blob = ctx.cache.store.add_file(Path(unquote(parsed.path)), allow_link=False)

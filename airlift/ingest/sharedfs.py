@@ -32,14 +32,14 @@ class MaterializeReport:
 
 
 def _hf_repo_dir(artifact: Artifact) -> str:
-    repo = artifact.source["repo"]
+    repo = artifact.source.repo
     kind = "models" if artifact.kind == "hf-model" else "datasets"
     return f"hf/hub/{kind}--{repo.replace('/', '--')}"
 
 
 def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
     repo_dir = _hf_repo_dir(artifact)
-    commit = artifact.source["commit"]
+    commit = artifact.source.commit
     snapshot = f"{repo_dir}/snapshots/{commit}"
     for entry in artifact.files:
         blob = f"{repo_dir}/blobs/{entry.etag or entry.sha256}"
@@ -47,7 +47,7 @@ def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[
         root.copy_in(blob, blob_path(entry.sha256))
         link = f"{snapshot}/{entry.path}"
         root.symlink(link, os.path.relpath(root.root / blob, (root.root / link).parent))
-    revision = artifact.source.get("revision")
+    revision = artifact.source.revision
     if revision and revision != commit:
         root.write_bytes(f"{repo_dir}/refs/{revision}", commit.encode())
     fsync_dir(root.path(snapshot))

@@ -22,11 +22,11 @@ def materialize_git_repo(root: Path, artifact: Artifact, blob_path: Callable[[st
     git("init", "-q", "--bare", str(work), what=artifact.id)
     git("fetch", "-q", "--", str(blob_path(artifact.files[0].sha256).resolve()), "+refs/*:refs/*", cwd=work, what=artifact.id)
     git("update-server-info", cwd=work, what=artifact.id)  # so `airlift serve` (dumb HTTP) can offer it
-    full_ref = artifact.source.get("full_ref") or ""
+    full_ref = artifact.source.full_ref or ""
     if full_ref.startswith("refs/heads/"):
         git("symbolic-ref", "HEAD", full_ref, cwd=work, what=artifact.id)
     else:
-        (work / "HEAD").write_text(artifact.source["commit"] + "\n")  # a tag or commit: a detached HEAD
+        (work / "HEAD").write_text(artifact.source.commit + "\n")  # a tag or commit: a detached HEAD
     if final.exists():
         old = final.parent / f".{name}.git.old-{os.getpid()}"
         os.replace(final, old)

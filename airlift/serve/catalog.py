@@ -100,7 +100,7 @@ class Catalog:
             return f"blobs/sha256/{entry.sha256}"
         if artifact.kind in ("hf-model", "hf-dataset"):
             kind = "models" if artifact.kind == "hf-model" else "datasets"
-            repo = artifact.source["repo"].replace("/", "--")
+            repo = artifact.source.repo.replace("/", "--")
             # The snapshot entry is a symlink into blobs/: serve the blob itself.
             return f"hf/hub/{kind}--{repo}/blobs/{entry.etag or entry.sha256}"
         if artifact.layout == "file":

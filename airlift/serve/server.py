@@ -100,8 +100,8 @@ def build_app(catalog: Catalog) -> Starlette:
         if artifact is None:
             return None, None
         revision = request.path_params.get("rev")
-        commit = artifact.source.get("commit")
-        if revision in (None, commit, artifact.source.get("revision")) or (revision == "main" and artifact.source.get("revision") == "main"):
+        commit = artifact.source.commit
+        if revision in (None, commit, artifact.source.revision):
             return artifact, commit
         return artifact, None
 
@@ -117,7 +117,7 @@ def build_app(catalog: Catalog) -> Starlette:
             if _is_lfs(entry):
                 sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": len(LFS_POINTER.format(sha=entry.sha256, size=entry.size))}
             siblings.append(sibling)
-        repo_id = artifact.source["repo"]
+        repo_id = artifact.source.repo
         return JSONResponse({"id": repo_id, "_id": repo_id, "modelId": repo_id, "sha": commit, "private": False, "gated": False, "siblings": siblings})
 
     async def tree(request: Request) -> Response:

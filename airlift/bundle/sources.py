@@ -1,0 +1,236 @@
+"""Where each artifact came from, resolved: one typed record per artifact kind.
+
+A manifest's `source` is read through these models (chosen by the artifact's `kind`), so every field is
+validated on read: a commit is 40 hex, a digest `sha256:` + 64 hex, repositories and tags follow the
+OCI grammar, refs and names have no `..` or leading `-`, URLs carry no credentials. Each record says
+what pins it (`pinned`), so plan, inspect and the contents table need no switch on kind.
+
+Adding a source kind: a record here (and its entry in SOURCE_BY_KIND), and a module in airlift/fetch
+registered in airlift/fetch/kinds.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from airlift.util.names import (
+    COMMIT,
+    DIGEST,
+    HEX64,
+    HF_REPO,
+    OCI_REPOSITORY,
+    OCI_TAG,
+    PLATFORM,
+    REGISTRY_HOST,
+    SAFE_NAME,
+    no_control,
+    ref_name,
+)
+
+Commit = Annotated[str, Field(pattern=COMMIT)]
+Digest = Annotated[str, Field(pattern=DIGEST)]
+Hex64 = Annotated[str, Field(pattern=HEX64)]
+
+
+def _clean_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    parts = urlsplit(no_control(value, "url"))
+    if parts.scheme not in schemes:
+        raise ValueError(f"URL scheme must be one of {', '.join(schemes)}")
+    if parts.username or parts.password or parts.query:
+        raise ValueError("a recorded URL must carry no credentials (userinfo or query string)")
+    return value
+
+
+class SourceRecord(BaseModel):
+    """Common to every source record: strict (unknown keys are refused) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    @property
+    def pinned(self) -> str:
+        """The value that pins the content (a commit, a digest, a sha256, a listing stamp)."""
+        raise NotImplementedError
+
+
+class HfSource(SourceRecord):
+    repo: str = Field(pattern=HF_REPO)
+    repo_type: Literal["model", "dataset"]
+    revision: str
+    commit: Commit
+    allow: list[str] | None = None
+    ignore: list[str] | None = None
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        return ref_name(value)
+
+    @property
+    def pinned(self) -> str:
+        return self.commit
+
+
+class UrlSource(SourceRecord):
+    url: str
+    final_url: str | None = None
+    sha256: Hex64 | None = None
+    etag: str | None = Field(default=None, max_length=512)
+    last_modified: str | None = Field(default=None, max_length=128)
+    size: int | None = Field(default=None, ge=0)
+
+    @field_validator("url", "final_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _clean_url(value)
+
+    @field_validator("etag", "last_modified")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else no_control(value, "header value")
+
+    @property
+    def pinned(self) -> str:
+        return self.sha256 or self.etag or ""
+
+
+class PathSource(SourceRecord):
+    path: str = Field(min_length=1, max_length=4096)
+    stamp: Hex64 | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return no_control(value, "path")
+
+    @property
+    def pinned(self) -> str:
+        return self.stamp or ""
+
+
+class S3Source(SourceRecord):
+    url: str = Field(pattern=r"^s3://[a-z0-9.-]{3,63}(/.*)?$")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = ""
+    listing: Hex64
+
+    @field_validator("url", "prefix")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("must not have '..' parts")
+        return no_control(value, "s3 location")
+
+    @property
+    def pinned(self) -> str:
+        return self.listing
+
+
+class NgcSource(SourceRecord):
+    target: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}:[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    org: str = Field(pattern=SAFE_NAME)
+    team: str | None = Field(default=None, pattern=SAFE_NAME)
+    name: str = Field(pattern=SAFE_NAME)
+    version: str = Field(pattern=SAFE_NAME)
+    allow: list[str] | None = None
+
+    @property
+    def pinned(self) -> str:
+        return self.target
+
+
+class GitSource(SourceRecord):
+    url: str = Field(min_length=1, max_length=4096)
+    ref: str
+    full_ref: str | None = None
+    commit: Commit
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith("/"):
+            return no_control(value, "url")
+        return _clean_url(value, ("https", "ssh", "git", "file"))
+
+    @field_validator("ref", "full_ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return value if value in (None, "HEAD") else ref_name(value)
+
+    @property
+    def pinned(self) -> str:
+        return self.commit
+
+
+class WheelTarget(SourceRecord):
+    python: str = Field(pattern=r"^3\.\d+$")
+    platform: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    implementation: Literal["cp", "pp", "py"]
+
+
+class WheelPin(SourceRecord):
+    url: str
+    sha256: Hex64 | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _clean_url(value, ("http", "https", "file"))
+
+
+class WheelsSource(SourceRecord):
+    targets: list[WheelTarget] = Field(default_factory=list)
+    wheels: dict[Annotated[str, Field(pattern=SAFE_NAME)], WheelPin] = Field(default_factory=dict)
+
+    @property
+    def pinned(self) -> str:
+        return " ".join(sorted(self.wheels))
+
+
+class ImageSource(SourceRecord):
+    ref: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    from_: Literal["registry", "docker"] = Field(alias="from")
+    registry: str | None = Field(default=None, pattern=REGISTRY_HOST)
+    repository: str = Field(pattern=OCI_REPOSITORY, max_length=255)
+    tag: str | None = Field(default=None, pattern=OCI_TAG)
+    digest: Digest | None = None
+    index_digest: Digest | None = None
+    platform: str = Field(pattern=PLATFORM)
+    image_id: Digest | None = None
+
+    @property
+    def pinned(self) -> str:
+        return self.digest or self.image_id or ""
+
+
+Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource
+
+SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
+    "hf-model": HfSource,
+    "hf-dataset": HfSource,
+    "url": UrlSource,
+    "path": PathSource,
+    "s3": S3Source,
+    "ngc-model": NgcSource,
+    "git": GitSource,
+    "wheels": WheelsSource,
+    "image": ImageSource,
+}
+
+
+def source_record(kind: str, value: Any) -> SourceRecord:
+    """The typed record for an artifact of `kind` (a dict is validated; a record is checked for its kind).
+
+    Raises:
+        ValueError: `kind` is unknown, or the value is not a valid record of that kind.
+    """
+    model = SOURCE_BY_KIND.get(kind)
+    if model is None:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    if isinstance(value, model):
+        return value
+    if isinstance(value, SourceRecord):
+        value = value.model_dump(by_alias=True)
+    return model.model_validate(value)

@@ -221,14 +221,16 @@ def test_serve_never_follows_a_symlink_out_of_the_bundle_or_the_shared_root(ws, 
     shutil.copy(ws.root / "cache" / "blobs" / "sha256" / config["sha256"], blob)
     site = ws.write("site.yaml", f"shared_root: {root}\n")
     ws.run("ingest", str(bundle), "--site", str(site))
-    planted = next((root / "hf" / "hub").glob("models--acme--serve-evil/blobs/*"))
+    planted = root / "hf" / "hub" / "models--acme--serve-evil" / "blobs" / (config.get("etag") or config["sha256"])
     planted.unlink()
     planted.symlink_to(secret)  # a job with write access to shared_root plants a link
     with serving(ws, root) as url:
-        got = _curl(f"{url}/acme/serve-evil/resolve/main/tokenizer.json")
-        other = _curl(f"{url}/acme/serve-evil/resolve/main/config.json")
-    assert CANARY not in got.stdout + other.stdout
-    assert got.stdout.endswith("404") or other.stdout.endswith("404")
+        got = _curl(f"{url}/acme/serve-evil/resolve/main/config.json")
+        files = _curl(f"{url}/files/models/acme/serve-evil/config.json")
+        other = _curl(f"{url}/acme/serve-evil/resolve/main/tokenizer.json")
+    assert CANARY not in got.stdout + files.stdout
+    assert got.stdout.endswith("404"), got.stdout
+    assert other.stdout.endswith("200"), "the other files are still served"
 
 
 def test_serve_escapes_names_in_the_simple_index(ws, hub):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from airlift.util.confine import ConfinedRoot
 from airlift.util.errors import IntegrityError
 from airlift.util.fs import CHUNK, fsync_dir, link_or_copy
 
@@ -132,8 +133,10 @@ class BlobStore:
         return size is None or stat.st_size == size
 
     def ensure_dirs(self) -> None:
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        """Create blobs/sha256 and .tmp, refusing either when a symlink would take writes out of the root."""
+        root = ConfinedRoot(self.root)
+        root.mkdirs("blobs/sha256")
+        root.mkdirs(".tmp")
 
     # -- writing ----------------------------------------------------------------------------------
     def _new_tmp(self) -> tuple[int, str]:

@@ -61,6 +61,7 @@ class FetchContext:
     max_parallel_files: int = 8
     on_bytes: Callable[[int], None] | None = None
     attempts: int = 6
+    platform: str = "linux/amd64"  # the spec's default image platform
 
     def progress(self, count: int) -> None:
         if self.on_bytes is not None:

@@ -13,7 +13,7 @@ import tarfile
 from typing import Any
 
 from airlift.bundle.manifest import Artifact, ImageInfo
-from airlift.config.spec import ImageRef
+from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.reference import parse_image
@@ -26,8 +26,9 @@ OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def resolve(entry: ImageRef, artifact_id: str, ctx: FetchContext, *, default_platform: str = "linux/amd64") -> Resolved:
-    platform = entry.platform or default_platform
+def resolve(entry: str | ImageRef, artifact_id: str, ctx: FetchContext) -> Resolved:
+    entry = image_ref(entry)
+    platform = entry.platform or ctx.platform
     if entry.from_ == "docker":
         return _resolve_engine(entry, artifact_id, platform)
     name = parse_image(entry.ref)

@@ -1,8 +1,9 @@
-"""Route a spec entry to its source module."""
+"""The registry of source kinds, and routing: a spec entry to its module, a resolved artifact to its fetch."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from types import ModuleType
 from typing import Any
 
 from airlift.bundle.manifest import Artifact
@@ -14,29 +15,49 @@ from airlift.config.spec import (
     NgcModel,
     S3Prefix,
     UrlFile,
-    Wheels,
-    image_ref,
 )
 from airlift.fetch import git, hf, image, ngc, path, s3prefix, url, wheels
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import AirliftError, WorkError
 
-_BY_TYPE: dict[type, Any] = {HfRepo: hf, UrlFile: url, LocalPath: path, NgcModel: ngc, GitRepo: git, S3Prefix: s3prefix}
-_BY_KIND: dict[str, Any] = {
-    "hf-model": hf, "hf-dataset": hf, "url": url, "path": path, "image": image,
-    "ngc-model": ngc, "git": git, "wheels": wheels, "s3": s3prefix,
-}
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source: the spec entries it takes, the artifact kinds it makes, and its module.
+
+    The module has `resolve(entry, artifact_id, ctx) -> Resolved` (metadata only: no content) and
+    `fetch(resolved, ctx) -> Artifact` (content into the cache). Adding a kind is a module here plus
+    one entry in KINDS (and its source record in airlift/bundle/sources.py).
+    """
+
+    spec_types: tuple[type, ...]
+    artifact_kinds: tuple[str, ...]
+    module: ModuleType
+
+
+KINDS: tuple[SourceKind, ...] = (
+    SourceKind((HfRepo,), ("hf-model", "hf-dataset"), hf),
+    SourceKind((UrlFile,), ("url",), url),
+    SourceKind((LocalPath,), ("path",), path),
+    SourceKind((S3Prefix,), ("s3",), s3prefix),
+    SourceKind((NgcModel,), ("ngc-model",), ngc),
+    SourceKind((GitRepo,), ("git",), git),
+    SourceKind((tuple,), ("wheels",), wheels),  # every `wheels:` entry of a spec makes one artifact
+    SourceKind((str, ImageRef), ("image",), image),
+)
+_BY_KIND = {kind: source.module for source in KINDS for kind in source.artifact_kinds}
 
 
 def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext, *, platform: str = "linux/amd64") -> Resolved:
-    if isinstance(entry, (str, ImageRef)):
-        return image.resolve(image_ref(entry), artifact_id, ctx, default_platform=platform)
-    if isinstance(entry, tuple) and all(isinstance(e, Wheels) for e in entry):
-        return wheels.resolve(entry, artifact_id, ctx)
-    module = _BY_TYPE.get(type(entry))
+    """Pin one spec entry to exact upstream content (a commit, a digest, an ETag); fetches no content.
+
+    Raises:
+        WorkError: No source kind takes this entry, or resolution failed.
+    """
+    module = next((kind.module for kind in KINDS if isinstance(entry, kind.spec_types)), None)
     if module is None:
         raise WorkError(f"{artifact_id}: this source kind is not supported yet")
-    return module.resolve(entry, artifact_id, ctx)
+    return module.resolve(entry, artifact_id, replace(ctx, platform=platform))
 
 
 def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:

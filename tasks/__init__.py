@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers over the airlift core that add retries, caching, results and logging."""
+"""Prefect tasks: thin wrappers over the airlift core that add caching, persisted results, logging and progress."""

@@ -14,7 +14,7 @@ from airlift.fetch.assemble import BuildResult, assemble_bundle
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.fetch.cache import Cache
 from airlift.fetch.kinds import fetch_resolved, resolve_entry
-from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
+from tasks.common import ProgressLog
 
 
 def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -32,9 +32,6 @@ def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | 
 @task(
     name="resolve-artifact",
     task_run_name="resolve {artifact_id}",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
 )
 def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: str = "linux/amd64") -> Resolved:
     """Pin one spec entry to exact upstream content (commit, digest, ETag). Fetches no content."""
@@ -44,9 +41,6 @@ def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: 
 @task(
     name="fetch-artifact",
     task_run_name="fetch {resolved.artifact_id}",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
     cache_key_fn=content_backed_cache_key,
     persist_result=True,
 )

@@ -39,7 +39,7 @@ def plan_transfer(*, src: str, dest: str) -> TransferPlan:
     return plan_dir_transfer(Bundle(src), Path(dest))
 
 
-@task(name="copy-blobs", task_run_name="copy {artifact_id}", retries=2, retry_delay_seconds=[1, 5])
+@task(name="copy-blobs", task_run_name="copy {artifact_id}")
 def copy_blobs(*, src: str, dest: str, artifact_id: str, digests: list[str], total: int) -> list[str]:
     """Copy one artifact's missing blobs, hashing while writing. Returns the digests it copied."""
     copy_blobs_to_dir(Bundle(src), Path(dest), digests, on_bytes=ProgressLog(f"copy {artifact_id}", total))

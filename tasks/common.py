@@ -1,31 +1,20 @@
-"""What every airlift task shares: the transient-only retry condition and throttled progress logging."""
+"""What every airlift task shares: throttled progress logging.
+
+Tasks do not retry: the core retries each failure domain exactly once (HTTP, registry, git, ssh and pip
+calls in airlift.util.net; S3 calls in botocore), so a Prefect retry on top would multiply the budget.
+See docs/reliability.md, "Retry policy".
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.states import State
 
-from airlift.util.errors import is_transient
 from airlift.util.units import human
-
-RETRY_DELAYS = [2, 10]
-
-
-def retry_transient(task: Any, task_run: Any, state: State) -> bool:
-    """Prefect `retry_condition_fn`: retry connection errors, 429 and 5xx; fail fast on everything else."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if exc is None:
-        try:
-            state.result(raise_on_failure=True)
-        except BaseException as raised:  # noqa: BLE001 - we only classify it
-            exc = raised
-    return exc is not None and is_transient(exc)
 
 
 class ProgressLog:

@@ -14,7 +14,7 @@ from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
 from airlift.util import s3 as s3_util
-from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
+from tasks.common import ProgressLog
 
 
 def _blob_locator(bundle: str, store: str | None):
@@ -36,9 +36,6 @@ def _blob_locator(bundle: str, store: str | None):
 @task(
     name="upload-s3",
     task_run_name="s3 {artifact.id}",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
 )
 def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: S3Target) -> s3_sink.UploadReport:
     """Upload one artifact's files; objects whose size and sha256 metadata match are skipped."""
@@ -50,7 +47,7 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
     )
 
 
-@task(name="materialize", task_run_name="shared_root {artifact.id}", retries=1)
+@task(name="materialize", task_run_name="shared_root {artifact.id}")
 def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, shared_root: str) -> MaterializeReport:
     """Place one artifact under shared_root in the layout its tools read."""
     return materialize(Path(shared_root), artifact, _blob_locator(bundle, store))
@@ -59,9 +56,6 @@ def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, 
 @task(
     name="push-image",
     task_run_name="push {artifact.id}",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
 )
 def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
     """Push one image to the site registry with its upstream digest unchanged."""
@@ -71,7 +65,7 @@ def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, targ
     )
 
 
-@task(name="docker-load", task_run_name="docker load {artifact.id}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
+@task(name="docker-load", task_run_name="docker load {artifact.id}")
 def load_into_docker(*, bundle: str, store: str | None, artifact: Artifact, docker_host: str, tags: list[str]) -> LoadReport:
     """Stream one image into a Docker engine, tagged with its original and air-gapped references."""
     return load_image(artifact, docker_host=docker_host, blob_path=_blob_locator(bundle, store), tags=tags)

@@ -11,29 +11,27 @@ from airlift.transport import s3 as transfer_s3
 from airlift.transport import ssh as transfer_ssh
 from airlift.transport.location import Location
 from airlift.util import s3 as s3_util
-from tasks.common import RETRY_DELAYS, ProgressLog, retry_transient
-
-RETRIES = {"retries": 2, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
+from tasks.common import ProgressLog
 
 
-@task(name="plan-s3-push", **RETRIES)
+@task(name="plan-s3-push")
 def plan_s3_push(*, src: str, location: Location, endpoint: str | None) -> tuple[dict[str, tuple[str, int]], int]:
     _, missing, present = transfer_s3.plan_push(s3_util.client(endpoint), Bundle(src), location)
     return missing, present
 
 
-@task(name="s3-upload-blobs", task_run_name="s3 put {artifact_id}", **RETRIES)
+@task(name="s3-upload-blobs", task_run_name="s3 put {artifact_id}")
 def s3_upload(*, src: str, location: Location, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
     transfer_s3.upload_blobs(s3_util.client(endpoint), Bundle(src), location, digests, on_bytes=ProgressLog(f"s3 put {artifact_id}", total))
     return digests
 
 
-@task(name="s3-finish-push", **RETRIES)
+@task(name="s3-finish-push")
 def s3_finish_push(*, src: str, location: Location, endpoint: str | None) -> None:
     transfer_s3.finish_push(s3_util.client(endpoint), Bundle(src), location)
 
 
-@task(name="plan-s3-pull", **RETRIES)
+@task(name="plan-s3-pull")
 def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None) -> tuple[bytes, dict[str, tuple[str, int]], int]:
     from airlift.bundle.manifest import Manifest
 
@@ -51,22 +49,22 @@ def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None) -> tupl
     return manifest_bytes, missing, len(carried) - len(missing)
 
 
-@task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}", **RETRIES)
+@task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}")
 def s3_download(*, location: Location, dest: str, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
     transfer_s3.pull_blobs(s3_util.client(endpoint), location, Path(dest), digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
     return digests
 
 
-@task(name="s3-finish-pull", **RETRIES)
+@task(name="s3-finish-pull")
 def s3_finish_pull(*, location: Location, dest: str, endpoint: str | None, manifest_bytes: bytes, copied: list[str]) -> None:
     transfer_s3.finish_pull(s3_util.client(endpoint), location, Path(dest), manifest_bytes, set(copied))
 
 
-@task(name="rsync-push", task_run_name="rsync to {location.text}", **RETRIES)
+@task(name="rsync-push", task_run_name="rsync to {location.text}")
 def ssh_push(*, src: str, location: Location, opts: transfer_ssh.SshOptions) -> tuple[list[str], int, int]:
     return transfer_ssh.push(Bundle(src), location, opts)
 
 
-@task(name="rsync-pull", task_run_name="rsync from {location.text}", **RETRIES)
+@task(name="rsync-pull", task_run_name="rsync from {location.text}")
 def ssh_pull(*, location: Location, dest: str, opts: transfer_ssh.SshOptions) -> tuple[list[str], int, int]:
     return transfer_ssh.pull(location, Path(dest), opts)

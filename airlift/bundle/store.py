@@ -23,6 +23,7 @@ from typing import BinaryIO
 from airlift.util.confine import ConfinedRoot
 from airlift.util.errors import IntegrityError
 from airlift.util.fs import CHUNK, fsync_dir, link_or_copy
+from airlift.util.hashing import git_blob_hasher
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
@@ -61,9 +62,7 @@ class HashingWriter:
     def _reset(self) -> None:
         self.sha256 = hashlib.sha256()
         # Git's blob id is sha1("blob <size>\0" + content); computing it lets us check non-LFS hub files.
-        self.git_sha1 = hashlib.sha1(usedforsecurity=False) if self._git_blob_size is not None else None
-        if self.git_sha1 is not None:
-            self.git_sha1.update(f"blob {self._git_blob_size}\0".encode())
+        self.git_sha1 = git_blob_hasher(self._git_blob_size) if self._git_blob_size is not None else None
         self.size = 0
 
     def absorb_existing(self, path: Path) -> None:

@@ -22,12 +22,11 @@ import zstandard
 from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
 from airlift.bundle.store import SHA256_RE
 from airlift.util.errors import InputError, IntegrityError, WorkError
-from airlift.util.fs import IterReader, fsync_dir, write_bytes_atomic
+from airlift.util.fs import CHUNK, IterReader, fsync_dir, write_bytes_atomic
 
 INDEX = "index.json"
 VOLUME_SUMS = "VOLUMES.SHA256SUMS"
 VOLUME_RE = re.compile(r"^vol-\d{5}\.bin$")
-CHUNK = 1 << 20
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 # Compress only when a sample shrinks below this ratio: safetensors and compressed layers do not.

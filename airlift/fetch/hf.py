@@ -1,9 +1,9 @@
 """Hugging Face models and datasets, through `huggingface_hub`.
 
 Resolution asks the hub for the revision's commit and per-file metadata (size, LFS sha256, git blob
-id). Each file is then downloaded by `huggingface_hub`'s own `http_get` straight into a partial file
-of the blob store, hashed as it is written, and checked against the hub's LFS sha256 (or git blob id
-for small files) before it gets its final name.
+id), through `huggingface_hub`'s public API. Each file is then fetched from its `resolve` URL by
+airlift's one resumable GET, straight into a partial file of the blob store, hashed as it is written,
+and checked against the hub's LFS sha256 (or git blob id for small files) before it gets its final name.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 
-from huggingface_hub import HfApi, constants, hf_hub_url
+from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-from huggingface_hub.file_download import http_get
-from huggingface_hub.utils import build_hf_headers, disable_progress_bars, filter_repo_objects
+from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import TransientError, WorkError, is_transient, resource_error
+from airlift.util.errors import TransientError, WorkError, is_transient, is_transient_status
+from airlift.util.http import client as http_client
+from airlift.util.http import resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
-
-# http_get reads the body in DOWNLOAD_CHUNK_SIZE pieces (10 MB by default). Smaller pieces bound what a
-# kill -9 can lose of a partial file and what each download thread holds in memory.
-constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
 
 
 def _token() -> str | bool:
@@ -77,13 +74,22 @@ def resolve(entry: HfRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
     return Resolved(artifact_id, f"hf-{repo_type}", {k: v for k, v in source.items() if v is not None}, tuple(files))
 
 
+def _hub_status(response, label: str) -> None:  # noqa: ANN001 - httpx.Response
+    """The hub's answer: 408/429/5xx are transient; anything else (401, 403, 404) names the file and fails."""
+    if response.status_code < 400:
+        return
+    message = f"{label}: HTTP {response.status_code} from the hub"
+    if is_transient_status(response.status_code):
+        raise TransientError(message)
+    raise WorkError(message)
+
+
 def _status(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     return str(getattr(response, "status_code", "error"))
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    disable_progress_bars()
     source = resolved.source
     headers = build_hf_headers(token=_token(), library_name="airlift")
 
@@ -97,21 +103,12 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
         def attempt() -> FileEntry:
             with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
-                before = partial.offset
-                try:
-                    with host_slot(url):
-                        http_get(url, partial.writer, resume_size=partial.offset, headers=headers, expected_size=remote.size, displayed_filename=remote.path)
-                except HfHubHTTPError as exc:
-                    if is_transient(exc):
-                        raise TransientError(f"{label}: HTTP {_status(exc)}") from exc
-                    raise WorkError(f"{label}: HTTP {_status(exc)} from the hub") from None
-                except OSError as exc:  # short bodies and consistency checks surface as OSError/EnvironmentError
-                    raise (resource_error(exc, label) or TransientError(f"{label}: {exc}")) from exc
-                finally:
-                    partial.writer.flush()
-                    ctx.progress(partial.offset - before)
-                if remote.size is not None and partial.offset != remote.size:
-                    raise TransientError(f"{label}: got {partial.offset} of {remote.size} bytes")
+                if remote.size is None or partial.offset < remote.size:
+                    with host_slot(url), http_client() as http:
+                        resumable_get(
+                            lambda extra: http.stream("GET", url, headers={**headers, **extra}), partial.writer,
+                            label=label, expected_size=remote.size, on_bytes=ctx.progress, check=_hub_status,
+                        )
                 blob = partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
             if remote.git_sha1:
                 # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,

@@ -18,7 +18,7 @@ from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.reference import parse_image
 from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import IterReader
+from airlift.util.fs import CHUNK, IterReader
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -125,7 +125,7 @@ def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     store = ctx.cache.store
     client = _engine()
     try:
-        stream = client.api.get_image(resolved.source.image_id, chunk_size=1 << 20)
+        stream = client.api.get_image(resolved.source.image_id, chunk_size=CHUNK)
         by_name: dict[str, tuple[str, int]] = {}
         small: dict[str, bytes] = {}
         with tarfile.open(fileobj=IterReader(stream), mode="r|") as archive:
@@ -138,7 +138,7 @@ def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
                     small[member.name] = handle.read()
                     blob = store.put_bytes(small[member.name])
                 else:
-                    blob = store.put_stream(iter(lambda h=handle: h.read(1 << 20), b""))
+                    blob = store.put_stream(iter(lambda h=handle: h.read(CHUNK), b""))
                 by_name[member.name] = (blob.sha256, blob.size)
                 if ctx.on_bytes:
                     ctx.on_bytes(blob.size)

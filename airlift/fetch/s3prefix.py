@@ -9,7 +9,8 @@ from airlift.bundle.manifest import Artifact, FileEntry, check_relative_path
 from airlift.config.spec import S3Prefix
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util.errors import WorkError
-from airlift.util.net import bounded_map, with_transient_retries
+from airlift.util.fs import CHUNK
+from airlift.util.net import bounded_map
 from airlift.util.s3 import client
 
 
@@ -30,7 +31,7 @@ def resolve(entry: S3Prefix, artifact_id: str, ctx: FetchContext) -> Resolved:
             items += [i for i in page.get("Contents", []) if not i["Key"].endswith("/")]
         return items
 
-    items = with_transient_retries(artifact_id, ctx.attempts, listing)
+    items = listing()  # botocore retries S3 calls (standard mode): the one retry layer for S3
     if not items:
         raise WorkError(f"{artifact_id}: no objects under {entry.s3}")
     files = []
@@ -55,13 +56,13 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
         def get() -> FileEntry:
             body = s3.get_object(Bucket=bucket, Key=prefix + remote.path)["Body"]
-            blob = ctx.cache.store.put_stream(iter(lambda: body.read(1 << 20), b""))
+            blob = ctx.cache.store.put_stream(iter(lambda: body.read(CHUNK), b""))
             if remote.size is not None and blob.size != remote.size:
                 raise WorkError(f"{resolved.artifact_id}: {remote.path}: got {blob.size} bytes, listing said {remote.size}")
             ctx.progress(blob.size)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)
 
-        return with_transient_retries(f"{resolved.artifact_id}: {remote.path}", ctx.attempts, get)
+        return get()
 
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
     return Artifact(id=resolved.artifact_id, kind="s3", source=resolved.source, files=entries)

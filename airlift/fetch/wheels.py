@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,14 @@ from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.config.spec import Wheels
 from airlift.fetch import http
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import TransientError, WorkError
+from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map, with_transient_retries
+from airlift.util.proc import run
+
+
+def _last_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("WARNING: Location")]
+    return lines[-1].lower() if lines else ""
 
 
 def _pip_report(entry: Wheels) -> list[dict]:
@@ -37,13 +42,10 @@ def _pip_report(entry: Wheels) -> list[dict]:
             "--only-binary=:all:", "--python-version", entry.python, "--platform", entry.platform,
             "--implementation", entry.implementation, "-r", str(requirements),
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("WARNING: Location")]
-            message = lines[-1] if lines else f"pip exited {proc.returncode}"
-            if any(word in message.lower() for word in ("connection", "timed out", "temporarily", "503", "502")):
-                raise TransientError(f"wheels: {message}")
-            raise WorkError(f"wheels: pip could not resolve {entry.requirements} for Python {entry.python} on {entry.platform}: {message}")
+        run(
+            argv, what=f"wheels: pip could not resolve {entry.requirements} for Python {entry.python} on {entry.platform}",
+            transient=lambda _code, stderr: any(word in _last_line(stderr) for word in ("connection", "timed out", "temporarily", "503", "502")),
+        )
         return json.loads(report.read_text())["install"]
 
 

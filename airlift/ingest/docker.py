@@ -15,9 +15,9 @@ from pathlib import Path
 
 from airlift.bundle.manifest import Artifact
 from airlift.util.errors import WorkError
+from airlift.util.fs import CHUNK
 
 BLOCK = 512
-CHUNK = 1 << 20
 
 
 @dataclass

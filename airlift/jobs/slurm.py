@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 from airlift.bundle.manifest import now_iso
@@ -19,8 +19,9 @@ from airlift.jobs.common import (
     inherited_environment,
     job_environment,
 )
-from airlift.util.errors import TransientError, WorkError
+from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.proc import run
 
 
 # -- Slurm ------------------------------------------------------------------------------------------
@@ -104,18 +105,13 @@ def render_sbatch(spec: Spec, job: Job, site: Site, *, log_dir: Path, inherited:
 
 
 def _run(argv: list[str], what: str) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        message = proc.stderr.strip() or f"exit {proc.returncode}"
-        if "Socket timed out" in message or "Unable to contact slurm controller" in message:
-            raise TransientError(f"{what}: {message}")
-        raise WorkError(f"{what}: {message}")
-    return proc.stdout
+    return run(argv, what=what, transient=lambda _code, stderr: "Socket timed out" in stderr or "Unable to contact slurm controller" in stderr)
 
 
 def scancel(job_id: str) -> None:
     """Cancel a job that can never run (its afterok dependency failed) rather than leave it queued forever."""
-    subprocess.run(["scancel", job_id], capture_output=True)
+    with contextlib.suppress(WorkError):  # already gone is fine
+        run(["scancel", job_id], what=f"scancel {job_id}")
 
 
 def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
@@ -133,10 +129,13 @@ def sbatch(script: Path, depends_on: list[str]) -> str:
 
 def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
     """PENDING/RUNNING/COMPLETED/FAILED/...; a job slurmctld forgot is judged by the exit file it left."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
-    match = re.search(r"JobState=(\S+)", proc.stdout)
+    try:
+        out = run(["scontrol", "show", "job", "-o", job_id], what=f"scontrol {job_id}")
+    except WorkError:
+        out = ""  # slurmctld forgot the job (or is restarting): judged by its exit file below
+    match = re.search(r"JobState=(\S+)", out)
     if match:
-        if match[1] == "PENDING" and "Reason=DependencyNeverSatisfied" in proc.stdout:
+        if match[1] == "PENDING" and "Reason=DependencyNeverSatisfied" in out:
             return "DEPENDENCY_NEVER_SATISFIED"
         return match[1]
     if exit_file is not None and exit_file.exists():

@@ -19,7 +19,9 @@ import httpx
 
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.oci.reference import DOCKER_HUB
-from airlift.util.errors import IntegrityError, TransientError, WorkError
+from airlift.util.errors import IntegrityError, TransientError, WorkError, is_transient_status
+from airlift.util.fs import CHUNK
+from airlift.util.http import closing_response, resumable_get
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -28,7 +30,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
-CHUNK = 1 << 20
+# Registry uploads go in 16 MiB PATCHes: each is a resumable step, and few enough for a 20 GB layer.
 UPLOAD_CHUNK = 16 << 20
 
 
@@ -113,11 +115,12 @@ class RegistryClient:
         return response
 
     def check(self, response: httpx.Response, what: str) -> None:
+        """Nothing for a success; TransientError for 408/429/5xx; WorkError naming `what` otherwise."""
         if response.status_code < 400:
             return
         message = f"{what}: HTTP {response.status_code} from {self.host}"
         response.close()
-        if response.status_code in (408, 429) or response.status_code >= 500:
+        if is_transient_status(response.status_code):
             raise TransientError(message)
         raise WorkError(message)
 
@@ -156,26 +159,15 @@ class RegistryClient:
         hexdigest = digest.removeprefix("sha256:")
         if store.has(hexdigest):
             return StoredBlob(hexdigest, store.blob_path(hexdigest).stat().st_size)
+        label = f"{repository} blob {digest[:19]}"
         with store.partial(f"oci-{hexdigest}") as partial:
-            headers = {"Range": f"bytes={partial.offset}-"} if partial.offset else {}
-            response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
-            try:
-                self.check(response, f"{repository} blob {digest[:19]}")
-                if partial.offset and response.status_code == 200:
-                    partial.writer.seek(0)
-                    partial.writer.truncate(0)
-                try:
-                    for chunk in response.iter_bytes(CHUNK):
-                        partial.writer.write(chunk)
-                        if on_bytes:
-                            on_bytes(len(chunk))
-                except (httpx.TransportError, httpx.StreamError) as exc:
-                    raise TransientError(f"{repository} blob {digest[:19]}: connection dropped: {exc}") from exc
-                finally:
-                    partial.writer.flush()
-            finally:
-                response.close()
-            return partial.commit(expected_sha256=hexdigest, label=f"{repository} blob {digest[:19]}")
+
+            def open_stream(headers: dict[str, str]):  # noqa: ANN202 - a context manager of a response
+                response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
+                return closing_response(response)
+
+            resumable_get(open_stream, partial.writer, label=label, on_bytes=on_bytes, check=self.check)
+            return partial.commit(expected_sha256=hexdigest, label=label)
 
     def has_blob(self, repository: str, digest: str) -> bool:
         response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull,push")

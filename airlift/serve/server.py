@@ -28,12 +28,9 @@ from airlift.serve.catalog import Catalog, normalize_project
 from airlift.util.confine import EscapeError, open_regular
 from airlift.util.errors import InputError
 from airlift.util.fs import CHUNK
+from airlift.util.hashing import git_blob_id
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
-
-
-def _git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _is_lfs(entry: FileEntry) -> bool:
@@ -43,7 +40,7 @@ def _is_lfs(entry: FileEntry) -> bool:
 
 def _oid(entry: FileEntry) -> str:
     if _is_lfs(entry):
-        return _git_blob_id(LFS_POINTER.format(sha=entry.sha256, size=entry.size).encode())
+        return git_blob_id(LFS_POINTER.format(sha=entry.sha256, size=entry.size).encode())
     return entry.etag or entry.sha256[:40]
 
 

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
+from airlift.util.hashing import git_blob_id
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".gguf", ".pt", ".arrow")
-
-
-def git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 @dataclass

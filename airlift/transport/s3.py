@@ -18,7 +18,7 @@ from airlift.bundle.manifest import Manifest
 from airlift.bundle.verify import verify_bundle
 from airlift.transport.location import Location, blob_sizes
 from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import write_bytes_atomic
+from airlift.util.fs import CHUNK, write_bytes_atomic
 from airlift.util.net import bounded_map
 from airlift.util.s3 import SHA_META, TRANSFER, ensure_bucket, has_object
 
@@ -108,7 +108,7 @@ def pull_blobs(s3, location: Location, dest: Path, digests: Iterable[str], on_by
 
     def one(digest: str) -> int:
         body = s3.get_object(Bucket=location.bucket, Key=_key(location, f"blobs/sha256/{digest}"))["Body"]
-        blob = store.put_stream(iter(lambda: body.read(1 << 20), b""), expected_sha256=digest, label=f"{location.text} blob {digest[:12]}")
+        blob = store.put_stream(iter(lambda: body.read(CHUNK), b""), expected_sha256=digest, label=f"{location.text} blob {digest[:12]}")
         if on_bytes:
             on_bytes(blob.size)
         return blob.size

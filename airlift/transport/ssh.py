@@ -4,7 +4,6 @@ the blobs sent are hashed on the far side before the manifest is sent last."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,10 @@ from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
 from airlift.bundle.manifest import Manifest
 from airlift.bundle.verify import verify_bundle
 from airlift.transport.location import Location, blob_sizes
-from airlift.util.errors import InputError, TransientError, WorkError
+from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.net import with_transient_retries
+from airlift.util.proc import run
 
 PARTIAL_DIR = ".rsync-partial"
 
@@ -41,15 +42,16 @@ def _target(location: Location) -> str:
     return f"{location.user}@{location.host}" if location.user else location.host
 
 
+# ssh exits 255 on connection problems; rsync 10/12/30/35 are socket, protocol-stream and timeout errors.
+_TRANSIENT_EXITS = {255, 10, 12, 30, 35}
+ATTEMPTS = 6
+
+
 def _run(argv: list[str], what: str, *, input_text: str | None = None) -> str:
-    proc = subprocess.run(argv, input=input_text, capture_output=True, text=True)
-    if proc.returncode != 0:
-        message = f"{what}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f'exit {proc.returncode}'}"
-        # ssh exits 255 on connection problems; rsync 10/12/30/35 are socket, protocol-stream and timeout errors.
-        if proc.returncode in (255, 10, 12, 30, 35):
-            raise TransientError(message)
-        raise WorkError(message)
-    return proc.stdout
+    # The one retry layer for ssh and rsync: rsync --partial makes a retry resume, not restart.
+    return with_transient_retries(
+        what, ATTEMPTS, lambda: run(argv, what=what, input_text=input_text, transient=lambda code, _stderr: code in _TRANSIENT_EXITS),
+    )
 
 
 def remote(location: Location, opts: SshOptions, command: str, *, input_text: str | None = None) -> str:

@@ -47,6 +47,11 @@ def resource_error(exc: OSError, where: str) -> ResourceError | None:
     return None
 
 
+def is_transient_status(status: int) -> bool:
+    """408, 429 and every 5xx: a retry may cure them. Every other status will not change on retry."""
+    return status in _TRANSIENT_STATUS or status >= 500
+
+
 def http_status_of(exc: BaseException) -> int | None:
     """Best-effort HTTP status of an exception raised by httpx, requests, huggingface_hub or botocore."""
     response = getattr(exc, "response", None)
@@ -74,7 +79,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     status = http_status_of(exc)
     if status is not None:
-        return status in _TRANSIENT_STATUS or status >= 500
+        return is_transient_status(status)
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     name = type(exc).__name__

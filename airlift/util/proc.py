@@ -55,7 +55,10 @@ def run(
         return proc.stdout
     # A tool may echo a URL it was given, credentials and all: cut userinfo before the text travels.
     stderr = _USERINFO.sub("://", proc.stderr.strip())
-    message = f"{what}: {stderr.splitlines()[-1] if stderr else f'exit {proc.returncode}'}"
+    # The last line that is not a warning says what went wrong (pip and git put warnings before it).
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if not line.lower().startswith("warning:")), lines[-1] if lines else "")
+    message = f"{what}: {cause or f'exit {proc.returncode}'}"
     if transient is not None and transient(proc.returncode, stderr):
         raise TransientError(message)
     raise WorkError(message)

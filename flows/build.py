@@ -9,7 +9,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.spec import Spec, load_spec
-from airlift.fetch.assemble import resolution_digest
+from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.cache import Cache
 from flows._util import gather
@@ -44,7 +44,7 @@ def task_runner_for(dask: str | None):
 
 
 @flow(name="build-bundle", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_files: int = 8) -> dict:
+def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_files: int = 8) -> BuildResult:
     """Build (or complete) the bundle for `spec` at `out`; with `since`, write only blobs OLD lacks.
 
     Args:
@@ -62,4 +62,4 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
         resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
     )
     get_run_logger().info("bundle %s: %d artifacts, %d files, %d bytes", out, result.artifacts, result.files, result.bytes)
-    return result.__dict__
+    return result

@@ -4,7 +4,6 @@ something upstream changed, saying so either way."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -14,25 +13,14 @@ from airlift.bundle.layout import Bundle
 from airlift.config.spec import load_spec
 from airlift.fetch.assemble import resolution_digest
 from airlift.fetch.cache import Cache
+from airlift.fetch.mirror import MirrorResult, final_name, mirror_state, next_bundle_dir
 from flows.build import fetch_all, resolve_all
 from flows.transfer import transfer_bundle
 from tasks.build import assemble
 
-PARTIAL = ".partial"
-
-
-def _bundles(directory: Path, name: str) -> tuple[list[Path], list[Path]]:
-    """(complete bundles, unfinished ones) of this spec, oldest first (names carry a UTC timestamp)."""
-    if not directory.is_dir():
-        return [], []
-    mine = sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith(f"{name}-"))
-    complete = [p for p in mine if not p.name.endswith(PARTIAL) and (p / "manifest.json").is_file()]
-    unfinished = [p for p in mine if p.name.endswith(PARTIAL)]
-    return complete, unfinished
-
 
 @flow(name="mirror-refresh", log_prints=True)
-def mirror_refresh(spec: str, bundles_dir: str, transfer_to: str | None = None, max_parallel_files: int = 8) -> dict:
+def mirror_refresh(spec: str, bundles_dir: str, transfer_to: str | None = None, max_parallel_files: int = 8) -> MirrorResult:
     """Re-resolve `spec`; when anything changed since the newest bundle in `bundles_dir`, write a delta.
 
     Args:
@@ -47,20 +35,19 @@ def mirror_refresh(spec: str, bundles_dir: str, transfer_to: str | None = None, 
     directory = Path(bundles_dir)
     resolved = resolve_all(parsed, cache_dir)
     resolution = resolution_digest([(r.artifact_id, r.cache_key) for r in resolved])
-    complete, unfinished = _bundles(directory, parsed.name)
-    newest = complete[-1] if complete else None
+    newest = mirror_state(directory, parsed.name).newest
     if newest is not None and Bundle(newest).read_manifest().resolution == resolution:
         message = f"Nothing changed upstream since `{newest.name}`: no bundle written."
         logger.info(message)
         create_markdown_artifact(markdown=f"# Mirror refresh: {parsed.name}\n\n{message}\n", key="mirror-refresh", description="mirror-refresh outcome")
-        return {"changed": False, "bundle": None, "since": str(newest)}
+        return MirrorResult(changed=False, since=str(newest))
 
     # A refresh that failed half way left a `.partial` bundle: finish that one (its blobs are kept).
-    target = unfinished[-1] if unfinished else directory / f"{parsed.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}{PARTIAL}"
+    target = next_bundle_dir(directory, parsed.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)
     result = assemble(spec=parsed, artifacts=artifacts, out=str(target), cache_dir=cache_dir, since=str(newest) if newest else None, resolution=resolution)
-    final = target.with_name(target.name.removesuffix(PARTIAL))
+    final = final_name(target)
     os.replace(target, final)
     summary = f"New bundle `{final.name}`: {result.blobs_written} blobs written" + (f", a delta since `{newest.name}`" if newest else "") + "."
     if transfer_to:
@@ -68,4 +55,4 @@ def mirror_refresh(spec: str, bundles_dir: str, transfer_to: str | None = None, 
         summary += f" Transferred to `{transfer_to}`."
     logger.info(summary)
     create_markdown_artifact(markdown=f"# Mirror refresh: {parsed.name}\n\n{summary}\n", key="mirror-refresh", description="mirror-refresh outcome")
-    return {"changed": True, "bundle": str(final), "since": str(newest) if newest else None, "blobs_written": result.blobs_written}
+    return MirrorResult(changed=True, bundle=str(final), since=str(newest) if newest else None, blobs_written=result.blobs_written)

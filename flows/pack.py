@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from prefect import flow
 
-from prefect import flow, task
-
-from airlift.bundle.layout import Bundle
-from airlift.bundle.volumes import PackResult, UnpackResult, pack, unpack
-from tasks.common import ProgressLog
-
-
-@task(name="pack-volumes", task_run_name="pack {bundle}")
-def pack_task(*, bundle: str, out: str, volume_size: int, zstd: bool) -> PackResult:
-    return pack(Bundle(bundle), Path(out), volume_size, zstd=zstd, on_bytes=ProgressLog(f"pack {bundle}", None))
-
-
-@task(name="unpack-volumes", task_run_name="unpack {directory}")
-def unpack_task(*, directory: str, out: str) -> UnpackResult:
-    return unpack(Path(directory), Path(out))
+from airlift.bundle.volumes import PackResult, UnpackResult
+from tasks.pack import pack_task, unpack_task
 
 
 @flow(name="pack-bundle")

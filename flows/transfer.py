@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from airlift.bundle.layout import Bundle
-from airlift.transport.location import parse_location, resolve_dir
+from airlift.transport.location import TransferResult, parse_location, resolve_dir
 from airlift.transport.ssh import SshOptions
 from airlift.util.errors import InputError
 from flows._util import gather
@@ -32,7 +32,7 @@ def _by_artifact(missing: dict[str, tuple[str, int]]) -> dict[str, list[str]]:
 @flow(name="transfer-bundle", log_prints=True)
 def transfer_bundle(
     src: str, dest: str, ssh_key: str | None = None, ssh_options: list[str] | None = None, s3_endpoint: str | None = None,
-) -> dict:
+) -> TransferResult:
     """Copy the bundle at `src` to `dest`, sending only what `dest` lacks, then verify `dest`.
 
     Args:
@@ -90,4 +90,4 @@ def transfer_bundle(
     else:
         raise InputError(f"transfer {source.kind} -> {target.kind}: one side must be a local directory (stage through one)")
     logger.info("sent %d blobs (%d bytes); %d already at %s; verified", len(sent), sent_bytes, present, dest)
-    return {"dest": dest, "blobs_sent": len(sent), "bytes_sent": sent_bytes, "blobs_present": present}
+    return TransferResult(dest=dest, blobs_sent=len(sent), bytes_sent=sent_bytes, blobs_present=present)

@@ -33,20 +33,8 @@ def s3_finish_push(*, src: str, location: Location, endpoint: str | None) -> Non
 
 @task(name="plan-s3-pull")
 def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None) -> tuple[bytes, dict[str, tuple[str, int]], int]:
-    from airlift.bundle.manifest import Manifest
-
-    client = s3_util.client(endpoint)
-    manifest_bytes = transfer_s3.read_remote_manifest(client, location)
-    manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/manifest.json")
-    offered = transfer_s3.inventory(client, location)
-    store = Bundle(dest).store
-    carried: dict[str, tuple[str, int]] = {}
-    for artifact in manifest.artifacts:
-        for digest in sorted(artifact.all_blobs()):
-            if digest in offered and digest not in carried:
-                carried[digest] = (artifact.id, offered[digest])
-    missing = {d: v for d, v in carried.items() if not store.has(d, v[1])}
-    return manifest_bytes, missing, len(carried) - len(missing)
+    """The remote manifest's bytes, the blobs DEST lacks (by artifact), and how many it has."""
+    return transfer_s3.plan_pull(s3_util.client(endpoint), location, Path(dest))
 
 
 @task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}")

@@ -36,11 +36,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         build_bundle = build_bundle.with_options(task_runner=build_task_runner(args.dask))
     result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
     print(
-        f"built {result['bundle']}: {result['artifacts']} artifacts, {result['files']} files, {human(result['bytes'])}; "
-        f"{result['blobs_written']} blobs written, manifest sha256 {result['manifest_sha256']}"
+        f"built {result.bundle}: {result.artifacts} artifacts, {result.files} files, {human(result.bytes)}; "
+        f"{result.blobs_written} blobs written, manifest sha256 {result.manifest_sha256}"
     )
     if args.since:
-        print(f"delta since {args.since}: {result['blobs_skipped_since']} blobs left to the old bundle")
+        print(f"delta since {args.since}: {result.blobs_skipped_since} blobs left to the old bundle")
     return 0
 
 
@@ -137,16 +137,15 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    # Read-only and local, no work worth a flow run: inspect never starts Prefect.
     from airlift.bundle.layout import Bundle
 
-    Bundle(args.bundle).read_manifest()
+    manifest = Bundle(args.bundle).read_manifest()
     target = None
     if args.site:
         from airlift.config.site import load_site
 
         target = load_site(args.site).registry
-    inspect_bundle = _flow("inspect")
-    manifest = inspect_bundle(bundle=str(args.bundle))
     if args.json:
         print(manifest.to_bytes().decode(), end="")
         return 0
@@ -184,7 +183,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             raise InputError(f"--ssh-option {option!r}: expected KEY=VALUE")
     transfer_bundle = _flow("transfer")
     result = transfer_bundle(src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint)
-    print(f"transferred to {result['dest']}: {result['blobs_sent']} blobs ({human(result['bytes_sent'])}) sent, {result['blobs_present']} already there; verified")
+    print(f"transferred to {result.dest}: {result.blobs_sent} blobs ({human(result.bytes_sent)}) sent, {result.blobs_present} already there; verified")
     return 0
 
 
@@ -196,16 +195,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
     print(
-        f"ingested {summary['artifacts']} artifacts: S3 {summary['s3_uploaded']} uploaded ({human(summary['s3_bytes'])}), "
-        f"{summary['s3_skipped']} already there; shared_root {summary['materialized']} placed, {summary['materialized_skipped']} already there"
+        f"ingested {summary.artifacts} artifacts: S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), "
+        f"{summary.s3_skipped} already there; shared_root {summary.materialized} placed, {summary.materialized_skipped} already there"
     )
-    if summary["image_refs"] or summary["images_loaded"]:
+    if summary.image_refs or summary.images_loaded:
         print(
-            f"images: {summary['images_pushed']} pushed, {summary['images_present']} already in the registry; "
-            f"blobs {summary['blobs_uploaded']} uploaded, {summary['blobs_mounted']} mounted, {summary['blobs_skipped']} already there; "
-            f"{summary['images_loaded']} loaded into Docker"
+            f"images: {summary.images_pushed} pushed, {summary.images_present} already in the registry; "
+            f"blobs {summary.blobs_uploaded} uploaded, {summary.blobs_mounted} mounted, {summary.blobs_skipped} already there; "
+            f"{summary.images_loaded} loaded into Docker"
         )
-        for original, target in sorted(summary["image_refs"].items()):
+        for original, target in sorted(summary.image_refs.items()):
             print(f"  {original} -> {target}")
     return 0
 
@@ -246,10 +245,10 @@ def cmd_mirror_refresh(args: argparse.Namespace) -> int:
 
     _check_credentials(load_spec(args.spec))
     result = _flow("mirror-refresh")(spec=str(args.spec), bundles_dir=str(args.bundles_dir), transfer_to=args.transfer_to)
-    if result["changed"]:
-        print(f"new bundle {result['bundle']}: {result['blobs_written']} blobs" + (f", delta since {result['since']}" if result["since"] else ""))
+    if result.changed:
+        print(f"new bundle {result.bundle}: {result.blobs_written} blobs" + (f", delta since {result.since}" if result.since else ""))
     else:
-        print(f"nothing changed upstream since {result['since']}; no bundle written")
+        print(f"nothing changed upstream since {result.since}; no bundle written")
     return 0
 
 

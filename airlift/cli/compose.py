@@ -31,7 +31,7 @@ def flow(name: str, *, verbose: bool) -> Any:
     """The flow a CLI command runs, with Prefect's console output tamed for a terminal.
 
     Args:
-        name: The command's flow: build, plan, verify, keygen, sign, inspect, transfer, ingest, pack,
+        name: The command's flow: build, plan, verify, keygen, sign, transfer, ingest, pack,
             unpack, mirror-refresh or submit.
         verbose: Show Prefect's task logs.
 
@@ -84,12 +84,6 @@ def _sign() -> Any:
     return sign_flow
 
 
-def _inspect() -> Any:
-    from flows.inspect import inspect_bundle
-
-    return inspect_bundle
-
-
 def _transfer() -> Any:
     from flows.transfer import transfer_bundle
 
@@ -127,7 +121,7 @@ def _submit() -> Any:
 
 
 _FLOWS = {
-    "build": _build, "plan": _plan, "verify": _verify, "keygen": _keygen, "sign": _sign, "inspect": _inspect,
+    "build": _build, "plan": _plan, "verify": _verify, "keygen": _keygen, "sign": _sign,
     "transfer": _transfer, "ingest": _ingest, "pack": _pack, "unpack": _unpack, "mirror-refresh": _mirror,
     "submit": _submit,
 }

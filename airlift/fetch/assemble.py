@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
@@ -15,8 +16,9 @@ from airlift.fetch.cache import Cache
 from airlift.util.errors import InputError
 
 
-@dataclass
-class BuildResult:
+class BuildResult(BaseModel):
+    """What a build wrote."""
+
     bundle: str
     manifest_sha256: str
     artifacts: int

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from airlift.bundle.layout import MANIFEST, SIGNATURE, Bundle
 from airlift.bundle.manifest import Manifest
 from airlift.bundle.verify import verify_bundle
@@ -44,6 +46,15 @@ def parse_location(text: str, *, argument: str) -> Location:
     if "://" in text:
         raise InputError(f"{argument}: {text!r}: only paths, ssh:// and s3:// are supported")
     return Location("dir", text, path=text)
+
+
+class TransferResult(BaseModel):
+    """What a transfer did: blobs sent, bytes sent, blobs DEST already had; DEST was verified."""
+
+    dest: str
+    blobs_sent: int
+    bytes_sent: int
+    blobs_present: int
 
 
 @dataclass

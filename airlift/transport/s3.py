@@ -65,6 +65,26 @@ def upload_blobs(s3, src: Bundle, location: Location, digests: Iterable[str], on
     return sum(bounded_map(one, list(digests), workers=4))
 
 
+def plan_pull(s3, location: Location, dest: Path) -> tuple[bytes, dict[str, tuple[str, int]], int]:
+    """What a pull from S3 must fetch: blobs the remote bundle carries and DEST lacks.
+
+    Returns:
+        The remote manifest's bytes (validated), the missing blobs as digest -> (first artifact naming
+        it, size), and the number already at DEST.
+    """
+    manifest_bytes = read_remote_manifest(s3, location)
+    manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/{MANIFEST}")
+    offered = inventory(s3, location)
+    store = Bundle(dest).store
+    carried: dict[str, tuple[str, int]] = {}
+    for artifact in manifest.artifacts:
+        for digest in sorted(artifact.all_blobs()):
+            if digest in offered and digest not in carried:
+                carried[digest] = (artifact.id, offered[digest])
+    missing = {d: v for d, v in carried.items() if not store.has(d, v[1])}
+    return manifest_bytes, missing, len(carried) - len(missing)
+
+
 def plan_push(s3, src: Bundle, location: Location) -> tuple[Manifest, dict[str, tuple[str, int]], int]:
     ensure_bucket(s3, location.bucket)
     manifest = src.read_manifest()

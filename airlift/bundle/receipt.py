@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from airlift.bundle.verify import VerifyReport
@@ -12,7 +11,7 @@ from airlift.util.fs import write_bytes_atomic
 
 
 def receipt_json(report: VerifyReport) -> dict:
-    data = asdict(report)
+    data = report.model_dump(mode="json")
     data["ok"] = report.ok
     data["tool"] = "airlift verify"
     return data

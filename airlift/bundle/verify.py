@@ -6,8 +6,10 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Manifest, now_iso
@@ -15,19 +17,23 @@ from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore, sha256_file
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(BaseModel):
+    """One broken file or blob, named by artifact and path."""
+
+    model_config = ConfigDict(frozen=True)
+
     artifact_id: str
     path: str
     sha256: str
-    reason: str  # "missing" | "corrupt" | "wrong size"
+    reason: Literal["missing", "corrupt", "wrong size"]
 
     def describe(self) -> str:
         return f"{self.artifact_id}: {self.path}: {self.reason} (blob {self.sha256})"
 
 
-@dataclass
-class ArtifactCheck:
+class ArtifactCheck(BaseModel):
+    """One artifact's result."""
+
     id: str
     kind: str
     files: int
@@ -35,8 +41,9 @@ class ArtifactCheck:
     ok: bool
 
 
-@dataclass
-class VerifyReport:
+class VerifyReport(BaseModel):
+    """What `verify` checked and found: the receipt's content."""
+
     bundle: str
     manifest_sha256: str
     checked_at: str
@@ -44,12 +51,12 @@ class VerifyReport:
     blobs_checked: int = 0
     bytes_checked: int = 0
     blobs_from_store: int = 0
-    artifacts: list[ArtifactCheck] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    artifacts: list[ArtifactCheck] = Field(default_factory=list)
+    problems: list[Problem] = Field(default_factory=list)
     manifest_matches_sums: bool | None = None
     signature: str = "unsigned"
-    quarantined: list[str] = field(default_factory=list)
-    receipt: list[str] = field(default_factory=list)
+    quarantined: list[str] = Field(default_factory=list)
+    receipt: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -130,14 +137,14 @@ def verify_bundle(
         broken = False
         for entry in artifact.files:
             if entry.sha256 in bad:
-                report.problems.append(Problem(artifact.id, entry.path, entry.sha256, bad[entry.sha256]))
+                report.problems.append(Problem(artifact_id=artifact.id, path=entry.path, sha256=entry.sha256, reason=bad[entry.sha256]))
                 broken = True
         for blob in artifact.blobs:
             digest = blob.removeprefix("sha256:")
             if digest in bad:
-                report.problems.append(Problem(artifact.id, f"blob {digest[:12]}", digest, bad[digest]))
+                report.problems.append(Problem(artifact_id=artifact.id, path=f"blob {digest[:12]}", sha256=digest, reason=bad[digest]))
                 broken = True
-        report.artifacts.append(ArtifactCheck(artifact.id, artifact.kind, len(artifact.files), artifact.total_bytes, not broken))
+        report.artifacts.append(ArtifactCheck(id=artifact.id, kind=artifact.kind, files=len(artifact.files), bytes=artifact.total_bytes, ok=not broken))
     return report
 
 

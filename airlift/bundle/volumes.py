@@ -10,28 +10,69 @@ and still rebuilds every blob whose bytes all sit in intact volumes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import zstandard
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
-from airlift.bundle.store import SHA256_RE
 from airlift.util.errors import InputError, IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, fsync_dir, write_bytes_atomic
 
 INDEX = "index.json"
 VOLUME_SUMS = "VOLUMES.SHA256SUMS"
-VOLUME_RE = re.compile(r"^vol-\d{5}\.bin$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 # Compress only when a sample shrinks below this ratio: safetensors and compressed layers do not.
 COMPRESS_WORTH = 0.9
 SAMPLE = 256 * 1024
+
+
+class VolumeEntry(BaseModel):
+    """One volume file: its name, size and sha256 (also in VOLUMES.SHA256SUMS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^vol-\d{5}\.bin$")
+    size: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class BlobPlacement(BaseModel):
+    """Where one blob's bytes are: (volume index, offset, length) segments, raw or zstd-compressed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=0)
+    codec: Literal["raw", "zstd"]
+    segments: list[tuple[int, int, int]]
+
+
+class VolumeIndex(BaseModel):
+    """`index.json`: hostile input on the far side, so every name, digest and segment bound is checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    volume_size: int = Field(gt=0)
+    volumes: list[VolumeEntry]
+    blobs: dict[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")], BlobPlacement]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> VolumeIndex:
+        for volume in self.volumes:
+            if volume.size > self.volume_size:
+                raise ValueError(f"volume {volume.name} is larger than the volume size")
+        for digest, blob in self.blobs.items():
+            for vol, offset, length in blob.segments:
+                if not (0 <= vol < len(self.volumes) and offset >= 0 and length > 0 and offset + length <= self.volumes[vol].size):
+                    raise ValueError(f"blob {digest[:12]}: segment outside its volume")
+        return self
 
 
 def parse_size(text: str) -> int:
@@ -50,7 +91,7 @@ class VolumeWriter:
     def __init__(self, directory: Path, volume_size: int) -> None:
         self.directory = directory
         self.volume_size = volume_size
-        self.volumes: list[dict] = []
+        self.volumes: list[VolumeEntry] = []
         self._handle = None
         self._hash = None
         self._written = 0
@@ -70,7 +111,7 @@ class VolumeWriter:
         os.fsync(self._handle.fileno())
         self._handle.close()
         os.replace(self._tmp, self.directory / self._name)
-        self.volumes.append({"name": self._name, "size": self._written, "sha256": self._hash.hexdigest()})
+        self.volumes.append(VolumeEntry(name=self._name, size=self._written, sha256=self._hash.hexdigest()))
         self._handle = None
 
     def write(self, data: bytes) -> list[list[int]]:
@@ -122,7 +163,7 @@ def pack(bundle: Bundle, out: Path, volume_size: int, *, zstd: bool = False, on_
     for stale in list(out.glob("vol-*.bin")) + [out / INDEX, out / VOLUME_SUMS]:
         stale.unlink(missing_ok=True)
     writer = VolumeWriter(out, volume_size)
-    blobs: dict[str, dict] = {}
+    blobs: dict[str, BlobPlacement] = {}
     bytes_in = compressed = 0
     for digest in sorted(manifest.all_blobs()):
         path = bundle.store.blob_path(digest)
@@ -146,19 +187,19 @@ def pack(bundle: Bundle, out: Path, volume_size: int, *, zstd: bool = False, on_
                     if on_bytes:
                         on_bytes(len(chunk))
         bytes_in += size
-        blobs[digest] = {"size": size, "codec": codec, "segments": _merge(segments)}
+        blobs[digest] = BlobPlacement(size=size, codec=codec, segments=[tuple(s) for s in _merge(segments)])
     volumes = writer.finish()
     for name in (MANIFEST, SUMS, SIGNATURE):
         if (bundle.root / name).exists():
             write_bytes_atomic(out / name, (bundle.root / name).read_bytes())
-    index = {"schema_version": 1, "volume_size": volume_size, "volumes": volumes, "blobs": blobs}
-    write_bytes_atomic(out / INDEX, json.dumps(index, indent=1).encode())
-    sums = [f"{v['sha256']}  {v['name']}\n" for v in volumes]
+    index = VolumeIndex(volume_size=volume_size, volumes=volumes, blobs=blobs)
+    write_bytes_atomic(out / INDEX, index.model_dump_json(indent=1).encode())
+    sums = [f"{v.sha256}  {v.name}\n" for v in volumes]
     for name in (INDEX, MANIFEST, SUMS, SIGNATURE):
         if (out / name).exists():
             sums.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}\n")
     write_bytes_atomic(out / VOLUME_SUMS, "".join(sums).encode())
-    return PackResult(len(volumes), bytes_in, sum(v["size"] for v in volumes), compressed)
+    return PackResult(len(volumes), bytes_in, sum(v.size for v in volumes), compressed)
 
 
 def _merge(segments: list[list[int]]) -> list[list[int]]:
@@ -189,52 +230,45 @@ class UnpackResult:
         return not (self.missing_volumes or self.corrupt_volumes or self.lost_blobs)
 
 
-def read_index(directory: Path) -> dict:
-    """Parse and validate index.json as hostile input: names, digests and segment bounds."""
+def read_index(directory: Path) -> VolumeIndex:
+    """Parse and validate index.json as hostile input: names, digests and segment bounds.
+
+    Raises:
+        InputError: There is no index, or it is invalid (exit 2, naming the file and the problem).
+    """
     path = directory / INDEX
     try:
-        index = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{directory}: no {INDEX}; not a packed bundle") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: invalid index: not valid JSON: {exc}") from None
     try:
-        volumes = index["volumes"]
-        size = int(index["volume_size"])
-        for volume in volumes:
-            if not VOLUME_RE.match(volume["name"]) or not SHA256_RE.match(volume["sha256"]) or not 0 < int(volume["size"]) <= size:
-                raise ValueError(f"bad volume entry {volume!r}")
-        for digest, blob in index["blobs"].items():
-            if not SHA256_RE.match(digest) or blob["codec"] not in ("raw", "zstd") or int(blob["size"]) < 0:
-                raise ValueError(f"bad blob entry {digest!r}")
-            for vol, offset, length in blob["segments"]:
-                if not (0 <= vol < len(volumes) and offset >= 0 and length > 0 and offset + length <= int(volumes[vol]["size"])):
-                    raise ValueError(f"blob {digest[:12]}: segment outside its volume")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: invalid index: {exc}") from None
-    return index
+        return VolumeIndex.model_validate_json(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InputError(f"{path}: invalid index: {where}: {error['msg']}") from None
 
 
-def _volume_state(directory: Path, volume: dict) -> str | None:
-    path = directory / volume["name"]
+def _volume_state(directory: Path, volume: VolumeEntry) -> str | None:
+    path = directory / volume.name
     if not path.exists():
         return "missing"
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
-    return None if digest.hexdigest() == volume["sha256"] and path.stat().st_size == volume["size"] else "corrupt"
+    return None if digest.hexdigest() == volume.sha256 and path.stat().st_size == volume.size else "corrupt"
 
 
-def _segments(directory: Path, volumes: list[dict], segments: list[list[int]]) -> Iterator[bytes]:
+def _segments(directory: Path, volumes: list[VolumeEntry], segments: list[tuple[int, int, int]]) -> Iterator[bytes]:
     for vol, offset, length in segments:
-        with open(directory / volumes[vol]["name"], "rb") as handle:
+        with open(directory / volumes[vol].name, "rb") as handle:
             handle.seek(offset)
             remaining = length
             while remaining:
                 chunk = handle.read(min(CHUNK, remaining))
                 if not chunk:
-                    raise WorkError(f"{volumes[vol]['name']}: shorter than its index says")
+                    raise WorkError(f"{volumes[vol].name}: shorter than its index says")
                 remaining -= len(chunk)
                 yield chunk
 
@@ -251,28 +285,28 @@ def _at_most(chunks: Iterator[bytes], limit: int, digest: str) -> Iterator[bytes
 
 def unpack(directory: Path, out: Path) -> UnpackResult:
     index = read_index(directory)
-    volumes = index["volumes"]
+    volumes = index.volumes
     result = UnpackResult()
     bad: set[int] = set()
     for number, volume in enumerate(volumes):
         state = _volume_state(directory, volume)
         if state:
             bad.add(number)
-            (result.missing_volumes if state == "missing" else result.corrupt_volumes).append(volume["name"])
+            (result.missing_volumes if state == "missing" else result.corrupt_volumes).append(volume.name)
     bundle = Bundle(out)
     bundle.store.ensure_dirs()
-    for digest, blob in sorted(index["blobs"].items()):
-        if bundle.store.has(digest, blob["size"]):
+    for digest, blob in sorted(index.blobs.items()):
+        if bundle.store.has(digest, blob.size):
             result.already += 1
             continue
-        if any(vol in bad for vol, _, _ in blob["segments"]):
+        if any(vol in bad for vol, _, _ in blob.segments):
             result.lost_blobs.append(digest)
             continue
-        stream = _segments(directory, volumes, blob["segments"])
-        if blob["codec"] == "zstd":
+        stream = _segments(directory, volumes, blob.segments)
+        if blob.codec == "zstd":
             stream = zstandard.ZstdDecompressor().read_to_iter(IterReader(stream), read_size=CHUNK)
         try:
-            bundle.store.put_stream(_at_most(stream, int(blob["size"]), digest), expected_sha256=digest, label=f"blob {digest[:12]}")
+            bundle.store.put_stream(_at_most(stream, blob.size, digest), expected_sha256=digest, label=f"blob {digest[:12]}")
         except (IntegrityError, zstandard.ZstdError) as exc:
             # One bad blob (a bomb, bytes that hash wrong) is recorded; the others are still recovered.
             result.lost_blobs.append(digest)

@@ -9,7 +9,6 @@ so a rerun skips what is complete and redoes what a crash interrupted.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from airlift.bundle.manifest import Artifact, now_iso
 from airlift.layouts.gitrepo import materialize_git_repo
-from airlift.layouts.shared_root import marker_path, read_marker
+from airlift.layouts.shared_root import IngestMarker, marker_path, read_marker
 from airlift.util.confine import ConfinedRoot
 from airlift.util.fs import fsync_dir
 
@@ -83,8 +82,8 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
     root = confined.root
     digest = artifact.content_digest()
     marker = read_marker(root, artifact.id)
-    if marker and marker.get("content_digest") == digest and marker.get("location") and Path(marker["location"]).exists():
-        return MaterializeReport(artifact.id, True, len(artifact.files), artifact.total_bytes, marker["location"])
+    if marker is not None and marker.matches(artifact):
+        return MaterializeReport(artifact.id, True, len(artifact.files), artifact.total_bytes, marker.location)
     if artifact.kind in ("hf-model", "hf-dataset"):
         location = _materialize_hf(confined, artifact, blob_path)
     elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
@@ -95,15 +94,9 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
 
     else:
         return MaterializeReport(artifact.id, True, 0, 0, "")
-    record = {
-        "id": artifact.id,
-        "kind": artifact.kind,
-        "content_digest": digest,
-        "files": len(artifact.files),
-        "bytes": artifact.total_bytes,
-        "location": str(location),
-        "ingested_at": now_iso(),
-        "artifact": artifact.model_dump(mode="json"),  # lets `airlift serve` and preflight work from the root alone
-    }
-    confined.write_bytes(marker_path(Path(), artifact.id).as_posix(), json.dumps(record, indent=1).encode())
+    record = IngestMarker(
+        id=artifact.id, kind=artifact.kind, content_digest=digest, files=len(artifact.files), bytes=artifact.total_bytes,
+        location=str(location), ingested_at=now_iso(), artifact=artifact,
+    )
+    confined.write_bytes(marker_path(Path(), artifact.id).as_posix(), record.model_dump_json(indent=1).encode())
     return MaterializeReport(artifact.id, False, len(artifact.files), artifact.total_bytes, str(location))

@@ -126,7 +126,7 @@ def preflight(manifest: Manifest, site: Site, jobs: list[Job]) -> Preflight:
             if artifact.image is not None:
                 continue
             marker = read_marker(root, used) if root else None
-            if marker is None or marker.get("content_digest") != artifact.content_digest():
+            if marker is None or marker.content_digest != artifact.content_digest():
                 result.missing.append(f"job {job.name}: artifact {used} is not ingested under {root}; run airlift ingest")
     return result
 

@@ -6,9 +6,12 @@ air-gapped side's packages share them without importing each other.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airlift.bundle.manifest import Artifact
 
 MARKER_DIR = ".airlift/ingested"
 
@@ -17,8 +20,34 @@ def marker_path(root: Path, artifact_id: str) -> Path:
     return root / MARKER_DIR / f"{quote(artifact_id, safe='')}.json"
 
 
-def read_marker(root: Path, artifact_id: str) -> dict | None:
+class IngestMarker(BaseModel):
+    """Written last when an artifact is materialized: what is there, where, and the artifact itself
+    (so `serve` and job preflight work from the root alone). A job can write under shared_root, so a
+    marker is validated when read, and one that does not validate counts as absent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: str
+    content_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    files: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    location: str
+    ingested_at: str
+    artifact: Artifact
+
+    def matches(self, artifact: Artifact) -> bool:
+        """True when this marker records exactly `artifact` (same content) and its location still exists."""
+        return self.id == artifact.id and self.content_digest == artifact.content_digest() and Path(self.location).exists()
+
+
+def read_marker(root: Path, artifact_id: str) -> IngestMarker | None:
+    """The marker of `artifact_id` under `root`, or None when there is none (or it does not validate)."""
+    return load_marker(marker_path(root, artifact_id))
+
+
+def load_marker(path: Path) -> IngestMarker | None:
     try:
-        return json.loads(marker_path(root, artifact_id).read_text())
-    except (FileNotFoundError, ValueError):
+        return IngestMarker.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
         return None

@@ -3,7 +3,6 @@ each file's bytes are on disk."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -16,7 +15,7 @@ from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
-from airlift.layouts.shared_root import MARKER_DIR
+from airlift.layouts.shared_root import MARKER_DIR, load_marker
 from airlift.util.confine import open_regular
 from airlift.util.errors import InputError
 
@@ -66,11 +65,10 @@ class Catalog:
         markers = path / MARKER_DIR
         if markers.is_dir():
             artifacts = {}
-            for marker in sorted(markers.glob("*.json")):
-                data = json.loads(marker.read_text())
-                if "artifact" in data:
-                    artifact = Artifact.model_validate(data["artifact"])
-                    artifacts[artifact.id] = artifact
+            for path in sorted(markers.glob("*.json")):
+                marker = load_marker(path)
+                if marker is not None:
+                    artifacts[marker.artifact.id] = marker.artifact
             catalog = cls(artifacts, path, False)
             for artifact in artifacts.values():
                 if artifact.kind == "git":

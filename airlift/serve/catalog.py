@@ -65,8 +65,8 @@ class Catalog:
         markers = path / MARKER_DIR
         if markers.is_dir():
             artifacts = {}
-            for path in sorted(markers.glob("*.json")):
-                marker = load_marker(path)
+            for marker_file in sorted(markers.glob("*.json")):
+                marker = load_marker(marker_file)
                 if marker is not None:
                     artifacts[marker.artifact.id] = marker.artifact
             catalog = cls(artifacts, path, False)

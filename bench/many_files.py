@@ -32,8 +32,8 @@ def main() -> None:
     WORK.mkdir(parents=True)
     hub = HubServer().start()
     files = {f"data/part-{i:05d}.jsonl": f'{{"id": {i}, "text": "row {i}"}}\n'.encode() for i in range(N)}
-    hub.add_repo("dataset", "bench/many", files)
-    hub.add_repo("dataset", "bench/one", {"data/part-00000.jsonl": b'{"id": 0}\n'})
+    hub.add_repo("dataset", "bench/many", files=files)
+    hub.add_repo("dataset", "bench/one", files={"data/part-00000.jsonl": b'{"id": 0}\n'})
     local = WORK / "local"
     for name, data in files.items():
         (local / name).parent.mkdir(parents=True, exist_ok=True)

@@ -62,8 +62,8 @@ def main() -> None:
         "model-00001-of-00002.safetensors": rng.randbytes(24 << 20),
         "model-00002-of-00002.safetensors": rng.randbytes(8 << 20),
     }
-    hub.add_repo("model", "nvidia/tiny-nemotron", model, tags=("v1.0",))
-    hub.add_repo("dataset", "acme/sft-corpus", {"README.md": b"# SFT corpus\n", "data/train.parquet": rng.randbytes(6 << 20)})
+    hub.add_repo("model", "nvidia/tiny-nemotron", files=model, tags=("v1.0",))
+    hub.add_repo("dataset", "acme/sft-corpus", files={"README.md": b"# SFT corpus\n", "data/train.parquet": rng.randbytes(6 << 20)})
     tarball = rng.randbytes(4 << 20)
     url = hub.add_file("tokenizer-extras.tar", tarball)
     image = demo_image()

@@ -35,7 +35,7 @@ def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | 
 )
 def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: str = "linux/amd64") -> Resolved:
     """Pin one spec entry to exact upstream content (commit, digest, ETag). Fetches no content."""
-    return resolve_entry(entry, artifact_id, FetchContext(cache=Cache(Path(cache_dir))), platform=platform)
+    return resolve_entry(entry, artifact_id=artifact_id, ctx=FetchContext(cache=Cache(Path(cache_dir))), platform=platform)
 
 
 @task(

@@ -50,7 +50,7 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
 @task(name="materialize", task_run_name="shared_root {artifact.id}")
 def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, shared_root: str) -> MaterializeReport:
     """Place one artifact under shared_root in the layout its tools read."""
-    return materialize(Path(shared_root), artifact, _blob_locator(bundle, store))
+    return materialize(Path(shared_root), artifact, blob_path=_blob_locator(bundle, store))
 
 
 @task(

@@ -43,7 +43,7 @@ def _trigger(deployment: str, parameters: dict[str, object]) -> str:
 @task(name="preflight")
 def preflight_task(*, manifest: Manifest, site: Site, jobs: list[str]) -> list[str]:
     """What is missing for the jobs to run (images not in the registry, artifacts not ingested)."""
-    return preflight(manifest, site, select_jobs(spec_of(manifest), jobs)).missing
+    return preflight(manifest, site, jobs=select_jobs(spec_of(manifest), jobs)).missing
 
 
 @task(name="submit-to-scheduler")
@@ -52,8 +52,8 @@ def submit_task(*, manifest: Manifest, site: Site, jobs: list[str], force: bool)
     spec = spec_of(manifest)
     selected = select_jobs(spec, jobs)
     if site.slurm is not None:
-        return submit_slurm(spec, selected, site, force=force)
-    return submit_prefect(spec, selected, site, trigger=_trigger, wait_for=_wait_prefect, state_of=prefect_state, force=force)
+        return submit_slurm(spec, selected, site=site, force=force)
+    return submit_prefect(spec, selected, site=site, trigger=_trigger, wait_for=_wait_prefect, state_of=prefect_state, force=force)
 
 
 @task(name="wait-for-jobs")

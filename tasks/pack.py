@@ -14,7 +14,7 @@ from tasks.common import ProgressLog
 @task(name="pack-volumes", task_run_name="pack {bundle}")
 def pack_task(*, bundle: str, out: str, volume_size: int, zstd: bool) -> PackResult:
     """Stream the bundle's blobs into volumes of `volume_size` bytes under `out`."""
-    return pack(Bundle(bundle), Path(out), volume_size, zstd=zstd, on_bytes=ProgressLog(f"pack {bundle}", None))
+    return pack(Bundle(bundle), out=Path(out), volume_size=volume_size, zstd=zstd, on_bytes=ProgressLog(f"pack {bundle}", None))
 
 
 @task(name="unpack-volumes", task_run_name="unpack {directory}")

@@ -21,7 +21,7 @@ def add_model(hub, repo_id: str, *, weights_size: int = 2_000_000, seed: int = 1
         "model.safetensors": pseudo_random(weights_size, seed),
         "nested/dir/notes.txt": b"generated for airlift tests\n",
     }
-    hub.add_repo("model", repo_id, files, **kwargs)
+    hub.add_repo("model", repo_id, files=files, **kwargs)
     return files
 
 
@@ -32,5 +32,5 @@ def add_dataset(hub, repo_id: str, *, seed: int = 2, **kwargs) -> dict[str, byte
         "data/test-00000.parquet": pseudo_random(90_000, seed + 1),
         "data/extra.bin": pseudo_random(50_000, seed + 2),
     }
-    hub.add_repo("dataset", repo_id, files, **kwargs)
+    hub.add_repo("dataset", repo_id, files=files, **kwargs)
     return files

@@ -73,14 +73,14 @@ def test_deploy_all_and_a_worker_runs_build_bundle(ws, hub, deployed, prefect_se
 
 def test_mirror_refresh_writes_one_none_one(ws, hub):
     base = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(800_000, 201), "tokenizer.json": b"{}\n"}
-    hub.add_repo("model", "acme/mirror-model", base)
+    hub.add_repo("model", "acme/mirror-model", files=base)
     spec = ws.write("mirror.yaml", "name: mirror\nmodels:\n  - hf: acme/mirror-model\n    revision: main\n")
     first = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
     assert "new bundle" in first
     second = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
     assert "nothing changed upstream" in second
     assert len(list((ws.root / "mirrors").iterdir())) == 1
-    hub.add_repo("model", "acme/mirror-model", {**base, "config.json": b'{"v": 2}\n'})
+    hub.add_repo("model", "acme/mirror-model", files={**base, "config.json": b'{"v": 2}\n'})
     third = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors").stdout
     assert "delta since" in third
     bundles = sorted((ws.root / "mirrors").iterdir())
@@ -94,7 +94,7 @@ def test_mirror_refresh_writes_one_none_one(ws, hub):
 
 def test_two_concurrent_builds_into_one_store_both_verify(ws, hub):
     add_model(hub, "acme/race-model", weights_size=3_000_000, seed=211)
-    hub.add_repo("dataset", "acme/race-data", {f"part-{i}.bin": pseudo_random(300_000, 220 + i) for i in range(6)})
+    hub.add_repo("dataset", "acme/race-data", files={f"part-{i}.bin": pseudo_random(300_000, 220 + i) for i in range(6)})
     spec = ws.write("race.yaml", "name: race\nmodels:\n  - hf: acme/race-model\ndatasets:\n  - hf: acme/race-data\n")
     hub.set_faults(bytes_per_second=4_000_000)  # long enough that the two builds overlap
     procs = [ws.popen("build", str(spec), "--out", f"b{i}") for i in (1, 2)]
@@ -109,7 +109,7 @@ def test_two_concurrent_builds_into_one_store_both_verify(ws, hub):
 
 def test_dask_localcluster_build_matches_default_runner(ws, hub):
     add_model(hub, "acme/dask-model", weights_size=300_000, seed=231)
-    hub.add_repo("dataset", "acme/dask-data", {"a.parquet": pseudo_random(100_000, 232)})
+    hub.add_repo("dataset", "acme/dask-data", files={"a.parquet": pseudo_random(100_000, 232)})
     spec = ws.write("dask.yaml", "name: dask\nmodels:\n  - hf: acme/dask-model\ndatasets:\n  - hf: acme/dask-data\n")
     ws.run("build", str(spec), "--out", "default")
     ws.run("build", str(spec), "--out", "dask", "--dask", "local", timeout=300, extra_env={"AIRLIFT_CACHE": str(ws.root / "cache-dask")})

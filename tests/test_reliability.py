@@ -89,7 +89,7 @@ def test_kill_9_at_random_points_in_transfer(ws):
 
 def test_kill_9_at_random_points_in_ingest(ws, hub, s3_endpoint):
     add_model(hub, "acme/kill-ingest-model", weights_size=2_500_000, seed=501)
-    hub.add_repo("dataset", "acme/kill-ingest-data", {f"p{i}.bin": pseudo_random(400_000, 510 + i) for i in range(10)})
+    hub.add_repo("dataset", "acme/kill-ingest-data", files={f"p{i}.bin": pseudo_random(400_000, 510 + i) for i in range(10)})
     spec = ws.write("ki.yaml", "name: ki\nmodels:\n  - hf: acme/kill-ingest-model\ndatasets:\n  - hf: acme/kill-ingest-data\n")
     ws.run("build", str(spec), "--out", "bundle")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")

@@ -52,7 +52,7 @@ def seed_s3(endpoint: str) -> tuple[str, dict[str, bytes]]:
 
 def test_plan_sizes_every_source_kind_without_downloading(ws, hub, upstream, s3_endpoint):
     add_model(hub, "acme/plan-model", weights_size=900_000, seed=61)
-    hub.add_repo("dataset", "acme/plan-data", {"d.parquet": pseudo_random(100_000, 62)})
+    hub.add_repo("dataset", "acme/plan-data", files={"d.parquet": pseudo_random(100_000, 62)})
     url = hub.add_file("plan-file.tar", pseudo_random(50_000, 63))
     commits = make_git_repo(ws.root / "src-repo")
     bucket, _ = seed_s3(s3_endpoint)

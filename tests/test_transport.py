@@ -48,7 +48,7 @@ def test_s3_round_trip_and_second_transfer_sends_nothing(ws, hub, s3_endpoint):
 
 def test_s3_transfer_killed_midway_resumes_without_resending(ws, hub, s3_endpoint):
     files = {f"shard-{i:02d}.bin": pseudo_random(700_000, 300 + i) for i in range(12)}
-    hub.add_repo("dataset", "acme/kill-s3", files)
+    hub.add_repo("dataset", "acme/kill-s3", files=files)
     spec = ws.write("ks3.yaml", "name: ks3\ndatasets:\n  - hf: acme/kill-s3\n")
     ws.run("build", str(spec), "--out", "bundle")
     bucket = f"airlift-{uuid.uuid4().hex[:10]}"
@@ -96,7 +96,7 @@ def test_ssh_round_trip(ws, hub, services):
 def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
     add_model(hub, "acme/pack-model", weights_size=7_000_000, seed=121)
     text = ("the quick brown fox jumps over the lazy dog\n" * 60_000).encode()
-    hub.add_repo("dataset", "acme/pack-text", {"corpus.txt": text, "more.bin": pseudo_random(2_500_000, 122)}, lfs={"corpus.txt", "more.bin"})
+    hub.add_repo("dataset", "acme/pack-text", files={"corpus.txt": text, "more.bin": pseudo_random(2_500_000, 122)}, lfs={"corpus.txt", "more.bin"})
     spec = ws.write("pack.yaml", "name: pack\nmodels:\n  - hf: acme/pack-model\ndatasets:\n  - hf: acme/pack-text\n")
     ws.run("build", str(spec), "--out", "bundle")
     out = ws.run("pack", "bundle", "--out", "vols", "--volume-size", "3MiB", "--zstd").stdout
@@ -135,10 +135,10 @@ def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
 
 def test_delta_bundle_holds_only_changed_blobs(ws, hub):
     base = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(1_500_000, 131), "tokenizer.json": b"{}\n"}
-    hub.add_repo("model", "acme/delta-model", base)
+    hub.add_repo("model", "acme/delta-model", files=base)
     spec = ws.write("delta.yaml", "name: delta\nmodels:\n  - hf: acme/delta-model\n")
     ws.run("build", str(spec), "--out", "v1")
-    hub.add_repo("model", "acme/delta-model", {**base, "config.json": b'{"v": 2}\n'})
+    hub.add_repo("model", "acme/delta-model", files={**base, "config.json": b'{"v": 2}\n'})
     out = ws.run("build", str(spec), "--out", "v2", "--since", "v1").stdout
     assert "delta since v1" in out
     new_blobs = list((ws.root / "v2" / "blobs" / "sha256").iterdir())

@@ -131,7 +131,7 @@ def verify_bundle(
             if reason:
                 bad[sha256] = reason
 
-    report.quarantined = quarantine(bundle, [d for d, reason in bad.items() if reason in ("corrupt", "wrong size")], extra_stores)
+    report.quarantined = quarantine(bundle, [d for d, reason in bad.items() if reason in ("corrupt", "wrong size")], extra_stores=extra_stores)
 
     for artifact in manifest.artifacts:
         broken = False
@@ -148,7 +148,7 @@ def verify_bundle(
     return report
 
 
-def quarantine(bundle: Bundle, digests: list[str], extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
+def quarantine(bundle: Bundle, digests: list[str], *, extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
     """Move corrupt blobs to `<bundle>/.corrupt/`, so the next build or transfer puts good bytes back.
 
     A bundle blob is often a hard link to the cache's: when the cache (or another store) holds the same

@@ -157,7 +157,7 @@ class PackResult:
     compressed_blobs: int
 
 
-def pack(bundle: Bundle, out: Path, volume_size: int, *, zstd: bool = False, on_bytes: Callable[[int], None] | None = None) -> PackResult:
+def pack(bundle: Bundle, *, out: Path, volume_size: int, zstd: bool = False, on_bytes: Callable[[int], None] | None = None) -> PackResult:
     manifest = bundle.read_manifest()
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("vol-*.bin")) + [out / INDEX, out / VOLUME_SUMS]:

@@ -20,11 +20,11 @@ from airlift.util.proc import git
 from airlift.util.redact import redact_url
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
-def resolve(entry: GitRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: GitRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     if SHA1_RE.match(entry.ref):
         commit, full_ref = entry.ref, None
     else:
-        out = with_transient_retries(artifact_id, ctx.attempts, lambda: git("ls-remote", "--", entry.git, entry.ref, f"{entry.ref}^{{}}", what=artifact_id))
+        out = with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: git("ls-remote", "--", entry.git, entry.ref, f"{entry.ref}^{{}}", what=artifact_id))
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -55,7 +55,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         def fetch_once() -> None:
             git("fetch", "-q", "--tags", "--", resolved.fetch_url or source.url, refspec, cwd=work, what=resolved.artifact_id)
 
-        with_transient_retries(resolved.artifact_id, ctx.attempts, fetch_once)
+        with_transient_retries(resolved.artifact_id, attempts=ctx.attempts, action=fetch_once)
         if not full_ref:
             git("update-ref", "refs/airlift/pinned", source.commit, cwd=work, what=resolved.artifact_id)
         got = git("rev-parse", f"{full_ref or 'refs/airlift/pinned'}^{{commit}}", cwd=work, what=resolved.artifact_id).strip()

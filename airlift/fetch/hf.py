@@ -33,7 +33,7 @@ def _api() -> HfApi:
     return HfApi(token=_token(), library_name="airlift")
 
 
-def resolve(entry: HfRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     repo_type = "model" if artifact_id.startswith("models/") else "dataset"
 
     def ask():
@@ -48,7 +48,7 @@ def resolve(entry: HfRepo, artifact_id: str, ctx: FetchContext) -> Resolved:
                 raise
             raise WorkError(f"{artifact_id}: hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}") from None
 
-    info = with_transient_retries(artifact_id, ctx.attempts, ask)
+    info = with_transient_retries(artifact_id, attempts=ctx.attempts, action=ask)
     siblings = list(filter_repo_objects(info.siblings or [], allow_patterns=entry.allow, ignore_patterns=entry.ignore, key=lambda s: s.rfilename))
     files = []
     for sibling in sorted(siblings, key=lambda s: s.rfilename):
@@ -116,7 +116,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                 ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
 
-        return with_transient_retries(label, ctx.attempts, attempt)
+        return with_transient_retries(label, attempts=ctx.attempts, action=attempt)
 
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
     return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

@@ -21,7 +21,7 @@ def head(url: str, label: str) -> httpx.Response:
             raise_for_status(response, label)
             return response
 
-    return with_transient_retries(label, 6, attempt)
+    return with_transient_retries(label, attempts=6, action=attempt)
 
 
 def download(url: str, ctx: FetchContext, *, label: str, etag: str | None, size: int | None, expected_sha256: str | None) -> StoredBlob:
@@ -51,4 +51,4 @@ def download(url: str, ctx: FetchContext, *, label: str, etag: str | None, size:
                 )
             return partial.commit(expected_sha256=expected_sha256, label=label)
 
-    return with_transient_retries(label, ctx.attempts, attempt)
+    return with_transient_retries(label, attempts=ctx.attempts, action=attempt)

@@ -26,7 +26,7 @@ OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def resolve(entry: str | ImageRef, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     entry = image_ref(entry)
     platform = entry.platform or ctx.platform
     if entry.from_ == "docker":
@@ -34,13 +34,13 @@ def resolve(entry: str | ImageRef, artifact_id: str, ctx: FetchContext) -> Resol
     name = parse_image(entry.ref)
     client = RegistryClient(name.api_host, registry=name.registry)
     try:
-        raw, media_type, digest = with_transient_retries(artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, name.reference))
+        raw, media_type, digest = with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: client.get_manifest(name.repository, name.reference))
         index_digest = None
         if media_type in INDEX_TYPES:
             index_digest = digest
-            chosen = choose_platform(json.loads(raw), platform, entry.ref)
+            chosen = choose_platform(json.loads(raw), platform=platform, ref=entry.ref)
             digest = chosen["digest"]
-            raw, _, _ = with_transient_retries(artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, digest))
+            raw, _, _ = with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: client.get_manifest(name.repository, digest))
     finally:
         client.close()
     # Layer sizes come from the manifest (metadata), so `plan` can size an image without pulling it.
@@ -64,7 +64,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     client = RegistryClient(name.api_host, registry=name.registry)
     store = ctx.cache.store
     try:
-        raw, media_type, digest = with_transient_retries(resolved.artifact_id, ctx.attempts, lambda: client.get_manifest(name.repository, source.digest))
+        raw, media_type, digest = with_transient_retries(resolved.artifact_id, attempts=ctx.attempts, action=lambda: client.get_manifest(name.repository, source.digest))
         manifest_blob = store.put_bytes(raw)
         manifest = json.loads(raw)
         descriptors = [manifest["config"], *manifest.get("layers", [])]
@@ -75,8 +75,8 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
         def _pull(descriptor: dict[str, Any]) -> None:
             with_transient_retries(
-                f"{resolved.artifact_id}: blob {descriptor['digest'][:19]}", ctx.attempts,
-                lambda: client.pull_blob(name.repository, descriptor["digest"], store, on_bytes=ctx.on_bytes),
+                f"{resolved.artifact_id}: blob {descriptor['digest'][:19]}", attempts=ctx.attempts,
+                action=lambda: client.pull_blob(name.repository, descriptor["digest"], store=store, on_bytes=ctx.on_bytes),
             )
 
         bounded_map(pull, descriptors, workers=min(4, ctx.max_parallel_files))

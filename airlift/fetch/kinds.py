@@ -48,7 +48,7 @@ KINDS: tuple[SourceKind, ...] = (
 _BY_KIND = {kind: source.module for source in KINDS for kind in source.artifact_kinds}
 
 
-def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext, *, platform: str = "linux/amd64") -> Resolved:
+def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: str = "linux/amd64") -> Resolved:
     """Pin one spec entry to exact upstream content (a commit, a digest, an ETag); fetches no content.
 
     Raises:
@@ -57,7 +57,7 @@ def resolve_entry(entry: Any, artifact_id: str, ctx: FetchContext, *, platform: 
     module = next((kind.module for kind in KINDS if isinstance(entry, kind.spec_types)), None)
     if module is None:
         raise WorkError(f"{artifact_id}: this source kind is not supported yet")
-    return module.resolve(entry, artifact_id, replace(ctx, platform=platform))
+    return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
 
 
 def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:

@@ -60,7 +60,7 @@ def _latest_version(info: Any) -> str | None:
     return None
 
 
-def resolve(entry: NgcModel, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     org, team, name, version = _split(entry.ngc)
     if version is None:
         client = ngc_client(org, team)

@@ -32,7 +32,7 @@ def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
     return found
 
 
-def resolve(entry: LocalPath, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: LocalPath, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     root = Path(entry.path).expanduser()
     if not root.exists():
         raise InputError(f"datasets: path {entry.path}: does not exist")

@@ -19,7 +19,7 @@ def _split(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def resolve(entry: S3Prefix, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: S3Prefix, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     bucket, prefix = _split(entry.s3)
     if prefix and not prefix.endswith("/"):
         prefix += "/"

@@ -9,7 +9,7 @@ from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util.redact import redact_url
 
 
-def resolve(entry: UrlFile, artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entry: UrlFile, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     name = entry.file_name
     if entry.sha256:
         # A pinned URL is identified by its pin alone, so the resolution (and the cache key) is the

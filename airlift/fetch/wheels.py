@@ -49,11 +49,11 @@ def _pip_report(entry: Wheels) -> list[dict]:
         return json.loads(report.read_text())["install"]
 
 
-def resolve(entries: tuple[Wheels, ...], artifact_id: str, ctx: FetchContext) -> Resolved:
+def resolve(entries: tuple[Wheels, ...], *, artifact_id: str, ctx: FetchContext) -> Resolved:
     files: dict[str, RemoteFile] = {}
     urls: dict[str, str] = {}
     for entry in entries:
-        for item in with_transient_retries(artifact_id, ctx.attempts, lambda e=entry: _pip_report(e)):
+        for item in with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda e=entry: _pip_report(e)):
             info = item["download_info"]
             url = info["url"]
             filename = unquote(posixpath.basename(urlparse(url).path))

@@ -40,7 +40,7 @@ def _padding(size: int) -> bytes:
     return b"\0" * ((BLOCK - size % BLOCK) % BLOCK)
 
 
-def docker_archive(artifact: Artifact, blob_path: Callable[[str], Path], tags: list[str]) -> Iterator[bytes]:
+def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags: list[str]) -> Iterator[bytes]:
     """Yield a docker-archive (manifest.json + config + layer tars) streamed from the blob files."""
     image = artifact.image
     assert image is not None
@@ -74,7 +74,7 @@ def load_image(artifact: Artifact, *, docker_host: str, blob_path: Callable[[str
                 return LoadReport(image.ref, tags, loaded=False)
         except docker.errors.ImageNotFound:
             pass
-        for event in client.api.load_image(docker_archive(artifact, blob_path, tags)):
+        for event in client.api.load_image(docker_archive(artifact, blob_path=blob_path, tags=tags)):
             if isinstance(event, dict) and event.get("error"):
                 raise WorkError(f"{artifact.id}: docker load failed: {event['error']}")
         loaded = client.images.get(tags[-1])

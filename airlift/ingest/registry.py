@@ -38,7 +38,7 @@ class PushReport:
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
     assert artifact.image is not None
-    host, repository, _ = push_target(target.url, artifact.image.repository, artifact.image.tag)
+    host, repository, _ = push_target(target.url, repository=artifact.image.repository, tag=artifact.image.tag)
     return host, repository
 
 
@@ -84,22 +84,22 @@ def push_image(
     label = f"{artifact.id} -> {report.target}"
     try:
         tag = image.tag or image.digest
-        if with_transient_retries(label, 6, lambda: client.head_manifest(repository, tag)) == image.digest:
+        if with_transient_retries(label, attempts=6, action=lambda: client.head_manifest(repository, tag)) == image.digest:
             report.already_present = True
             return report
         manifest_digest = image.digest
         for digest in [image.config, *image.layers]:
-            if with_transient_retries(label, 6, lambda d=digest: client.has_blob(repository, d)):
+            if with_transient_retries(label, attempts=6, action=lambda d=digest: client.has_blob(repository, d)):
                 report.skipped += 1
                 continue
-            if any(client.mount_blob(repository, digest, other) for other in mount_from if other != repository):
+            if any(client.mount_blob(repository, digest, from_repository=other) for other in mount_from if other != repository):
                 report.mounted += 1
                 continue
-            report.bytes += with_transient_retries(label, 6, lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
+            report.bytes += with_transient_retries(label, attempts=6, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
             report.uploaded += 1
         raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
         for reference in (manifest_digest, tag):
-            pushed = with_transient_retries(label, 6, lambda r=reference: client.put_manifest(repository, r, raw, image.media_type))
+            pushed = with_transient_retries(label, attempts=6, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
             if pushed and pushed != manifest_digest:
                 report.notes.append(f"registry reports {pushed} for {reference}, expected {manifest_digest}")
         report.manifest_pushed = True
@@ -118,7 +118,7 @@ def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Cal
         state.save(location)
         offset = 0
     assert location is not None
-    location = client.upload_chunks(repository, location, path, offset, on_location=state.save, on_bytes=on_bytes)
-    client.finish_upload(repository, location, digest)
+    location = client.upload_chunks(repository, location, path=path, offset=offset, on_location=state.save, on_bytes=on_bytes)
+    client.finish_upload(repository, location, digest=digest)
     state.clear()
     return path.stat().st_size - offset

@@ -15,7 +15,7 @@ from airlift.util.net import bounded_map
 from airlift.util.s3 import SHA_META, TRANSFER, has_object
 
 
-def object_key(prefix: str, artifact: Artifact, entry: FileEntry) -> str:
+def object_key(*, prefix: str, artifact: Artifact, entry: FileEntry) -> str:
     base = f"{prefix.strip('/')}/{artifact.id}" if prefix.strip("/") else artifact.id
     return base if artifact.layout == "file" else f"{base}/{entry.path}"
 
@@ -34,7 +34,7 @@ def upload_artifact(
     report = UploadReport()
 
     def one(entry: FileEntry) -> None:
-        key = object_key(prefix, artifact, entry)
+        key = object_key(prefix=prefix, artifact=artifact, entry=entry)
         if has_object(s3, bucket, key, entry.size, entry.sha256):
             report.skipped += 1
             return

@@ -64,7 +64,7 @@ def _materialize_files(root: ConfinedRoot, artifact: Artifact, blob_path: Callab
     return root.path(base)
 
 
-def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> MaterializeReport:
+def materialize(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Path]) -> MaterializeReport:
     """Place one artifact under `root` in the layout its tools read; skip it when its marker says it is there.
 
     Every write goes through ConfinedRoot: a manifest value or a symlink a job planted cannot steer a
@@ -90,7 +90,7 @@ def materialize(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]
         location = _materialize_files(confined, artifact, blob_path)
     elif artifact.kind == "git":
         confined.path(f"repos/{artifact.id.removeprefix('repos/')}.git")  # refuses a name or symlink that escapes
-        location = materialize_git_repo(root, artifact, blob_path)
+        location = materialize_git_repo(root, artifact, blob_path=blob_path)
 
     else:
         return MaterializeReport(artifact.id, True, 0, 0, "")

@@ -100,7 +100,7 @@ class Preflight:
         return not self.missing
 
 
-def preflight(manifest: Manifest, site: Site, jobs: list[Job]) -> Preflight:
+def preflight(manifest: Manifest, site: Site, *, jobs: list[Job]) -> Preflight:
     result = Preflight()
     root = site.shared_root
     runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")

@@ -51,8 +51,7 @@ def run_parameters(site: Site, job: Job) -> RunJobParameters:
 def submit_prefect(
     spec: Spec,
     jobs: list[Job],
-    site: Site,
-    *,
+    *, site: Site,
     trigger: Callable[[str, dict[str, object]], str],
     wait_for: Callable[[str], str],
     state_of: Callable[[str], str],

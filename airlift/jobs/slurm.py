@@ -30,7 +30,7 @@ def _enroot_ref(ref: str) -> str:
     return f"{host}#{rest}" if ("." in host or ":" in host) else ref
 
 
-def render_sbatch(spec: Spec, job: Job, site: Site, *, log_dir: Path, inherited: dict[str, str] | None = None) -> str:
+def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None) -> str:
     """The sbatch script for one job: `--export=NONE`, then exactly the job's environment.
 
     Every value that comes from a spec, a manifest or a site profile is shell-quoted; names were
@@ -143,7 +143,7 @@ def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
     return "UNKNOWN"
 
 
-def submit_slurm(spec: Spec, jobs: list[Job], site: Site, *, force: bool = False) -> tuple[dict[str, JobRecord], list[str]]:
+def submit_slurm(spec: Spec, jobs: list[Job], *, site: Site, force: bool = False) -> tuple[dict[str, JobRecord], list[str]]:
     """Submit jobs in dependency order; a job pending, running or done is not submitted again."""
     assert site.shared_root is not None
     root = site.shared_root
@@ -159,7 +159,7 @@ def submit_slurm(spec: Spec, jobs: list[Job], site: Site, *, force: bool = False
             if state not in TERMINAL_BAD and state != "UNKNOWN":
                 continue
         script = root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
-        write_bytes_atomic(script, render_sbatch(spec, job, site, log_dir=log_dir).encode(), mode=0o755)
+        write_bytes_atomic(script, render_sbatch(spec, job, site=site, log_dir=log_dir).encode(), mode=0o755)
         depends = [records[n].id for n in job.needs if n in records and slurm_state(records[n].id, Path(records[n].exit_file)) not in TERMINAL_OK]
         job_id = sbatch(script, depends)
         records[job.name] = JobRecord(

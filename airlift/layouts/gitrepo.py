@@ -12,7 +12,7 @@ from airlift.util.fs import fsync_dir
 from airlift.util.proc import git
 
 
-def materialize_git_repo(root: Path, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
+def materialize_git_repo(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Path]) -> Path:
     """A bare repository at repos/<name>.git holding the pinned ref and its tags (built aside, then renamed in)."""
     name = artifact.id.removeprefix("repos/")
     final = root / "repos" / f"{name}.git"

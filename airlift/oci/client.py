@@ -145,7 +145,7 @@ class RegistryClient:
         self.check(response, f"{repository}:{reference}")
         return response.headers.get("docker-content-digest")
 
-    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
+    def put_manifest(self, repository: str, reference: str, *, raw: bytes, media_type: str) -> str:
         response = self.request(
             "PUT", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull,push",
             headers={"Content-Type": media_type}, content=raw,
@@ -154,7 +154,7 @@ class RegistryClient:
         return response.headers.get("docker-content-digest", "")
 
     # -- blobs ------------------------------------------------------------------------------------
-    def pull_blob(self, repository: str, digest: str, store: BlobStore, *, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
+    def pull_blob(self, repository: str, digest: str, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
         """Stream a blob into the store, resuming a partial one; its sha256 must equal the digest."""
         hexdigest = digest.removeprefix("sha256:")
         if store.has(hexdigest):
@@ -176,7 +176,7 @@ class RegistryClient:
         self.check(response, f"{repository} blob {digest[:19]}")
         return True
 
-    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+    def mount_blob(self, repository: str, digest: str, *, from_repository: str) -> bool:
         response = self.request(
             "POST", f"/v2/{repository}/blobs/uploads/", scope=f"repository:{repository}:pull,push",
             params={"mount": digest, "from": from_repository},
@@ -205,7 +205,7 @@ class RegistryClient:
         self.check(response, f"{repository}: start upload")
         return response.headers["location"]
 
-    def upload_chunks(self, repository: str, location: str, path: Path, offset: int, *, on_location: Callable[[str], None], on_bytes: Callable[[int], None] | None = None) -> str:
+    def upload_chunks(self, repository: str, location: str, *, path: Path, offset: int, on_location: Callable[[str], None], on_bytes: Callable[[int], None] | None = None) -> str:
         """PATCH the file from `offset` in chunks (each one a resumable step); returns the final location."""
         size = path.stat().st_size
         with open(path, "rb") as handle:
@@ -231,13 +231,13 @@ class RegistryClient:
                     on_bytes(length)
         return location
 
-    def finish_upload(self, repository: str, location: str, digest: str) -> None:
+    def finish_upload(self, repository: str, location: str, *, digest: str) -> None:
         separator = "&" if "?" in location else "?"
         response = self.request("PUT", f"{self._absolute(location)}{separator}digest={digest}", scope=f"repository:{repository}:pull,push")
         self.check(response, f"{repository}: finish upload of {digest[:19]}")
 
 
-def choose_platform(index: dict, platform: str, ref: str) -> dict:
+def choose_platform(index: dict, *, platform: str, ref: str) -> dict:
     """The index entry for `os/arch[/variant]`; a clear error lists what the index does have."""
     want_os, want_arch, *rest = platform.split("/")
     want_variant = rest[0] if rest else None

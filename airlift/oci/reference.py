@@ -75,7 +75,7 @@ REPOSITORY_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
-def push_target(target_url: str, repository: str, tag: str | None) -> tuple[str, str, str | None]:
+def push_target(target_url: str, *, repository: str, tag: str | None) -> tuple[str, str, str | None]:
     """(host, repository under the site prefix, tag) for a push; refuses anything outside the grammar.
 
     Args:

@@ -60,7 +60,7 @@ class Catalog:
             git_root = Path(tempfile.mkdtemp(prefix="airlift-serve-git-"))
             for artifact in manifest.artifacts:
                 if artifact.kind == "git" and artifact.files and artifact.files[0].sha256 not in catalog.unavailable:
-                    catalog.git_dirs[artifact.id.removeprefix("repos/")] = materialize_git_repo(git_root, artifact, bundle.store.blob_path)
+                    catalog.git_dirs[artifact.id.removeprefix("repos/")] = materialize_git_repo(git_root, artifact, blob_path=bundle.store.blob_path)
             return catalog
         markers = path / MARKER_DIR
         if markers.is_dir():

@@ -157,7 +157,7 @@ def build_app(catalog: Catalog) -> Starlette:
         if _is_lfs(entry):
             headers["X-Linked-Etag"] = f'"{entry.sha256}"'
             headers["X-Linked-Size"] = str(entry.size)
-        return open_response(artifact, entry, headers, request)
+        return _open(artifact, entry, headers, request)
 
     async def simple_index(request: Request) -> Response:
         links = "".join(f'<a href="/simple/{quote(p)}/">{escape(p)}</a>\n' for p in sorted(catalog.wheels()))
@@ -176,7 +176,7 @@ def build_app(catalog: Catalog) -> Starlette:
         )
         return HTMLResponse(f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n")
 
-    def open_response(artifact: Artifact, entry: FileEntry, headers: dict[str, str], request: Request) -> Response:
+    def _open(artifact: Artifact, entry: FileEntry, headers: dict[str, str], request: Request) -> Response:
         try:
             fd = catalog.open_entry(artifact, entry)
         except (FileNotFoundError, EscapeError):
@@ -188,7 +188,7 @@ def build_app(catalog: Catalog) -> Starlette:
         if found is None:
             return _not_found("no such file")
         artifact, entry = found
-        return open_response(artifact, entry, {"ETag": f'"{entry.sha256}"'}, request)
+        return _open(artifact, entry, {"ETag": f'"{entry.sha256}"'}, request)
 
     async def simple_file(request: Request) -> Response:
         files = catalog.wheels().get(normalize_project(request.path_params["project"]), {})

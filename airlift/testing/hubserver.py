@@ -72,7 +72,7 @@ class HubServer:
         self._server: ThreadingHTTPServer | None = None
 
     # -- content ---------------------------------------------------------------------------------
-    def add_repo(self, repo_type: str, repo_id: str, files: dict[str, bytes], *, branch: str = "main", tags: tuple[str, ...] = (), lfs: set[str] | None = None) -> str:
+    def add_repo(self, repo_type: str, repo_id: str, *, files: dict[str, bytes], branch: str = "main", tags: tuple[str, ...] = (), lfs: set[str] | None = None) -> str:
         repo = self.repos.setdefault((repo_type, repo_id), HubRepo(repo_type, repo_id))
         entries = {
             path: HubFile(data, (path in lfs) if lfs is not None else path.endswith(LFS_SUFFIXES))

@@ -50,7 +50,7 @@ ATTEMPTS = 6
 def _run(argv: list[str], what: str, *, input_text: str | None = None) -> str:
     # The one retry layer for ssh and rsync: rsync --partial makes a retry resume, not restart.
     return with_transient_retries(
-        what, ATTEMPTS, lambda: run(argv, what=what, input_text=input_text, transient=lambda code, _stderr: code in _TRANSIENT_EXITS),
+        what, attempts=ATTEMPTS, action=lambda: run(argv, what=what, input_text=input_text, transient=lambda code, _stderr: code in _TRANSIENT_EXITS),
     )
 
 

@@ -44,7 +44,7 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     with atomic_writer(path, mode) as handle:
         handle.write(data)
 

@@ -21,7 +21,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def with_transient_retries(label: str, attempts: int, action: Callable[[], T]) -> T:
+def with_transient_retries(label: str, *, attempts: int, action: Callable[[], T]) -> T:
     """Run `action`, retrying only transient failures with jittered exponential backoff.
 
     Downloads keep their partial file between attempts, so a retry resumes rather than restarts.

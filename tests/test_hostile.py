@@ -366,3 +366,35 @@ def test_concurrent_ingests_of_the_same_artifact_both_succeed(ws, hub):
     for entry in files:
         assert (snapshot / entry["path"]).read_bytes() == (bundle / "blobs" / "sha256" / entry["sha256"]).read_bytes()
     assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".tmp-link"))], "temp files were left behind"
+
+
+# -- smaller holes ------------------------------------------------------------------------------------
+def test_an_oversized_manifest_is_refused_before_it_is_read(tmp_path):
+    bundle = tmp_path / "huge"
+    bundle.mkdir()
+    with open(bundle / "manifest.json", "wb") as handle:
+        handle.truncate(1 << 40)  # a sparse 1 TiB manifest: reading it would never end
+    started = time.monotonic()
+    for command in (["verify", "huge"], ["inspect", "huge"]):
+        assert_refused(run(tmp_path, *command), 2, "manifest.json", "larger than")
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("image", "field"),
+    [({"repository": "../../escape"}, "repository"), ({"tag": "-x"}, "tag"), ({"repository": "a/../../b"}, "repository")],
+)
+def test_an_image_cannot_be_pushed_outside_the_site_prefix(tmp_path, image, field):
+    digest = "sha256:" + "a" * 64
+    info = {"ref": "registry.example/team/app:1", "digest": digest, "platform": "linux/amd64", "media_type": "application/vnd.oci.image.manifest.v1+json",
+            "size": 1, "config": digest, "layers": [], "repository": "team/app", "tag": "1", **image}
+    source = {"ref": "registry.example/team/app:1", "from": "registry", "registry": "registry.example", "repository": "team/app", "tag": "1",
+              "digest": digest, "platform": "linux/amd64"}
+    manifest = {"schema_version": 1, "name": "evil", "created": "2026-01-01T00:00:00Z",
+                "artifacts": [{"id": "images/registry.example/team/app:1", "kind": "image", "source": source, "image": info, "blobs": []}]}
+    bundle = tmp_path / "bundle"
+    (bundle / "blobs" / "sha256").mkdir(parents=True)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    site = tmp_path / "site.yaml"
+    site.write_text("registry: {url: 127.0.0.1:9/mirror, insecure: true}\n")
+    assert_refused(run(tmp_path, "ingest", "bundle", "--site", str(site)), 2, "manifest.json", field)

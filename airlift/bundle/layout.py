@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
@@ -38,6 +39,8 @@ class Bundle:
         """The manifest's bytes, read no further than the size limit (a hostile bundle may be huge)."""
         try:
             with open(self.manifest_path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size > MAX_MANIFEST_BYTES:  # refused before a byte is read
+                    raise ManifestError(f"{self.manifest_path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
                 data = handle.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise ManifestError(f"{self.root}: no {MANIFEST} (not a bundle, or an unfinished one)") from None

@@ -133,7 +133,7 @@ images:
 jobs:
   - name: prep
     image: {upstream.app_a}
-    command: ["sh", "-c", "test \\"$HF_HUB_OFFLINE\\" = 1 && cat $HF_HOME/hub/models--acme--pjob-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out"]
+    command: ["sh", "-c", "env > $AIRLIFT_ROOT/prep.env && echo prep-output-line && test \\"$HF_HUB_OFFLINE\\" = 1 && cat $HF_HOME/hub/models--acme--pjob-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out"]
     uses: [models/acme/pjob-model]
   - name: train
     image: {upstream.app_a}
@@ -157,3 +157,9 @@ prefect: {{deployment: run-job/run-job, container_runtime: docker}}
     while time.monotonic() < deadline and not Path(root / "prep.out").exists():
         time.sleep(0.1)
     assert (root / "prep.out").read_text().startswith('{"architectures"')
+    seen = (root / "prep.env").read_text()
+    assert "HF_HUB_OFFLINE=1" in seen and f"AIRLIFT_ROOT={root}" in seen
+    for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "PREFECT_API_URL", "HF_TOKEN"):
+        assert secret not in seen, f"the Prefect job backend passed {secret} to the job"
+    logs = list((root / "logs").glob("prep-*.out"))
+    assert logs and "prep-output-line" in logs[0].read_text(), "the job's output belongs in shared_root/logs/"

@@ -21,6 +21,7 @@ from airlift.util.redact import redact_url
 
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 def resolve(entry: GitRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Resolve the ref to a commit with `git ls-remote` (no content); a 40-hex ref is taken as the commit."""
     if SHA1_RE.match(entry.ref):
         commit, full_ref = entry.ref, None
     else:
@@ -43,6 +44,7 @@ def resolve(entry: GitRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Fetch the pinned commit (and the tags in its history) into a git bundle blob in the cache."""
     source = resolved.source
     name = resolved.artifact_id.removeprefix("repos/")
     ctx.cache.store.ensure_dirs()

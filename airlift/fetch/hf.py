@@ -34,6 +34,7 @@ def _api() -> HfApi:
 
 
 def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Ask the hub for the revision's commit and every file's size, LFS sha256 or git blob id (no content)."""
     repo_type = "model" if artifact_id.startswith("models/") else "dataset"
 
     def ask():
@@ -90,6 +91,7 @@ def _status(exc: Exception) -> str:
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Download the artifact's files into the cache (threads inside), each checked against the hub's digest."""
     source = resolved.source
     headers = build_hf_headers(token=_token(), library_name="airlift")
 

@@ -27,6 +27,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Pin an image to its manifest digest for the spec's platform (registry), or its image id (engine)."""
     entry = image_ref(entry)
     platform = entry.platform or ctx.platform
     if entry.from_ == "docker":
@@ -57,6 +58,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Pull the image's manifest, config and layers into the cache (or stream it out of the engine)."""
     if resolved.source.from_ == "docker":
         return _fetch_engine(resolved, ctx)
     source = resolved.source

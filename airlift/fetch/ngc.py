@@ -61,6 +61,7 @@ def _latest_version(info: Any) -> str | None:
 
 
 def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Pin an NGC model to a version (the latest when none is given), through the NGC SDK."""
     org, team, name, version = _split(entry.ngc)
     if version is None:
         client = ngc_client(org, team)
@@ -73,6 +74,7 @@ def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Download the pinned version with the NGC SDK and store each file by the sha256 computed here."""
     source = resolved.source
     client = ngc_client(source.org, source.team)
     ctx.cache.store.ensure_dirs()

@@ -33,6 +33,7 @@ def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
 
 
 def resolve(entry: LocalPath, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """List the local file or directory (sizes, mtimes, inodes): a cheap, honest "unchanged" stamp."""
     root = Path(entry.path).expanduser()
     if not root.exists():
         raise InputError(f"datasets: path {entry.path}: does not exist")
@@ -52,6 +53,7 @@ def resolve(entry: LocalPath, *, artifact_id: str, ctx: FetchContext) -> Resolve
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Bring every file into the cache store."""
     root = Path(resolved.source.path)
 
     def one(remote: RemoteFile) -> FileEntry:

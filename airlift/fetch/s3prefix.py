@@ -20,6 +20,7 @@ def _split(url: str) -> tuple[str, str]:
 
 
 def resolve(entry: S3Prefix, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """List every object under the prefix (keys checked as relative paths) and stamp the listing."""
     bucket, prefix = _split(entry.s3)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
@@ -47,6 +48,7 @@ def resolve(entry: S3Prefix, *, artifact_id: str, ctx: FetchContext) -> Resolved
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Stream each object into the cache store, hashing while writing."""
     s3 = client()
     bucket, prefix = resolved.source.bucket, resolved.source.prefix
 

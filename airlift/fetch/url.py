@@ -10,6 +10,7 @@ from airlift.util.redact import redact_url
 
 
 def resolve(entry: UrlFile, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """HEAD the URL (ETag, size); a pinned URL whose blob is cached needs no request at all."""
     name = entry.file_name
     if entry.sha256:
         # A pinned URL is identified by its pin alone, so the resolution (and the cache key) is the
@@ -42,6 +43,7 @@ def _length(response) -> int | None:
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Download the file (resumable) unless the pinned blob is already cached."""
     remote = resolved.files[0]
     label = f"{resolved.artifact_id}: {remote.path}"
     if remote.sha256 and ctx.cache.store.has(remote.sha256, remote.size):

@@ -50,6 +50,7 @@ def _pip_report(entry: Wheels) -> list[dict]:
 
 
 def resolve(entries: tuple[Wheels, ...], *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Ask pip (dry run, binary only, for the target Python and platform) which wheels the requirements need."""
     files: dict[str, RemoteFile] = {}
     urls: dict[str, str] = {}
     for entry in entries:
@@ -80,6 +81,7 @@ def _size(url: str) -> int | None:
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Download every pinned wheel, checked against pip's sha256."""
     def one(remote: RemoteFile) -> FileEntry:
         if remote.sha256 and ctx.cache.store.has(remote.sha256):
             return FileEntry(path=remote.path, size=ctx.cache.store.blob_path(remote.sha256).stat().st_size, sha256=remote.sha256)

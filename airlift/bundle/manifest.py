@@ -41,10 +41,14 @@ def check_relative_path(value: str) -> str:
 
 
 class Model(BaseModel):
+    """Manifest records: strict (unknown keys are refused) and immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class FileEntry(Model):
+    """One file of an artifact: its relative path, size and sha256 (and the hub's ETag)."""
+
     path: str
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -58,6 +62,8 @@ class FileEntry(Model):
 
 
 class ImageInfo(Model):
+    """An image artifact: manifest digest, platform, config and layers (each a blob), repository and tag."""
+
     ref: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     digest: str = Field(pattern=DIGEST)
     platform: str = Field(pattern=PLATFORM)
@@ -71,6 +77,8 @@ class ImageInfo(Model):
 
 
 class Artifact(Model):
+    """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
+
     id: str
     kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
@@ -115,12 +123,16 @@ class Artifact(Model):
 
 
 class Lineage(Model):
+    """The bundle a delta was built against."""
+
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     name: str
     created: str
 
 
 class Manifest(Model):
+    """manifest.json: schema version, name, lineage, the resolution digest, the artifacts and the (redacted) spec."""
+
     schema_version: int = SCHEMA_VERSION
     name: str
     created: str

@@ -56,6 +56,8 @@ class SourceRecord(BaseModel):
 
 
 class HfSource(SourceRecord):
+    """A Hugging Face repository at a commit (the revision it was resolved from is kept for refs/)."""
+
     repo: str = Field(pattern=HF_REPO)
     repo_type: Literal["model", "dataset"]
     revision: str
@@ -74,6 +76,8 @@ class HfSource(SourceRecord):
 
 
 class UrlSource(SourceRecord):
+    """A URL's file: the redacted URL, and what pins it (the sha256 pin, or the ETag and size seen)."""
+
     url: str
     final_url: str | None = None
     sha256: Hex64 | None = None
@@ -97,6 +101,8 @@ class UrlSource(SourceRecord):
 
 
 class PathSource(SourceRecord):
+    """A local file or directory, stamped by its sizes, mtimes and inodes when it was read."""
+
     path: str = Field(min_length=1, max_length=4096)
     stamp: Hex64 | None = None
 
@@ -111,6 +117,8 @@ class PathSource(SourceRecord):
 
 
 class S3Source(SourceRecord):
+    """Every object under an S3 prefix, stamped by the listing (keys, sizes, ETags)."""
+
     url: str = Field(pattern=r"^s3://[a-z0-9.-]{3,63}(/.*)?$")
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = ""
@@ -129,6 +137,8 @@ class S3Source(SourceRecord):
 
 
 class NgcSource(SourceRecord):
+    """An NGC model at a version."""
+
     target: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}:[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     org: str = Field(pattern=SAFE_NAME)
     team: str | None = Field(default=None, pattern=SAFE_NAME)
@@ -142,6 +152,8 @@ class NgcSource(SourceRecord):
 
 
 class GitSource(SourceRecord):
+    """A git repository at a commit (the ref it was resolved from, and its full name)."""
+
     url: str = Field(min_length=1, max_length=4096)
     ref: str
     full_ref: str | None = None
@@ -165,12 +177,16 @@ class GitSource(SourceRecord):
 
 
 class WheelTarget(SourceRecord):
+    """The Python version, platform and implementation wheels were resolved for."""
+
     python: str = Field(pattern=r"^3\.\d+$")
     platform: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     implementation: Literal["cp", "pp", "py"]
 
 
 class WheelPin(SourceRecord):
+    """Where one wheel came from (credential-free) and pip's sha256 of it."""
+
     url: str
     sha256: Hex64 | None = None
 
@@ -181,6 +197,8 @@ class WheelPin(SourceRecord):
 
 
 class WheelsSource(SourceRecord):
+    """The wheels pip resolved for every target, by file name."""
+
     targets: list[WheelTarget] = Field(default_factory=list)
     wheels: dict[Annotated[str, Field(pattern=SAFE_NAME)], WheelPin] = Field(default_factory=dict)
 
@@ -190,6 +208,8 @@ class WheelsSource(SourceRecord):
 
 
 class ImageSource(SourceRecord):
+    """An image: its reference as written, and what pins it (the manifest digest, or the engine's image id)."""
+
     ref: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     from_: Literal["registry", "docker"] = Field(alias="from")
     registry: str | None = Field(default=None, pattern=REGISTRY_HOST)

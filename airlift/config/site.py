@@ -12,10 +12,14 @@ from airlift.util.errors import InputError
 
 
 class Strict(BaseModel):
+    """Site models: unknown keys are errors, values are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RegistryTarget(Strict):
+    """The air-gapped registry images are pushed to (digests unchanged)."""
+
     url: str = Field(min_length=1, description="host[:port][/prefix]; images pushed as <url>/<repository path>:<tag>")
     insecure: bool = False
 
@@ -28,10 +32,14 @@ class RegistryTarget(Strict):
 
 
 class DockerTarget(Strict):
+    """A Docker engine images are also loaded into."""
+
     host: str = Field(min_length=1)
 
 
 class S3Target(Strict):
+    """S3-compatible storage artifacts are uploaded to."""
+
     endpoint_url: str | None = None
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = ""
@@ -47,6 +55,8 @@ class S3Target(Strict):
 
 
 class SlurmTarget(Strict):
+    """The Slurm partition and account jobs go to, and how their containers run."""
+
     partition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     container_runtime: Literal["pyxis", "docker", "apptainer", "none"] = "pyxis"
@@ -67,6 +77,8 @@ class TrustConfig(Strict):
 
 
 class Site(Strict):
+    """Where things go inside the air gap (the site profile)."""
+
     registry: RegistryTarget | None = None
     docker: DockerTarget | None = None
     s3: S3Target | None = None

@@ -20,6 +20,8 @@ SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 class Strict(BaseModel):
+    """Spec models: unknown keys are errors, values are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -79,11 +81,15 @@ class HfRepo(Strict):
 
 
 class NgcModel(Strict):
+    """An NVIDIA NGC model, `org/[team/]name[:version]`."""
+
     ngc: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
     allow: list[str] | None = None
 
 
 class UrlFile(Strict):
+    """One file over HTTP(S), optionally pinned by sha256."""
+
     url: str
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     name: str | None = None
@@ -107,6 +113,8 @@ class UrlFile(Strict):
 
 
 class LocalPath(Strict):
+    """A local file or directory."""
+
     path: str = Field(min_length=1)
     name: str | None = None
 
@@ -121,6 +129,8 @@ class LocalPath(Strict):
 
 
 class S3Prefix(Strict):
+    """Every object under an S3 prefix."""
+
     s3: str = Field(pattern=r"^s3://[a-z0-9.-]{3,63}(/.*)?$")
     name: str | None = None
 
@@ -130,6 +140,8 @@ class S3Prefix(Strict):
 
 
 class ImageRef(Strict):
+    """A container image: from a registry (default) or saved from the local Docker engine."""
+
     ref: str = Field(min_length=1)
     platform: str | None = Field(default=None, pattern=PLATFORM_RE)
     from_: Literal["registry", "docker"] = Field(default="registry", alias="from")
@@ -138,6 +150,8 @@ class ImageRef(Strict):
 
 
 class GitRepo(Strict):
+    """A git repository, pinned to the commit its ref resolves to."""
+
     git: str = Field(min_length=1)
     ref: str = Field(default="HEAD", min_length=1)
     name: str | None = None
@@ -169,6 +183,8 @@ class GitRepo(Strict):
 
 
 class Wheels(Strict):
+    """Python wheels for a target Python and platform, resolved by pip."""
+
     requirements: list[str] | str = Field(description="PEP 508 requirements, or the path of a requirements file of them")
     python: str = Field(default="3.11", pattern=r"^3\.\d+$")
     platform: str = Field(default="manylinux_2_28_x86_64", pattern=r"^[a-z0-9][a-z0-9_]*$")
@@ -211,6 +227,8 @@ class Wheels(Strict):
 
 
 class Resources(Strict):
+    """What a job asks the scheduler for."""
+
     nodes: int = Field(default=1, ge=1)
     gpus_per_node: int = Field(default=0, ge=0)
     cpus_per_task: int | None = Field(default=None, ge=1)
@@ -220,6 +238,8 @@ class Resources(Strict):
 
 
 class Job(Strict):
+    """One job to run inside the gap, in an image of the spec, reading artifacts of the spec."""
+
     name: str = Field(pattern=NAME_RE)
     image: str
     command: list[str] = Field(min_length=1)

@@ -33,6 +33,7 @@ class ManifestError(InputError):
 
 
 def check_relative_path(value: str) -> str:
+    """The value, if it is a relative POSIX path with no empty, '.' or '..' part; else ValueError."""
     if not value or value.startswith("/") or "\\" in value or "\x00" in value:
         raise ValueError(f"path {value!r} must be a relative POSIX path")
     if any(part in {"", ".", ".."} for part in value.split("/")):
@@ -195,4 +196,5 @@ class Manifest(Model):
 
 
 def now_iso() -> str:
+    """The current UTC time, to the second, as `YYYY-MM-DDTHH:MM:SSZ`."""
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -11,6 +11,7 @@ from airlift.util.fs import write_bytes_atomic
 
 
 def receipt_json(report: VerifyReport) -> dict:
+    """The receipt as JSON-ready data: the report, `ok`, and the tool's name."""
     data = report.model_dump(mode="json")
     data["ok"] = report.ok
     data["tool"] = "airlift verify"
@@ -18,6 +19,7 @@ def receipt_json(report: VerifyReport) -> dict:
 
 
 def receipt_markdown(report: VerifyReport) -> str:
+    """The receipt as Markdown: what was checked, when, where, and each artifact's result."""
     lines = [
         f"# Verification receipt: {'PASSED' if report.ok else 'FAILED'}",
         "",

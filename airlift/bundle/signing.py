@@ -19,6 +19,7 @@ from airlift.util.fs import write_bytes_atomic
 
 
 def keygen(prefix: Path) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair, `PREFIX.key` (mode 0600) and `PREFIX.pub`; never overwrite a key."""
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     if key_path.exists():
         raise InputError(f"--out {prefix}: {key_path} already exists; refusing to overwrite a key")
@@ -47,6 +48,7 @@ def _load(path: Path, kind: str):
 
 
 def sign(bundle: Bundle, key_path: Path) -> Path:
+    """Sign manifest.json (which pins every blob) with the private key; write manifest.json.sig."""
     key = _load(key_path, "private")
     signature = key.sign(bundle.manifest_bytes())
     path = bundle.root / SIGNATURE

@@ -76,6 +76,7 @@ class VolumeIndex(BaseModel):
 
 
 def parse_size(text: str) -> int:
+    """Bytes from a size such as `4GiB`, `700MB` or `3MiB` (at least 64 KiB); InputError otherwise."""
     match = SIZE_RE.match(text)
     if not match:
         raise InputError(f"--volume-size {text!r}: expected a size such as 4GiB, 700MB or 3MiB")
@@ -158,6 +159,7 @@ class PackResult:
 
 
 def pack(bundle: Bundle, *, out: Path, volume_size: int, zstd: bool = False, on_bytes: Callable[[int], None] | None = None) -> PackResult:
+    """Cut the bundle's blobs into fixed-size volumes under `out`, with index.json and VOLUMES.SHA256SUMS."""
     manifest = bundle.read_manifest()
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("vol-*.bin")) + [out / INDEX, out / VOLUME_SUMS]:
@@ -284,6 +286,7 @@ def _at_most(chunks: Iterator[bytes], limit: int, digest: str) -> Iterator[bytes
 
 
 def unpack(directory: Path, out: Path) -> UnpackResult:
+    """Rebuild a bundle from volumes: name missing and corrupt volumes, recover every intact blob."""
     index = read_index(directory)
     volumes = index.volumes
     result = UnpackResult()

@@ -30,6 +30,7 @@ def _prefect_env(verbose: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
     parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
     common = argparse.ArgumentParser(add_help=False)
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (0, 1 work failed, 2 invalid input)."""
     args = build_parser().parse_args(argv)
     _prefect_env(args.verbose)
     commands.VERBOSE = args.verbose

@@ -360,6 +360,7 @@ class Spec(Strict):
 
 
 def image_ref(entry: str | ImageRef) -> ImageRef:
+    """The ImageRef of an `images:` entry (a string is a registry reference)."""
     return ImageRef(ref=entry) if isinstance(entry, str) else entry
 
 

@@ -47,6 +47,7 @@ class LocatedYaml:
 
 
 def read_located_yaml(path: Path, what: str) -> LocatedYaml:
+    """Read and parse a YAML file, remembering where each field is; InputError when it cannot."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -57,6 +58,7 @@ def read_located_yaml(path: Path, what: str) -> LocatedYaml:
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as `models[0].revision`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -77,6 +79,7 @@ def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
 
 
 def describe_error(error: dict[str, Any]) -> str:
+    """A pydantic error as a short phrase (`unknown key`, `required key is missing`, ...)."""
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key"
@@ -87,6 +90,7 @@ def describe_error(error: dict[str, Any]) -> str:
 
 
 def validate_located(model: type[BaseModel], doc: LocatedYaml, *, context: dict[str, Any] | None = None) -> Any:
+    """Validate a parsed document as `model`, or raise one InputError naming the file, line and field."""
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise InputError(f"{doc.path}: expected a mapping at the top level")

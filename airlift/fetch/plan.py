@@ -41,6 +41,7 @@ class Plan:
 
 
 def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
+    """Size one resolved artifact and say how much of it is already cached."""
     record = cache.load(resolved.cache_key)
     if record is not None:
         # Already fetched for exactly this reference: the record knows every file and size.

@@ -62,6 +62,7 @@ def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags
 
 
 def load_image(artifact: Artifact, *, docker_host: str, blob_path: Callable[[str], Path], tags: list[str]) -> LoadReport:
+    """Stream the image into the Docker engine as a docker-archive and tag it; skip it when already there."""
     import docker
 
     image = artifact.image

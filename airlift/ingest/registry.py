@@ -37,12 +37,14 @@ class PushReport:
 
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
+    """(registry host, repository under the site prefix) an image is pushed to."""
     assert artifact.image is not None
     host, repository, _ = push_target(target.url, repository=artifact.image.repository, tag=artifact.image.tag)
     return host, repository
 
 
 def airgap_ref(target: RegistryTarget, artifact: Artifact) -> str:
+    """The image's air-gapped reference, `<registry url>/<repository>:<tag>`."""
     assert artifact.image is not None
     return airgap_reference(target.url, parse_image(artifact.image.ref))
 
@@ -76,6 +78,7 @@ def push_image(
     mount_from: Iterable[str] = (),
     on_bytes: Callable[[int], None] | None = None,
 ) -> PushReport:
+    """Push one image with its digest unchanged: skip, mount or upload each blob, then the manifest bytes."""
     image = artifact.image
     assert image is not None
     host, repository = target_repository(target, artifact)

@@ -16,6 +16,7 @@ from airlift.util.s3 import SHA_META, TRANSFER, has_object
 
 
 def object_key(*, prefix: str, artifact: Artifact, entry: FileEntry) -> str:
+    """The S3 key of one file: `<prefix>/<artifact id>[/<path>]`."""
     base = f"{prefix.strip('/')}/{artifact.id}" if prefix.strip("/") else artifact.id
     return base if artifact.layout == "file" else f"{base}/{entry.path}"
 
@@ -31,6 +32,7 @@ def upload_artifact(
     s3, *, bucket: str, prefix: str, artifact: Artifact, blob_path: Callable[[str], Path], workers: int = 8,
     on_bytes: Callable[[int], None] | None = None,
 ) -> UploadReport:
+    """Upload an artifact's files; objects whose size and sha256 metadata match are skipped."""
     report = UploadReport()
 
     def one(entry: FileEntry) -> None:

@@ -59,6 +59,7 @@ def inherited_environment(environ: dict[str, str] | None = None) -> dict[str, st
 
 
 def spec_of(manifest: Manifest) -> Spec:
+    """The spec a manifest carries (its jobs live there)."""
     if not manifest.spec:
         raise WorkError("this bundle's manifest carries no spec, so it has no jobs to submit")
     return Spec.model_validate(manifest.spec)
@@ -86,6 +87,7 @@ def select_jobs(spec: Spec, names: list[str]) -> list[Job]:
 
 
 def image_target(site: Site, job: Job) -> str:
+    """The air-gapped reference a job's image runs from (the spec's reference without a registry)."""
     if site.registry is None:
         return job.image
     return airgap_reference(site.registry.url, parse_image(job.image))
@@ -101,6 +103,7 @@ class Preflight:
 
 
 def preflight(manifest: Manifest, site: Site, *, jobs: list[Job]) -> Preflight:
+    """What stops the jobs from running: images not in the registry at the bundle's digest, artifacts not ingested."""
     result = Preflight()
     root = site.shared_root
     runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")

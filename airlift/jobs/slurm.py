@@ -123,6 +123,7 @@ def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
 
 
 def sbatch(script: Path, depends_on: list[str]) -> str:
+    """Submit a script, after the given jobs succeed (`afterok`); returns the job id."""
     out = _run(sbatch_argv(script, depends_on), f"sbatch {script.name}").strip()
     return out.split(";", 1)[0]
 

@@ -17,6 +17,7 @@ MARKER_DIR = ".airlift/ingested"
 
 
 def marker_path(root: Path, artifact_id: str) -> Path:
+    """Where the ingest marker of `artifact_id` lives under `root`."""
     return root / MARKER_DIR / f"{quote(artifact_id, safe='')}.json"
 
 
@@ -47,6 +48,7 @@ def read_marker(root: Path, artifact_id: str) -> IngestMarker | None:
 
 
 def load_marker(path: Path) -> IngestMarker | None:
+    """The marker in `path`, or None when it is missing or does not validate."""
     try:
         return IngestMarker.model_validate_json(path.read_bytes())
     except (OSError, ValueError):

@@ -90,6 +90,7 @@ def _not_found(message: str, code: str = "EntryNotFound") -> Response:
 
 
 def build_app(catalog: Catalog) -> Starlette:
+    """The Starlette app: HF Hub API, PEP 503 index, files and dumb-HTTP git over `catalog`."""
     def repo_for(request: Request) -> tuple[Artifact | None, str | None]:
         kind = request.path_params.get("kind", "models")
         repo_id = f"{request.path_params['org']}/{request.path_params['name']}"

@@ -42,6 +42,7 @@ class ResourceError(WorkError):
 
 
 def resource_error(exc: OSError, where: str) -> ResourceError | None:
+    """A ResourceError when `exc` is a full disk, a quota or a read-only filesystem; else None."""
     if exc.errno in _RESOURCE_ERRNOS:
         return ResourceError(f"{where}: {exc.strerror or exc} (free space, raise the limit, or point AIRLIFT_CACHE elsewhere)")
     return None

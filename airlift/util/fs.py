@@ -17,6 +17,7 @@ CHUNK = 1024 * 1024
 
 
 def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so a rename in it survives a crash."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -45,6 +46,7 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically (temp file, fsync, rename)."""
     with atomic_writer(path, mode) as handle:
         handle.write(data)
 

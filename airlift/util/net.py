@@ -51,6 +51,7 @@ _HOST_LOCK = threading.Lock()
 
 
 def max_per_host() -> int:
+    """Parallel downloads per upstream host (AIRLIFT_MAX_PER_HOST, default 8)."""
     return max(1, int(os.environ.get("AIRLIFT_MAX_PER_HOST", "8")))
 
 

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,29 +78,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real `prefect server start` for the session: CLI runs report to it (and start faster)."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 90
-    while time.time() < deadline and not _http_ok(f"{api}/health"):
-        if proc.poll() is not None:
-            pytest.fail(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield {"api": api, "home": str(home)}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def airlift_home(tmp_path_factory) -> Path:
+    """The session's AIRLIFT_HOME: CLI runs use the embedded default, one persistent local Prefect server."""
+    return tmp_path_factory.mktemp("airlift-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(airlift_home):
+    """The embedded local Prefect server that every CLI run of the session shares (started once)."""
+    from airlift.cli.server import EmbeddedServer
+
+    server = EmbeddedServer(airlift_home)
+    state = server.ensure(announce=False)
+    yield {"api": state.url, "home": str(server.prefect_home), "airlift_home": str(airlift_home)}
+    server.stop()
 
 
 @dataclass
@@ -144,8 +134,7 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
         "AIRLIFT_CACHE": str(tmp_path / "cache"),
         "HF_ENDPOINT": hub.url,
         "HF_HUB_DISABLE_TELEMETRY": "1",
-        "PREFECT_API_URL": prefect_server["api"],
-        "PREFECT_HOME": prefect_server["home"],
+        "AIRLIFT_HOME": prefect_server["airlift_home"],  # the embedded default: the CLI finds the server itself
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "AWS_ACCESS_KEY_ID": "airlift-test",
         "AWS_SECRET_ACCESS_KEY": "airlift-test-secret",
@@ -154,6 +143,8 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
     }
     env.pop("HF_TOKEN", None)
     env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_HOME", None)
     return Workspace(tmp_path, env)
 
 

@@ -11,7 +11,7 @@ from tests.fixtures import add_model
 def test_cli_runs_in_ephemeral_mode_without_api_url(ws, hub, tmp_path):
     add_model(hub, "acme/ephemeral-model", weights_size=50_000)
     spec = ws.write("eph.yaml", "name: eph\nmodels:\n  - hf: acme/ephemeral-model\n")
-    env = {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-ephemeral")}
+    env = {"AIRLIFT_PREFECT": "ephemeral", "PREFECT_HOME": str(tmp_path / "prefect-ephemeral")}
     result = ws.run("build", str(spec), "--out", "bundle", extra_env=env)
     assert "built bundle" in result.stdout
     ws.run("verify", "bundle", extra_env=env)

@@ -283,3 +283,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    """`airlift server status|start|stop`: the embedded local Prefect server (no flow run of its own)."""
+    from airlift.cli.server import EmbeddedServer
+
+    server = EmbeddedServer()
+    if args.action == "start":
+        state = server.ensure(announce=False)
+        print(f"running: {state.url.removesuffix('/api')} (pid {state.pid}, home {server.home})")
+        return 0
+    if args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+        return 0
+    state = server.state()
+    if state is None:
+        print(f"not running (home {server.home})")
+        return 1
+    healthy = server.healthy(state)
+    print(f"{'running' if healthy else 'not answering'}: {state.url.removesuffix('/api')} (pid {state.pid}, home {server.home}, log {server.log_path})")
+    return 0 if healthy else 1

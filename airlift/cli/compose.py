@@ -39,6 +39,9 @@ def flow(name: str, *, verbose: bool) -> Any:
         The Prefect flow object.
     """
     _prefect_side_importable()
+    from airlift.cli.server import use_embedded_server
+
+    use_embedded_server()  # before Prefect is imported: its settings are read at import
     from flows._util import configure_console
 
     chosen = _FLOWS[name]()

@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=commands.cmd_unpack)
 
+    p = sub.add_parser("server", help="the embedded local Prefect server every command reports to (UI included)")
+    p.add_argument("action", choices=["status", "start", "stop"])
+    p.set_defaults(func=commands.cmd_server)
+
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
     p.add_argument("bundle", type=Path)
     p.add_argument("--site", required=True, type=Path)

@@ -1,0 +1,195 @@
+"""The embedded default: one persistent local Prefect server per machine (per AIRLIFT_HOME), shared by
+every CLI command, so a command pays Prefect's start-up once per machine, not once per command.
+
+Prefect 3.8's ephemeral mode starts a new API server subprocess in every process (about 8 s here). With
+no PREFECT_API_URL, the CLI instead starts `prefect server start` once, detached, on loopback with
+SQLite under `$AIRLIFT_HOME/prefect/`, and every later command (in any process) finds it through
+`server.json`. Starting is race-free (a lock file); a dead or wedged server is detected and replaced.
+This module does not import Prefect: it runs it as a program and talks to its health endpoint.
+
+- `PREFECT_API_URL` set: that server is used, nothing is started.
+- `AIRLIFT_PREFECT=ephemeral`: Prefect's own ephemeral mode.
+- otherwise: this embedded server (`airlift server status|start|stop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from airlift.util.errors import WorkError
+from airlift.util.fs import write_bytes_atomic
+
+START_TIMEOUT = 120.0
+HEALTH_TIMEOUT = 3.0
+
+
+def airlift_home() -> Path:
+    """`$AIRLIFT_HOME`, else `$XDG_DATA_HOME/airlift`, else `~/.local/share/airlift`."""
+    if os.environ.get("AIRLIFT_HOME"):
+        return Path(os.environ["AIRLIFT_HOME"])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "airlift"
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What `server.json` records about the running server."""
+
+    pid: int
+    port: int
+    url: str
+    home: str
+    started: float
+
+
+class EmbeddedServer:
+    """The persistent local server of one airlift home.
+
+    Args:
+        home: The airlift home (default `airlift_home()`).
+    """
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home) if home else airlift_home()
+        self.prefect_home = self.home / "prefect"
+        self.state_path = self.home / "server.json"
+        self.lock_path = self.home / "server.lock"
+        self.log_path = self.home / "server.log"
+
+    # -- reading ----------------------------------------------------------------------------------
+    def state(self) -> ServerState | None:
+        try:
+            return ServerState(**json.loads(self.state_path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def healthy(self, state: ServerState | None = None) -> bool:
+        """True when the recorded server's process is alive and its API answers /health."""
+        state = state or self.state()
+        if state is None or not _alive(state.pid):
+            return False
+        try:
+            with urllib.request.urlopen(f"{state.url}/health", timeout=HEALTH_TIMEOUT) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):  # noqa: ANN202 - a context manager
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield
+
+    def ensure(self, *, announce: bool = True) -> ServerState:
+        """The running server, started (or replaced, when dead or wedged) if need be.
+
+        Two CLIs started at once share one server: check-or-start happens under a lock file.
+
+        Args:
+            announce: Print where the UI is when a server is started.
+
+        Raises:
+            WorkError: The server did not come up (its log is named).
+        """
+        with self._locked():
+            state = self.state()
+            if state is not None and self.healthy(state):
+                return state
+            if state is not None:
+                _terminate(state.pid)
+            state = self._start(preferred_port=state.port if state else None)
+        if announce:
+            print(f"airlift: started the local Prefect server; UI at {state.url.removesuffix('/api')} (`airlift server stop` stops it)", file=sys.stderr)
+        return state
+
+    def _start(self, *, preferred_port: int | None) -> ServerState:
+        port = preferred_port if preferred_port and _port_free(preferred_port) else _free_port()
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PREFECT_HOME": str(self.prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+        env.pop("PREFECT_API_URL", None)
+        prefect = Path(sys.executable).with_name("prefect")
+        argv = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        state = ServerState(pid=proc.pid, port=port, url=f"http://127.0.0.1:{port}/api", home=str(self.home), started=time.time())
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise WorkError(f"the local Prefect server exited at start; see {self.log_path}")
+            if self.healthy(state):
+                write_bytes_atomic(self.state_path, json.dumps(asdict(state)).encode())
+                return state
+            time.sleep(0.3)
+        _terminate(proc.pid)
+        raise WorkError(f"the local Prefect server did not answer within {START_TIMEOUT:.0f}s; see {self.log_path}")
+
+    def stop(self) -> bool:
+        """Stop the server and forget it; False when none was running."""
+        with self._locked():
+            state = self.state()
+            if state is None:
+                return False
+            _terminate(state.pid)
+            self.state_path.unlink(missing_ok=True)
+            return True
+
+
+def use_embedded_server() -> None:
+    """Point this process's Prefect client at the right server before Prefect is imported (see module doc)."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("AIRLIFT_PREFECT", "").lower() == "ephemeral":
+        return
+    server = EmbeddedServer()
+    state = server.ensure()
+    os.environ["PREFECT_API_URL"] = state.url
+    os.environ.setdefault("PREFECT_HOME", str(server.prefect_home))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(pid: int) -> None:
+    """Stop a server process group: SIGTERM, then SIGKILL if it does not go (a wedged server)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -41,4 +41,4 @@ clean:
 # Register every deployment in prefect.yaml on the server at PREFECT_API_URL (pool: airlift).
 deploy: setup
 	.venv/bin/prefect work-pool inspect airlift >/dev/null 2>&1 || .venv/bin/prefect work-pool create airlift --type process
-	AIRLIFT_CHECKOUT=$(CURDIR) .venv/bin/prefect --no-prompt deploy --all
+	.venv/bin/prefect --no-prompt deploy --all

@@ -29,15 +29,16 @@ def deployed(prefect_server, hub, tmp_path_factory):
     """`prefect work-pool create` + `prefect deploy --all` from the checkout, and a worker on the pool."""
     home = tmp_path_factory.mktemp("worker")
     env = {**os.environ, "PREFECT_API_URL": prefect_server["api"], "PREFECT_HOME": prefect_server["home"],
-           "AIRLIFT_CHECKOUT": str(REPO), "AIRLIFT_MIRROR_SPEC": str(home / "mirror.yaml"), "AIRLIFT_MIRROR_BUNDLES": str(home / "mirrors"),
+           "AIRLIFT_MIRROR_SPEC": str(home / "mirror.yaml"), "AIRLIFT_MIRROR_BUNDLES": str(home / "mirrors"),
            "HF_ENDPOINT": hub.url, "AIRLIFT_CACHE": str(home / "cache"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     pool = subprocess.run([str(VENV_BIN / "prefect"), "work-pool", "create", "airlift", "--type", "process"], env=env, capture_output=True, text=True)
     assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stderr
     deploy = subprocess.run([str(VENV_BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     log = open(home / "worker.log", "wb")  # noqa: SIM115
+    # The worker runs elsewhere: the deployments' recorded pull step (the checkout) is what finds the flows.
     worker = subprocess.Popen([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "airlift", "--limit", "4"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                              cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     yield {"env": env, "home": home}
     worker.terminate()
     try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from airlift.config.site import load_site
-from airlift.jobs.common import JobStatus, SubmitResult, select_jobs, spec_of
-from airlift.util.errors import InputError, WorkError
+from airlift.jobs.common import SubmitResult, require_scheduler
 from tasks.bundle import open_trusted
 from tasks.jobs import preflight_task, submit_task, wait_task
 
@@ -26,22 +25,13 @@ def submit_jobs(
         pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
     """
     profile = load_site(site)
-    if (profile.slurm is None and profile.prefect is None) or profile.shared_root is None:
-        raise InputError(f"{site}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
+    require_scheduler(profile, source=site)
     keys = [*(pubkeys or []), *(str(k) for k in (profile.trust.keys if profile.trust else []))]
     manifest = open_trusted(bundle=bundle, pubkeys=keys).manifest
-    missing = preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
-    if missing:
-        raise WorkError("preflight refused to submit: " + "; ".join(missing))
-    records, submitted = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force)
-    selected = [job.name for job in select_jobs(spec_of(manifest), jobs or [])]
-    result = SubmitResult(submitted=submitted, jobs={n: JobStatus(id=records[n].id, log=records[n].log) for n in selected})
-    if wait:
-        for name, state in wait_task(records=records, names=selected).items():
-            result.jobs[name].state = state
-        failed = result.failed()
-        if failed:
-            raise WorkError("jobs failed: " + "; ".join(f"{n} ({result.jobs[n].state}, log {records[n].log})" for n in failed))
+    preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
+    submission = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force)
+    if not wait:
+        return submission.result()
+    result = submission.result(wait_task(site=profile, records=submission.records, names=list(submission.records)))
+    result.raise_if_failed()
     return result
-
-

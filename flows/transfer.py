@@ -22,18 +22,17 @@ from tasks.remote import (
 )
 
 
-def _by_artifact(missing: dict[str, tuple[str, int]]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for digest, (artifact_id, _) in sorted(missing.items()):
-        groups.setdefault(artifact_id, []).append(digest)
-    return groups
-
-
 @flow(name="transfer-bundle", log_prints=True)
 def transfer_bundle(
     src: str, dest: str, ssh_key: str | None = None, ssh_options: list[str] | None = None, s3_endpoint: str | None = None,
+    recheck: bool = False,
 ) -> TransferResult:
     """Copy the bundle at `src` to `dest`, sending only what `dest` lacks, then verify `dest`.
+
+    A blob already at `dest` counts only when it is proven: for a directory, by a matching verification
+    stamp or a rehash; over ssh, the same, hashed on the far side; on S3, by its size and the sha256
+    airlift stored with it. A damaged one is sent again. A delta's blobs left to its lineage are
+    expected absent at `dest`.
 
     Args:
         src: A bundle directory, `ssh://[user@]host[:port]/abs/path` or `s3://bucket/prefix`.
@@ -41,6 +40,7 @@ def transfer_bundle(
         ssh_key: Private key for ssh (otherwise the user's ssh config and agent apply).
         ssh_options: Extra ssh options as KEY=VALUE (passed as -o).
         s3_endpoint: S3 endpoint URL (otherwise AWS_ENDPOINT_URL, as boto3 reads it).
+        recheck: Rehash every blob already at `dest`, whatever its stamp says (on S3: download each).
     """
     source = parse_location(src, argument="SRC")
     target = parse_location(dest, argument="--to")
@@ -50,7 +50,7 @@ def transfer_bundle(
     if kinds == ("dir", "dir"):
         Bundle(src).require()
         dest_path = resolve_dir(target)
-        plan = plan_transfer(src=src, dest=str(dest_path))
+        plan = plan_transfer(src=src, dest=str(dest_path), recheck=recheck)
         groups = plan.by_artifact()
         copying = [
             copy_blobs.submit(src=src, dest=str(dest_path), artifact_id=a, digests=d, total=sum(plan.missing[x][1] for x in d))
@@ -58,36 +58,35 @@ def transfer_bundle(
         ]
         copied = [d for batch in gather(copying, list(groups)) for d in batch]
         finalize(src=src, dest=str(dest_path), plan=plan, copied=copied)
-        sent, present = copied, plan.present
-        sent_bytes = sum(plan.missing[d][1] for d in copied)
+        result = plan.result(dest, sent=copied)
     elif kinds == ("dir", "s3"):
         Bundle(src).require()
-        missing, present = plan_s3_push(src=src, location=target, endpoint=s3_endpoint)
-        groups = _by_artifact(missing)
+        plan = plan_s3_push(src=src, location=target, endpoint=s3_endpoint, recheck=recheck)
+        groups = plan.by_artifact()
         uploads = [
-            s3_upload.submit(src=src, location=target, endpoint=s3_endpoint, artifact_id=a, digests=d, total=sum(missing[x][1] for x in d))
+            s3_upload.submit(src=src, location=target, endpoint=s3_endpoint, artifact_id=a, digests=d, total=sum(plan.missing[x][1] for x in d))
             for a, d in groups.items()
         ]
         sent = [d for batch in gather(uploads, list(groups)) for d in batch]
         s3_finish_push(src=src, location=target, endpoint=s3_endpoint)
-        sent_bytes = sum(missing[d][1] for d in sent)
+        result = plan.result(dest, sent=sent)
     elif kinds == ("s3", "dir"):
         dest_path = resolve_dir(target)
-        manifest_bytes, missing, present = plan_s3_pull(location=source, dest=str(dest_path), endpoint=s3_endpoint)
-        groups = _by_artifact(missing)
+        plan = plan_s3_pull(location=source, dest=str(dest_path), endpoint=s3_endpoint, recheck=recheck)
+        groups = plan.by_artifact()
         downloads = [
-            s3_download.submit(location=source, dest=str(dest_path), endpoint=s3_endpoint, artifact_id=a, digests=d, total=sum(missing[x][1] for x in d))
+            s3_download.submit(location=source, dest=str(dest_path), endpoint=s3_endpoint, artifact_id=a, digests=d, total=sum(plan.missing[x][1] for x in d))
             for a, d in groups.items()
         ]
         sent = [d for batch in gather(downloads, list(groups)) for d in batch]
-        s3_finish_pull(location=source, dest=str(dest_path), endpoint=s3_endpoint, manifest_bytes=manifest_bytes, copied=sent)
-        sent_bytes = sum(missing[d][1] for d in sent)
+        s3_finish_pull(location=source, dest=str(dest_path), endpoint=s3_endpoint, plan=plan, copied=sent)
+        result = plan.result(dest, sent=sent)
     elif kinds == ("dir", "ssh"):
         Bundle(src).require()
-        sent, sent_bytes, present = ssh_push(src=src, location=target, opts=opts)
+        result = ssh_push(src=src, location=target, opts=opts, recheck=recheck)
     elif kinds == ("ssh", "dir"):
-        sent, sent_bytes, present = ssh_pull(location=source, dest=str(resolve_dir(target)), opts=opts)
+        result = ssh_pull(location=source, dest=str(resolve_dir(target)), opts=opts, recheck=recheck)
     else:
         raise InputError(f"transfer {source.kind} -> {target.kind}: one side must be a local directory (stage through one)")
-    logger.info("sent %d blobs (%d bytes); %d already at %s; verified", len(sent), sent_bytes, present, dest)
-    return TransferResult(dest=dest, blobs_sent=len(sent), bytes_sent=sent_bytes, blobs_present=present)
+    logger.info(result.summary())
+    return result

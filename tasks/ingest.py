@@ -43,7 +43,8 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
     s3_util.ensure_bucket(client, target.bucket)
     return s3_sink.upload_artifact(
         client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
-        blob_path=_blob_locator(bundle, store), on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),
+        blob_path=_blob_locator(bundle, store), state_dir=Cache().s3_uploads_dir,
+        on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),
     )
 
 

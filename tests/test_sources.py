@@ -127,7 +127,7 @@ def test_wheels_install_from_find_links_offline(ws):
     assert (target / "six.py").exists()
 
 
-def test_local_directory_is_hard_linked_and_arrives_byte_identical(ws):
+def test_local_directory_is_copied_and_arrives_byte_identical(ws):
     src = ws.root / "checkpoint"
     (src / "bin").mkdir(parents=True)
     (src / "weights.safetensors").write_bytes(pseudo_random(400_000, 81))
@@ -139,7 +139,8 @@ def test_local_directory_is_hard_linked_and_arrives_byte_identical(ws):
     entries = {f["path"]: f for f in manifest["artifacts"][0]["files"]}
     assert entries["bin/launch.sh"]["executable"] is True
     weights = ws.root / "cache" / "blobs" / "sha256" / entries["weights.safetensors"]["sha256"]
-    assert weights.stat().st_ino == (src / "weights.safetensors").stat().st_ino, "same filesystem: hard link, not copy"
+    assert weights.stat().st_ino != (src / "weights.safetensors").stat().st_ino, "a copy, never a link to the user's live file"
+    assert weights.stat().st_mode & 0o777 == 0o444
     ws.run("ingest", "bundle", "--site", str(ws.write("site.yaml", f"shared_root: {ws.root / 'root'}\n")))
     dest = ws.root / "root" / "files" / "checkpoint"
     for relative in ("weights.safetensors", "bin/launch.sh"):

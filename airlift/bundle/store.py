@@ -9,21 +9,21 @@ file lock keeps two processes from appending to the same partial.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from airlift.util.confine import ConfinedRoot
-from airlift.util.errors import IntegrityError
+from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
+from airlift.util.locks import FileLock, try_lock
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
@@ -37,6 +37,11 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime_ns): what changes when a file is edited in place or replaced."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def sha256_file(path: Path) -> str:
@@ -157,9 +162,8 @@ class BlobStore:
         """Open (or resume) the partial download named `key`, locked against other processes."""
         self.ensure_dirs()
         path = self.tmp_dir / f"{key}.part"
-        lock_handle = open(self.tmp_dir / f"{key}.lock", "a+b")  # noqa: SIM115 - held for the block
-        try:
-            fcntl.flock(lock_handle.fileno(), fcntl.LOCK_EX)
+        # A FileLock, not a bare flock: `airlift cache prune` may delete a dead writer's lock file.
+        with FileLock(self.tmp_dir / f"{key}.lock"):
             handle = open(path, "ab")  # noqa: SIM115 - closed below
             try:
                 writer = HashingWriter(handle, git_blob_size=git_blob_size)
@@ -168,8 +172,6 @@ class BlobStore:
                 yield _Partial(self, path, writer)
             finally:
                 handle.close()
-        finally:
-            lock_handle.close()
 
     def put_stream(self, chunks: Iterable[bytes], *, expected_sha256: str | None = None, label: str = "") -> StoredBlob:
         """Store a stream of bytes; the blob's name is the sha256 computed while writing."""
@@ -195,18 +197,64 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> StoredBlob:
         return self.put_stream([data])
 
-    def add_file(self, path: Path, *, allow_link: bool = True) -> StoredBlob:
-        """Store a local file. Same filesystem: hash once, then hard-link (no copy). Else copy while hashing."""
+    def add_file(self, path: Path, *, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
+        """Copy a local file into the store, hashing each chunk as it is written (one pass).
+
+        Never a hard link: the source is the user's live file, and a blob that shares its inode would
+        change (in the cache and every bundle built from it) when the user edits it in place. The
+        file's (device, inode, size, mtime_ns) are taken before and after the copy; if they differ,
+        the bytes may be torn, so the copy is tried once more and then refused.
+
+        Args:
+            path: The local file.
+            on_bytes: Called with each chunk's length as it is written (progress).
+
+        Returns:
+            The stored blob (read-only, 0o444).
+
+        Raises:
+            WorkError: The file changed while it was being copied, in both attempts.
+        """
         self.ensure_dirs()
-        same_fs = allow_link and os.stat(path).st_dev == os.stat(self.blobs_dir).st_dev
-        if not same_fs:
-            with open(path, "rb") as handle:
-                return self.put_stream(iter(lambda: handle.read(CHUNK), b""))
-        digest = sha256_file(path)
-        size = os.stat(path).st_size
-        if not self.has(digest, size):
-            link_or_copy(path, self.blob_path(digest), allow_link=True)
-        return StoredBlob(digest, size)
+        for _attempt in range(2):
+            blob = self._copy_unchanged(Path(path), on_bytes)
+            if blob is not None:
+                return blob
+        raise WorkError(f"{path}: changed while it was being copied (twice); stop writing to it, then build again")
+
+    def _copy_unchanged(self, path: Path, on_bytes: Callable[[int], None] | None) -> StoredBlob | None:
+        """One copy-while-hashing attempt; None (and nothing stored) when the source changed meanwhile."""
+        fd, tmp = self._new_tmp()
+        try:
+            with open(path, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                before = _identity(os.fstat(fin.fileno()))
+                writer = HashingWriter(fout)
+                while chunk := fin.read(CHUNK):
+                    writer.write(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+                fout.flush()
+                os.fsync(fout.fileno())
+                # fstat catches an edit in place; stat of the name catches a replacement by rename.
+                after = (_identity(os.fstat(fin.fileno())), _identity(os.stat(path)))
+            if after != (before, before) or writer.size != before[2]:
+                os.unlink(tmp)
+                return None
+            digest = writer.sha256.hexdigest()
+            final = self.blob_path(digest)
+            with contextlib.suppress(FileNotFoundError):
+                if _identity(os.stat(final))[:2] == before[:2]:
+                    # An older airlift hard-linked this very file in: put an independent copy in its place.
+                    os.chmod(tmp, 0o444)
+                    os.replace(tmp, final)
+                    fsync_dir(final.parent)
+                    return StoredBlob(digest, writer.size)
+            self._commit(Path(tmp), digest)
+            return StoredBlob(digest, writer.size)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def link_blob_to(self, other: BlobStore, sha256: str) -> None:
         """Give `other` this store's blob, by hard link where the filesystem allows."""
@@ -237,14 +285,20 @@ class BlobStore:
                 os.unlink(tmp)
             raise
 
-    def sweep_stale(self) -> int:
-        """Delete temp files whose writer (a process on this host) is gone, e.g. after kill -9."""
-        removed = 0
+    def stale_tmp(self) -> list[Path]:
+        """Temp files whose writer (a process on this host) is gone, e.g. after kill -9."""
+        stale = []
         for tmp in self.tmp_dir.glob("*.tmp") if self.tmp_dir.is_dir() else []:
             host, _, rest = tmp.name.partition(".")
             pid = rest.partition(".")[0]
-            if host != _HOST or not pid.isdigit() or _alive(int(pid)):
-                continue
+            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                stale.append(tmp)
+        return stale
+
+    def sweep_stale(self) -> int:
+        """Delete temp files whose writer (a process on this host) is gone, e.g. after kill -9."""
+        removed = 0
+        for tmp in self.stale_tmp():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed += 1
@@ -255,9 +309,9 @@ class BlobStore:
         self.sweep_stale()
         with contextlib.suppress(OSError):
             for leftover in self.tmp_dir.glob("*.lock"):
-                part = leftover.with_suffix(".part")
-                if not part.exists():
-                    leftover.unlink(missing_ok=True)
+                with try_lock(leftover) as lock:  # a lock someone holds is in use, partial or not
+                    if lock is not None and not leftover.with_suffix(".part").exists():
+                        lock.remove()
             self.tmp_dir.rmdir()
 
 

@@ -182,8 +182,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         if "=" not in option:
             raise InputError(f"--ssh-option {option!r}: expected KEY=VALUE")
     transfer_bundle = _flow("transfer")
-    result = transfer_bundle(src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint)
-    print(f"transferred to {result.dest}: {result.blobs_sent} blobs ({human(result.bytes_sent)}) sent, {result.blobs_present} already there; verified")
+    result = transfer_bundle(
+        src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint, recheck=args.recheck,
+    )
+    print(result.summary())
     return 0
 
 
@@ -254,12 +256,11 @@ def cmd_mirror_refresh(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from airlift.config.site import load_site
-    from airlift.jobs.common import select_jobs, spec_of
+    from airlift.jobs.common import require_scheduler, select_jobs, spec_of
 
     profile = load_site(args.site)
     manifest = _open_trusted(args.bundle, _trusted_keys(args, profile)).manifest
-    if (profile.slurm is None and profile.prefect is None) or profile.shared_root is None:
-        raise InputError(f"{args.site}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
+    require_scheduler(profile, source=str(args.site))
     select_jobs(spec_of(manifest), args.job)
     result = _flow("submit")(
         bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force, pubkeys=[str(k) for k in args.pubkey],
@@ -283,6 +284,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    """`airlift cache info`: local maintenance, no flow run (nothing to retry, cache or observe)."""
+    from airlift.fetch.cache import Cache, cache_info
+
+    info = cache_info(Cache())
+    if args.json:
+        print(info.model_dump_json(indent=1))
+        return 0
+    print(f"cache {info.root}: {human(info.total_bytes)}")
+    print(
+        f"  blobs    {info.blobs} ({human(info.blob_bytes)}); referenced by no record: "
+        f"{info.unreferenced_blobs} ({human(info.unreferenced_bytes)})"
+    )
+    print(f"  records  {info.records}; ETag entries {info.etags}; pending uploads {info.pending_uploads}")
+    print(
+        f"  temp     {info.partials} partial downloads ({human(info.partial_bytes)}, {info.partials_in_use} in use); "
+        f"{info.stale_temp} stale temp files ({human(info.stale_temp_bytes)}); {info.stale_locks} stale locks"
+    )
+    return 0
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    """`airlift cache prune`: local maintenance, no flow run; safe beside a running build."""
+    from airlift.bundle.layout import Bundle
+    from airlift.fetch.cache import Cache, parse_age, prune_cache
+
+    age = parse_age(args.older_than)
+    for bundle in args.keep_bundle:  # a wrong --keep-bundle stops prune before it removes anything
+        if not Path(bundle, "manifest.json").is_file():
+            raise InputError(f"--keep-bundle {bundle}: not a bundle (no manifest.json)")
+        Bundle(bundle).read_manifest()
+    cache = Cache()
+    report = prune_cache(cache, older_than=age, keep_bundles=args.keep_bundle, dry_run=args.dry_run)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} from {cache.root}: {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
+        f"{report.partials_removed} partial downloads ({human(report.partial_bytes_removed)}), "
+        f"{report.temp_removed} temp files ({human(report.temp_bytes_removed)}), {report.locks_removed} locks, "
+        f"{report.etags_removed} ETag entries"
+    )
+    print(
+        f"kept: {report.blobs_kept_young} unreferenced blobs and {report.partials_kept_young} partials younger than "
+        f"{args.older_than}, {report.partials_kept_in_use} partials in use"
+    )
+    return 0
 
 
 def cmd_server(args: argparse.Namespace) -> int:

@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssh-key", help="private key for ssh:// endpoints")
     p.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE", help="passed to ssh as -o (repeatable)")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+    p.add_argument("--recheck", action="store_true", help="rehash every blob already at DEST, trusting no stamp (on S3: download each)")
     p.set_defaults(func=commands.cmd_transfer)
 
     p = sub.add_parser("pack", help="cut a bundle into fixed-size volumes for removable media")
@@ -125,6 +126,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="the embedded local Prefect server every command reports to (UI included)")
     p.add_argument("action", choices=["status", "start", "stop"])
     p.set_defaults(func=commands.cmd_server)
+
+    p = sub.add_parser(
+        "cache", help="the download cache ($AIRLIFT_CACHE): info, prune (local maintenance; runs no Prefect flow)",
+        description="Local maintenance of the download cache ($AIRLIFT_CACHE, default ~/.cache/airlift). "
+        "These commands run no Prefect flow and need no server.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    c = actions.add_parser("info", parents=[common], help="size, blobs, records, and what prune could remove")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=commands.cmd_cache_info)
+    c = actions.add_parser(
+        "prune", parents=[common],
+        help="remove blobs no cache record or kept bundle references, and stale temp files, partials and locks",
+        description="Remove blobs that no cache record and no --keep-bundle references, dangling ETag entries, "
+        "and temp files, partial downloads and locks whose writer is gone. Anything modified more recently "
+        "than --older-than stays, so it is safe while a build runs. Runs no Prefect flow.",
+    )
+    c.add_argument("--older-than", default="24h", help="only remove what is older than this (e.g. 7d, 12h, 30m; default 24h)")
+    c.add_argument("--keep-bundle", action="append", default=[], type=Path, metavar="DIR", help="also keep every blob this bundle references (repeatable)")
+    c.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
+    c.set_defaults(func=commands.cmd_cache_prune)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
     p.add_argument("bundle", type=Path)

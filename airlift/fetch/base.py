@@ -10,6 +10,7 @@ from typing import Any
 
 from airlift.bundle.sources import Source, source_record
 from airlift.fetch.cache import Cache
+from airlift.util.net import ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class FetchContext:
     cache: Cache
     max_parallel_files: int = 8
     on_bytes: Callable[[int], None] | None = None
-    attempts: int = 6
+    attempts: int = ATTEMPTS  # the core's one attempt count (airlift.util.net)
     platform: str = "linux/amd64"  # the spec's default image platform
 
     def progress(self, count: int) -> None:

@@ -18,9 +18,9 @@ from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import TransientError, WorkError, is_transient, is_transient_status
+from airlift.util.errors import WorkError, is_transient
 from airlift.util.http import client as http_client
-from airlift.util.http import resumable_get
+from airlift.util.http import raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 
 
@@ -75,19 +75,14 @@ def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     return Resolved(artifact_id, f"hf-{repo_type}", {k: v for k, v in source.items() if v is not None}, tuple(files))
 
 
-def _hub_status(response, label: str) -> None:  # noqa: ANN001 - httpx.Response
-    """The hub's answer: 408/429/5xx are transient; anything else (401, 403, 404) names the file and fails."""
-    if response.status_code < 400:
-        return
-    message = f"{label}: HTTP {response.status_code} from the hub"
-    if is_transient_status(response.status_code):
-        raise TransientError(message)
-    raise WorkError(message)
-
-
 def _status(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     return str(getattr(response, "status_code", "error"))
+
+
+def _hub_status(response, label: str) -> None:  # noqa: ANN001 - httpx.Response
+    # "the hub", not the URL: after a redirect the URL is a CDN's, signed query and all.
+    raise_for_status(response, label, origin="the hub")
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:

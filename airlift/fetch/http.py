@@ -21,7 +21,7 @@ def head(url: str, label: str) -> httpx.Response:
             raise_for_status(response, label)
             return response
 
-    return with_transient_retries(label, attempts=6, action=attempt)
+    return with_transient_retries(label, action=attempt)
 
 
 def download(url: str, ctx: FetchContext, *, label: str, etag: str | None, size: int | None, expected_sha256: str | None) -> StoredBlob:

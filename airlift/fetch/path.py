@@ -1,4 +1,8 @@
-"""`path:` datasets: a local file or directory, hard-linked into the store when on the same filesystem."""
+"""`path:` datasets: a local file or directory, copied into the store while it is hashed.
+
+Copied, never hard-linked: the source is the user's live data, and a blob sharing its inode would
+change in the cache and in every bundle built from it when the user edits a file in place.
+"""
 
 from __future__ import annotations
 
@@ -58,8 +62,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
     def one(remote: RemoteFile) -> FileEntry:
         source_file = root if resolved.layout == "file" else root / remote.path
-        blob = ctx.cache.store.add_file(source_file)
-        ctx.progress(blob.size)
+        blob = ctx.cache.store.add_file(source_file, on_bytes=ctx.progress)
         return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, executable=remote.executable)
 
     ctx.cache.store.ensure_dirs()

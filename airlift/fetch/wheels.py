@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,15 +24,31 @@ from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map, with_transient_retries
 from airlift.util.proc import run
 
+_NETWORK_WORDS = ("connection", "timed out", "temporarily", "429", "500", "502", "503", "504")
+# pip skips an index page it could not fetch and then reports only "no matching distribution": its
+# debug log (`--log`) is the one place that says the index was unreachable rather than the package absent.
+_INDEX_UNREACHABLE = re.compile(r"Could not fetch URL .*: (?:connection error|.*timed out|.*too many \d+ error responses|.*\b(?:429|5\d\d)\b)")
+
 
 def _last_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("WARNING: Location")]
     return lines[-1].lower() if lines else ""
 
 
+def _pip_failed_on_network(stderr: str, log: Path) -> bool:
+    """True when pip's failure was the network's (worth a retry), not the requirements'."""
+    if any(word in _last_line(stderr) for word in _NETWORK_WORDS):
+        return True
+    try:
+        return _INDEX_UNREACHABLE.search(log.read_text(errors="replace")) is not None
+    except OSError:
+        return False
+
+
 def _pip_report(entry: Wheels) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="airlift-pip-") as work:
         report = Path(work) / "report.json"
+        log = Path(work) / "pip.log"
         # The requirements were validated as PEP 508 (no pip options): pip reads them from a file we
         # wrote, so no spec value is ever a pip argument.
         requirements = Path(work) / "requirements.txt"
@@ -41,10 +58,12 @@ def _pip_report(entry: Wheels) -> list[dict]:
             "--report", str(report), "--target", str(Path(work) / "target"),
             "--only-binary=:all:", "--python-version", entry.python, "--platform", entry.platform,
             "--implementation", entry.implementation, "-r", str(requirements),
+            # pip's own retries (5 by default) off: the core retries the whole resolution, one layer only.
+            "--retries", "0", "--log", str(log),
         ]
         run(
             argv, what=f"wheels: pip could not resolve {entry.requirements} for Python {entry.python} on {entry.platform}",
-            transient=lambda _code, stderr: any(word in _last_line(stderr) for word in ("connection", "timed out", "temporarily", "503", "502")),
+            transient=lambda _code, stderr: _pip_failed_on_network(stderr, log),
         )
         return json.loads(report.read_text())["install"]
 
@@ -88,7 +107,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         url = resolved.source.wheels[remote.path].url
         parsed = urlparse(url)
         if parsed.scheme == "file":
-            blob = ctx.cache.store.add_file(Path(unquote(parsed.path)), allow_link=False)
+            blob = ctx.cache.store.add_file(Path(unquote(parsed.path)))
             if remote.sha256 and blob.sha256 != remote.sha256:
                 raise WorkError(f"wheels: {remote.path}: sha256 {blob.sha256} does not match pip's {remote.sha256}")
         else:

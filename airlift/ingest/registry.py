@@ -87,22 +87,22 @@ def push_image(
     label = f"{artifact.id} -> {report.target}"
     try:
         tag = image.tag or image.digest
-        if with_transient_retries(label, attempts=6, action=lambda: client.head_manifest(repository, tag)) == image.digest:
+        if with_transient_retries(label, action=lambda: client.head_manifest(repository, tag)) == image.digest:
             report.already_present = True
             return report
         manifest_digest = image.digest
         for digest in [image.config, *image.layers]:
-            if with_transient_retries(label, attempts=6, action=lambda d=digest: client.has_blob(repository, d)):
+            if with_transient_retries(label, action=lambda d=digest: client.has_blob(repository, d)):
                 report.skipped += 1
                 continue
             if any(client.mount_blob(repository, digest, from_repository=other) for other in mount_from if other != repository):
                 report.mounted += 1
                 continue
-            report.bytes += with_transient_retries(label, attempts=6, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
+            report.bytes += with_transient_retries(label, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
             report.uploaded += 1
         raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
         for reference in (manifest_digest, tag):
-            pushed = with_transient_retries(label, attempts=6, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
+            pushed = with_transient_retries(label, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
             if pushed and pushed != manifest_digest:
                 report.notes.append(f"registry reports {pushed} for {reference}, expected {manifest_digest}")
         report.manifest_pushed = True

@@ -1,4 +1,5 @@
-"""What every job backend shares: the job environment, job selection, preflight and the job ledger.
+"""What every job backend shares: the job environment, job selection, preflight, the job ledger, the
+`JobBackend` protocol (Slurm and Prefect), submission in dependency order and the wait loop.
 
 Preflight refuses to submit a job whose image is not in the site registry (at the bundle's digest)
 or whose `uses` artifacts were not ingested under shared_root, naming every missing item.
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -95,11 +97,40 @@ def image_target(site: Site, job: Job) -> str:
 
 @dataclass
 class Preflight:
+    """What stops the jobs from running, one line per missing image or artifact."""
+
     missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.missing
+
+    def raise_if_missing(self) -> None:
+        """Refuse to submit while anything is missing.
+
+        Raises:
+            WorkError: Names every missing image and artifact.
+        """
+        if self.missing:
+            raise WorkError("preflight refused to submit: " + "; ".join(self.missing))
+
+
+def require_scheduler(site: Site, *, source: str) -> Path:
+    """The site's shared_root, when the site can run jobs (it has `slurm:` or `prefect:`, and `shared_root`).
+
+    Args:
+        site: The site profile.
+        source: The profile's path, for the error message.
+
+    Returns:
+        The shared_root (where the ledger, the scripts and the logs go).
+
+    Raises:
+        InputError: The profile lacks a scheduler or shared_root.
+    """
+    if (site.slurm is None and site.prefect is None) or site.shared_root is None:
+        raise InputError(f"{source}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
+    return site.shared_root
 
 
 def preflight(manifest: Manifest, site: Site, *, jobs: list[Job]) -> Preflight:
@@ -173,6 +204,60 @@ class JobLedger:
         write_bytes_atomic(self.path, json.dumps({k: vars(v) for k, v in records.items()}, indent=1).encode())
 
 
+class JobBackend(Protocol):
+    """A scheduler the jobs go to: Slurm (airlift.jobs.slurm) or Prefect's `run-job` deployment (airlift.jobs.prefect)."""
+
+    name: str  # recorded as JobRecord.backend
+
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+        """Submit one job, to run only after `needs` (the records of the jobs it needs) succeed."""
+        ...
+
+    def state(self, record: JobRecord) -> str:
+        """A job's current state: PENDING, RUNNING, COMPLETED, FAILED, ..., or UNKNOWN when the scheduler forgot it."""
+        ...
+
+    def cancel(self, record: JobRecord) -> None:
+        """Cancel a job that can never run."""
+        ...
+
+
+def should_submit_again(backend: JobBackend, previous: JobRecord | None) -> bool:
+    """Whether a job the ledger knows must be submitted again: it failed, or its scheduler lost or never had it.
+
+    A job pending, running or done is left alone, so a rerun of `submit` never runs a job twice.
+    """
+    if previous is None or previous.backend != backend.name:
+        return True
+    state = backend.state(previous)
+    return state in TERMINAL_BAD or state == "UNKNOWN"
+
+
+def submit_in_order(spec: Spec, jobs: list[Job], *, backend: JobBackend, root: Path, force: bool = False) -> Submission:
+    """Submit jobs in dependency order; a job pending, running or done is not submitted again.
+
+    The ledger is saved after each submission, so a crash never forgets a submitted job.
+
+    Args:
+        spec: The spec the jobs belong to (it names the ledger).
+        jobs: Jobs in dependency order (see `select_jobs`).
+        backend: The scheduler.
+        root: The site's shared_root (the ledger lives under it).
+        force: Submit again even jobs that are pending, running or done.
+
+    Returns:
+        The jobs' records (submitted now or earlier) and the names submitted now.
+    """
+    ledger = JobLedger(root, spec.name)
+    records = ledger.load()
+    submitted: list[str] = []
+    for job in jobs:
+        if not force and not should_submit_again(backend, records.get(job.name)):
+            continue
+        records[job.name] = backend.submit(spec, job, needs=[records[n] for n in job.needs if n in records])
+        ledger.save(records)
+        submitted.append(job.name)
+    return Submission(records={job.name: records[job.name] for job in jobs}, submitted=submitted)
 
 
 TERMINAL_OK = {"COMPLETED"}
@@ -245,3 +330,28 @@ class SubmitResult(BaseModel):
 
     def failed(self) -> list[str]:
         return [name for name, job in self.jobs.items() if job.state is not None and job.state not in TERMINAL_OK]
+
+    def raise_if_failed(self) -> None:
+        """Raise when a job ended in a state other than COMPLETED.
+
+        Raises:
+            WorkError: Names each failed job, its state and its log.
+        """
+        failed = self.failed()
+        if failed:
+            raise WorkError("jobs failed: " + "; ".join(f"{n} ({self.jobs[n].state}, log {self.jobs[n].log})" for n in failed))
+
+
+@dataclass
+class Submission:
+    """What `submit_in_order` did: the selected jobs' records, in dependency order, and the names submitted now."""
+
+    records: dict[str, JobRecord]
+    submitted: list[str]
+
+    def result(self, states: dict[str, str] | None = None) -> SubmitResult:
+        """The report `airlift submit` returns, with each job's final state when it waited."""
+        return SubmitResult(
+            submitted=self.submitted,
+            jobs={n: JobStatus(id=r.id, log=r.log, state=(states or {}).get(n)) for n, r in self.records.items()},
+        )

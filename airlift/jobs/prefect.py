@@ -1,13 +1,16 @@
 """Jobs for sites whose scheduler is Prefect: each job is a flow run of the site's `run-job` deployment.
 
-This module decides everything (order, what to skip, the parameters of each run, waiting on needs);
-the two calls that reach Prefect, triggering a deployment and reading a run's state, are injected,
-so the core stays Prefect-free and the logic is tested in-process.
+`PrefectBackend` is the `JobBackend` (airlift.jobs.common) for them: it decides the parameters of each
+run and waits on a job's needs before triggering it (Prefect has no `afterok`); the order and what to
+skip are `submit_in_order`'s. The two calls that reach Prefect, triggering a deployment and reading a
+run's state, are injected (tasks/jobs.py), so the core stays Prefect-free and is tested in-process.
+`run_job_argv` and `run_job_process` are what the `run-job` flow runs.
 """
 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,15 @@ from pathlib import Path
 from airlift.bundle.manifest import now_iso
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec
-from airlift.jobs.common import JobLedger, JobRecord, image_target, inherited_environment, job_environment
+from airlift.jobs.common import (
+    TERMINAL_OK,
+    JobRecord,
+    image_target,
+    inherited_environment,
+    job_environment,
+    wait_for_jobs,
+)
 from airlift.util.errors import WorkError
-
-PREFECT_OK = {"COMPLETED"}
-PREFECT_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class RunJobParameters:
     docker_host: str | None
 
     def as_dict(self) -> dict[str, object]:
+        """The run's parameters as `run_deployment` takes them (the `run-job` flow's parameter names)."""
         return dict(self.__dict__)
 
 
@@ -48,58 +56,77 @@ def run_parameters(site: Site, job: Job) -> RunJobParameters:
     )
 
 
-def submit_prefect(
-    spec: Spec,
-    jobs: list[Job],
-    *, site: Site,
-    trigger: Callable[[str, dict[str, object]], str],
-    wait_for: Callable[[str], str],
-    state_of: Callable[[str], str],
-    force: bool = False,
-) -> tuple[dict[str, JobRecord], list[str]]:
-    """Trigger each job as a run of the site's deployment, in dependency order.
-
-    Prefect has no `afterok`: a job whose needs were submitted is triggered once they completed.
+class PrefectBackend:
+    """Prefect as a `JobBackend`: each job is a run of the site's `run-job` deployment.
 
     Args:
-        spec: The spec the jobs belong to.
-        jobs: Jobs in dependency order (see `select_jobs`).
         site: The site profile, with `prefect:` and `shared_root`.
-        trigger: Starts a run of (deployment, parameters); returns the flow run id.
-        wait_for: Blocks until a flow run ends; returns its final state name.
-        state_of: The current state name of a flow run.
-        force: Trigger again even jobs whose earlier run did not fail.
-
-    Returns:
-        The ledger's records by job name, and the names triggered now.
-
-    Raises:
-        WorkError: A job's need ended in a state other than COMPLETED.
+        trigger: Starts a run of (deployment, parameters) without waiting; returns the flow run id.
+        read_state: The state name of a flow run (COMPLETED, FAILED, RUNNING, ...; UNKNOWN when the server lost it).
+        log: Where progress lines go while a job waits on its needs.
+        poll_seconds: Time between polls of a need's state.
+        sleep: Injected for tests.
+        clock: Injected for tests.
     """
-    assert site.prefect is not None and site.shared_root is not None
-    ledger = JobLedger(site.shared_root, spec.name)
-    records = ledger.load()
-    submitted: list[str] = []
-    for job in jobs:
-        previous = records.get(job.name)
-        if previous and not force and state_of(previous.id) not in PREFECT_BAD:
-            continue
-        for needed in job.needs:
-            state = wait_for(records[needed].id)
-            if state not in PREFECT_OK:
-                raise WorkError(f"job {job.name}: its need {needed} ended {state}")
-        run_id = trigger(site.prefect.deployment, run_parameters(site, job).as_dict())
-        records[job.name] = JobRecord(
-            name=job.name, id=run_id, script=site.prefect.deployment, log=f"prefect flow run {run_id}",
-            exit_file="", submitted_at=now_iso(), backend="prefect",
+
+    name = "prefect"
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        trigger: Callable[[str, dict[str, object]], str],
+        read_state: Callable[[str], str],
+        log: Callable[[str], None] = lambda _line: None,
+        poll_seconds: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert site.prefect is not None and site.shared_root is not None
+        self.site, self.deployment = site, site.prefect.deployment
+        self._trigger, self._read_state, self._log = trigger, read_state, log
+        self._poll_seconds, self._sleep, self._clock = poll_seconds, sleep, clock
+
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+        """Wait until every need completed, then trigger the job's run.
+
+        Raises:
+            WorkError: A need ended in a state other than COMPLETED (the job is then never triggered).
+        """
+        for need in needs:
+            state = wait_for_jobs(
+                {need.name: need}, [need.name], state_of=self.state, cancel=self.cancel, log=self._log,
+                poll_seconds=self._poll_seconds, sleep=self._sleep, clock=self._clock,
+            )[need.name]
+            if state not in TERMINAL_OK:
+                raise WorkError(f"job {job.name}: its need {need.name} ended {state}")
+        run_id = self._trigger(self.deployment, run_parameters(self.site, job).as_dict())
+        return JobRecord(
+            name=job.name, id=run_id, script=self.deployment, log=f"prefect flow run {run_id}",
+            exit_file="", submitted_at=now_iso(), backend=self.name,
         )
-        ledger.save(records)
-        submitted.append(job.name)
-    return records, submitted
+
+    def state(self, record: JobRecord) -> str:
+        """The flow run's state name."""
+        return self._read_state(record.id)
+
+    def cancel(self, record: JobRecord) -> None:
+        """Nothing to cancel: a job whose need failed was never triggered, so nothing waits in a queue."""
 
 
 def run_job_argv(params: RunJobParameters) -> list[str]:
-    """The argv of a `run-job` run: a container with no network and shared_root at the same path, or the command."""
+    """The argv of a `run-job` run.
+
+    With an image: `docker [-H host] run --rm --network none -v ROOT:ROOT -e KEY... -- IMAGE COMMAND...`
+    (each variable passed by name, so its value never appears on a command line; PATH and HOME are the
+    image's own). Without one: the command itself, run as a plain process.
+
+    Args:
+        params: The run's parameters.
+
+    Returns:
+        The argv to execute with exactly `params.env` as the environment.
+    """
     if not params.image:
         return list(params.command)
     host = ["-H", params.docker_host] if params.docker_host else []
@@ -110,16 +137,31 @@ def run_job_argv(params: RunJobParameters) -> list[str]:
     return [*argv, "--", params.image, *params.command]
 
 
-def run_job_process(params: RunJobParameters, *, log_path: Path) -> int:
-    """Run one `run-job` job with exactly its environment, its output going to `log_path` (not to logs).
+def job_log_path(params: RunJobParameters, *, run_id: str) -> Path:
+    """Where a `run-job` run's output goes: `<shared_root>/logs/<job>-<flow run id>.out`."""
+    return Path(params.shared_root) / "logs" / f"{params.job}-{run_id}.out"
+
+
+def run_job_process(params: RunJobParameters, *, run_id: str) -> Path:
+    """Run one `run-job` job with exactly its environment, its output going to its log file (not to Prefect).
 
     The job's output stays in `shared_root/logs/`, like a Slurm job's: Prefect's log store is outside
     the job's trust domain, and a job's output may hold anything it read.
 
+    Args:
+        params: The run's parameters.
+        run_id: The flow run's id (names the log file).
+
     Returns:
-        The job's exit code.
+        The log file.
+
+    Raises:
+        WorkError: The job exited non-zero.
     """
+    log_path = job_log_path(params, run_id=run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.run(run_job_argv(params), env=dict(params.env), stdout=log, stderr=subprocess.STDOUT, check=False)
-    return proc.returncode
+    if proc.returncode != 0:
+        raise WorkError(f"job {params.job} exited {proc.returncode}; its output is in {log_path}")
+    return log_path

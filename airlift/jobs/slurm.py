@@ -11,9 +11,7 @@ from airlift.bundle.manifest import now_iso
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec
 from airlift.jobs.common import (
-    TERMINAL_BAD,
     TERMINAL_OK,
-    JobLedger,
     JobRecord,
     image_target,
     inherited_environment,
@@ -21,6 +19,7 @@ from airlift.jobs.common import (
 )
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.net import with_transient_retries
 from airlift.util.proc import run
 
 
@@ -104,14 +103,23 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
     return "\n".join(lines) + "\n"
 
 
-def _run(argv: list[str], what: str) -> str:
-    return run(argv, what=what, transient=lambda _code, stderr: "Socket timed out" in stderr or "Unable to contact slurm controller" in stderr)
+# slurmctld unreachable: nothing was done, so any Slurm command may be sent again.
+_UNREACHABLE = "Unable to contact slurm controller"
+# A timeout after the request went out: a query may be asked again, but sbatch may have queued the job.
+_TIMED_OUT = "Socket timed out"
+
+
+def _query(argv: list[str], what: str) -> str:
+    """An idempotent Slurm command (a query, a cancel), retried (the core's one retry layer) on controller trouble."""
+    return with_transient_retries(
+        what, action=lambda: run(argv, what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr or _TIMED_OUT in stderr),
+    )
 
 
 def scancel(job_id: str) -> None:
     """Cancel a job that can never run (its afterok dependency failed) rather than leave it queued forever."""
-    with contextlib.suppress(WorkError):  # already gone is fine
-        run(["scancel", job_id], what=f"scancel {job_id}")
+    with contextlib.suppress(WorkError):  # already gone is fine; still queued, the next wait cancels it
+        _query(["scancel", job_id], f"scancel {job_id}")
 
 
 def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
@@ -124,14 +132,19 @@ def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
 
 def sbatch(script: Path, depends_on: list[str]) -> str:
     """Submit a script, after the given jobs succeed (`afterok`); returns the job id."""
-    out = _run(sbatch_argv(script, depends_on), f"sbatch {script.name}").strip()
+    what = f"sbatch {script.name}"
+    # Only "unreachable" is retried: after a timeout the job may be queued, and a resubmission would
+    # run it twice. That failure is reported (exit 1); `squeue` tells whether the job went in.
+    out = with_transient_retries(
+        what, action=lambda: run(sbatch_argv(script, depends_on), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr),
+    ).strip()
     return out.split(";", 1)[0]
 
 
 def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
     """PENDING/RUNNING/COMPLETED/FAILED/...; a job slurmctld forgot is judged by the exit file it left."""
     try:
-        out = run(["scontrol", "show", "job", "-o", job_id], what=f"scontrol {job_id}")
+        out = _query(["scontrol", "show", "job", "-o", job_id], f"scontrol {job_id}")
     except WorkError:
         out = ""  # slurmctld forgot the job (or is restarting): judged by its exit file below
     match = re.search(r"JobState=(\S+)", out)
@@ -144,29 +157,32 @@ def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
     return "UNKNOWN"
 
 
-def submit_slurm(spec: Spec, jobs: list[Job], *, site: Site, force: bool = False) -> tuple[dict[str, JobRecord], list[str]]:
-    """Submit jobs in dependency order; a job pending, running or done is not submitted again."""
-    assert site.shared_root is not None
-    root = site.shared_root
-    log_dir = root / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    ledger = JobLedger(root, spec.name)
-    records = ledger.load()
-    submitted: list[str] = []
-    for job in jobs:
-        previous = records.get(job.name)
-        if previous and not force:
-            state = slurm_state(previous.id, Path(previous.exit_file))
-            if state not in TERMINAL_BAD and state != "UNKNOWN":
-                continue
-        script = root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
-        write_bytes_atomic(script, render_sbatch(spec, job, site=site, log_dir=log_dir).encode(), mode=0o755)
-        depends = [records[n].id for n in job.needs if n in records and slurm_state(records[n].id, Path(records[n].exit_file)) not in TERMINAL_OK]
-        job_id = sbatch(script, depends)
-        records[job.name] = JobRecord(
-            name=job.name, id=job_id, script=str(script), log=str(log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
-            exit_file=str(log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(),
+class SlurmBackend:
+    """Slurm as a `JobBackend`: one sbatch script per job, `needs` as `--dependency=afterok:<ids>`."""
+
+    name = "slurm"
+
+    def __init__(self, site: Site) -> None:
+        assert site.shared_root is not None and site.slurm is not None
+        self.site = site
+        self.log_dir = site.shared_root / "logs"
+
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+        """Write the job's script and sbatch it after those of `needs` that have not completed yet."""
+        assert self.site.shared_root is not None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        script = self.site.shared_root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
+        write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir).encode(), mode=0o755)
+        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK])
+        return JobRecord(
+            name=job.name, id=job_id, script=str(script), log=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
+            exit_file=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(), backend=self.name,
         )
-        ledger.save(records)  # after each sbatch: a crash never forgets a submitted job
-        submitted.append(job.name)
-    return records, submitted
+
+    def state(self, record: JobRecord) -> str:
+        """The job's Slurm state, or the one its exit file tells once slurmctld forgot it."""
+        return slurm_state(record.id, Path(record.exit_file) if record.exit_file else None)
+
+    def cancel(self, record: JobRecord) -> None:
+        """scancel the job (one whose afterok dependency failed would otherwise stay queued forever)."""
+        scancel(record.id)

@@ -19,9 +19,9 @@ import httpx
 
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.oci.reference import DOCKER_HUB
-from airlift.util.errors import IntegrityError, TransientError, WorkError, is_transient_status
+from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK
-from airlift.util.http import closing_response, resumable_get
+from airlift.util.http import closing_response, raise_for_status, resumable_get
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -95,35 +95,32 @@ class RegistryClient:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         token_response = self._http.get(params["realm"], params=query, auth=creds)
-        if token_response.status_code != 200:
-            raise WorkError(f"{self.registry}: token request refused (HTTP {token_response.status_code})")
+        raise_for_status(token_response, f"{self.registry}: token request")
         body = token_response.json()
         self._tokens[scope] = "Bearer " + (body.get("token") or body.get("access_token", ""))
         return True
 
     def request(self, method: str, url: str, *, scope: str, headers: dict | None = None, stream: bool = False, **kwargs) -> httpx.Response:
         full = url if url.startswith("http") else f"{self.base}{url}"
-        for _ in range(2):
+        # A body streamed from a file can be sent once only; bytes (or none) can be sent again.
+        replayable = isinstance(kwargs.get("content"), (bytes, type(None)))
+        for attempt in range(2):
             merged = dict(headers or {})
             if scope in self._tokens:
                 merged["Authorization"] = self._tokens[scope]
             request = self._http.build_request(method, full, headers=merged, **kwargs)
             response = self._http.send(request, stream=stream)
-            if response.status_code == 401 and scope not in self._tokens and self._authorize(response, scope):
+            # No token yet, or it expired during a long pull (registry tokens last minutes): get one, ask again.
+            may_ask_again = scope not in self._tokens or replayable
+            if response.status_code == 401 and attempt == 0 and may_ask_again and self._authorize(response, scope):
                 response.close()
                 continue
             return response
         return response
 
     def check(self, response: httpx.Response, what: str) -> None:
-        """Nothing for a success; TransientError for 408/429/5xx; WorkError naming `what` otherwise."""
-        if response.status_code < 400:
-            return
-        message = f"{what}: HTTP {response.status_code} from {self.host}"
-        response.close()
-        if is_transient_status(response.status_code):
-            raise TransientError(message)
-        raise WorkError(message)
+        """Nothing for a success; TransientError for 408/429/5xx; WorkError naming `what` and this host otherwise."""
+        raise_for_status(response, what, origin=self.host)
 
     # -- manifests --------------------------------------------------------------------------------
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:

@@ -1,26 +1,36 @@
 """Bundles on S3: `s3://bucket/prefix/{manifest.json, SHA256SUMS, blobs/sha256/<hex>}`.
 
-Each blob object carries its sha256 in metadata, so "already there" is a listing plus a HEAD, never
-a download. The manifest goes up last, so a half-sent bundle is never mistaken for a whole one.
+Each blob object carries, in metadata, the sha256 airlift computed before uploading it, so "already
+there" is a listing plus a HEAD (right size, airlift's sha256), not a download. An S3 object is
+immutable: changing its bytes takes a new PUT, which drops that metadata unless the writer sets it
+again. `--recheck` downloads and rehashes every object already there, and sends the damaged ones again.
+The manifest goes up last, so a half-sent bundle is never mistaken for a whole one.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
 from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
 from airlift.bundle.manifest import Manifest
-from airlift.bundle.verify import verify_bundle
-from airlift.transport.location import Location, blob_sizes
+from airlift.bundle.store import SHA256_RE
+from airlift.transport.location import (
+    Location,
+    TransferPlan,
+    blob_sizes,
+    check_dest,
+    lent_blobs,
+    require_whole,
+)
+from airlift.transport.proof import prove_local, stamp_received
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import CHUNK, write_bytes_atomic
 from airlift.util.net import bounded_map
-from airlift.util.s3 import SHA_META, TRANSFER, ensure_bucket, has_object
+from airlift.util.s3 import SHA_META, ensure_bucket, has_object, upload_file_resumable
 
 
 def _key(location: Location, name: str) -> str:
@@ -34,19 +44,13 @@ def inventory(s3, location: Location) -> dict[str, int]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             name = item["Key"][len(prefix):]
-            if len(name) == 64:
+            if SHA256_RE.match(name):  # anything else under the prefix is not a blob of this bundle
                 found[name] = item["Size"]
     return found
 
 
-@dataclass
-class S3TransferResult:
-    sent: list[str]
-    bytes_sent: int
-    present: int
-
-
 def _present(s3, location: Location, wanted: dict[str, int], listed: dict[str, int]) -> set[str]:
+    """Blobs listed with the right size whose object carries the sha256 airlift gave it on upload."""
     candidates = [d for d, size in wanted.items() if listed.get(d) == size]
 
     def check(digest: str) -> tuple[str, bool]:
@@ -55,43 +59,90 @@ def _present(s3, location: Location, wanted: dict[str, int], listed: dict[str, i
     return {d for d, ok in bounded_map(check, candidates, workers=16) if ok}
 
 
-def upload_blobs(s3, src: Bundle, location: Location, digests: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> int:
+def _rehash_objects(s3, location: Location, digests: list[str]) -> set[str]:
+    """Download (to memory, a chunk at a time) and rehash objects; returns those that fail (--recheck)."""
+    def one(digest: str) -> tuple[str, bool]:
+        body = s3.get_object(Bucket=location.bucket, Key=_key(location, f"blobs/sha256/{digest}"))["Body"]
+        hasher = hashlib.sha256()
+        while chunk := body.read(CHUNK):
+            hasher.update(chunk)
+        return digest, hasher.hexdigest() == digest
+
+    return {d for d, ok in bounded_map(one, digests, workers=4) if not ok}
+
+
+def upload_blobs(
+    s3, *, src: Bundle, location: Location, digests: Iterable[str], state_dir: Path, on_bytes: Callable[[int], None] | None = None,
+) -> int:
+    """Upload blobs under `blobs/sha256/`, each with its sha256 in the metadata; a killed upload resumes at the part.
+
+    Args:
+        s3: The S3 client.
+        src: The local bundle.
+        location: The remote bundle.
+        digests: The blobs to send.
+        state_dir: Where pending multipart uploads are remembered (the cache's `uploads/s3/`, not
+            the bundle: a bundle may sit on read-only media, and its directory holds only bundle files).
+        on_bytes: Progress, in bytes.
+
+    Returns:
+        The bytes sent.
+    """
     def one(digest: str) -> int:
-        path = src.store.blob_path(digest)
-        s3.upload_file(str(path), location.bucket, _key(location, f"blobs/sha256/{digest}"),
-                       ExtraArgs={"Metadata": {SHA_META: digest}}, Config=TRANSFER, Callback=on_bytes)
-        return path.stat().st_size
+        return upload_file_resumable(
+            s3, path=src.store.blob_path(digest), bucket=location.bucket, key=_key(location, f"blobs/sha256/{digest}"),
+            sha256=digest, on_bytes=on_bytes, state_dir=state_dir,
+        )
 
     return sum(bounded_map(one, list(digests), workers=4))
 
 
-def plan_pull(s3, location: Location, dest: Path) -> tuple[bytes, dict[str, tuple[str, int]], int]:
-    """What a pull from S3 must fetch: blobs the remote bundle carries and DEST lacks.
+def plan_pull(s3, location: Location, dest: Path, *, recheck: bool = False) -> TransferPlan:
+    """What a pull from S3 must fetch: blobs the remote bundle carries that DEST cannot prove it holds.
+
+    Args:
+        s3: The S3 client.
+        location: The remote bundle.
+        dest: The local destination directory.
+        recheck: Rehash every blob DEST holds, whatever its stamp says.
 
     Returns:
-        The remote manifest's bytes (validated), the missing blobs as digest -> (first artifact naming
-        it, size), and the number already at DEST.
+        The plan (the remote manifest's bytes, validated; the missing blobs by first artifact and size;
+        what DEST proved; what a delta leaves to its lineage).
     """
     manifest_bytes = read_remote_manifest(s3, location)
     manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/{MANIFEST}")
     offered = inventory(s3, location)
-    store = Bundle(dest).store
     carried: dict[str, tuple[str, int]] = {}
     for artifact in manifest.artifacts:
         for digest in sorted(artifact.all_blobs()):
             if digest in offered and digest not in carried:
                 carried[digest] = (artifact.id, offered[digest])
-    missing = {d: v for d, v in carried.items() if not store.has(d, v[1])}
-    return manifest_bytes, missing, len(carried) - len(missing)
+    proof = prove_local(dest, {d: v[1] for d, v in carried.items()}, recheck=recheck)
+    missing = {d: v for d, v in carried.items() if d not in proof.proven}
+    return TransferPlan(
+        manifest, manifest_bytes, missing, len(proof.proven),
+        proven=proof.proven, damaged=len(proof.damaged), lent=lent_blobs(manifest, carried),
+    )
 
 
-def plan_push(s3, src: Bundle, location: Location) -> tuple[Manifest, dict[str, tuple[str, int]], int]:
+def plan_push(s3, src: Bundle, location: Location, *, recheck: bool = False) -> TransferPlan:
+    """What DEST lacks: objects absent, of the wrong size, without airlift's sha256, or (recheck) whose bytes fail.
+
+    Raises:
+        WorkError: SRC is not a delta yet lacks blobs its manifest names.
+    """
     ensure_bucket(s3, location.bucket)
     manifest = src.read_manifest()
     carried = blob_sizes(manifest, src)
-    present = _present(s3, location, {d: v[1] for d, v in carried.items()}, inventory(s3, location))
-    missing = {d: v for d, v in carried.items() if d not in present}
-    return manifest, missing, len(present)
+    lent = lent_blobs(manifest, carried)
+    require_whole(manifest, set(carried) | lent, where=str(src.root))
+    sizes = {d: v[1] for d, v in carried.items()}
+    present = _present(s3, location, sizes, inventory(s3, location))
+    damaged = _rehash_objects(s3, location, sorted(present)) if recheck else set()
+    proven = present - damaged
+    missing = {d: v for d, v in carried.items() if d not in proven}
+    return TransferPlan(manifest, src.manifest_bytes(), missing, len(proven), proven=proven, damaged=len(damaged), lent=lent)
 
 
 def finish_push(s3, src: Bundle, location: Location) -> None:
@@ -123,8 +174,9 @@ def read_remote_manifest(s3, location: Location) -> bytes:
 
 
 def pull_blobs(s3, location: Location, dest: Path, digests: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> int:
-    """Download blobs into DEST's store, hashing while writing: each must hash to its name."""
+    """Download blobs into DEST's store, hashing while writing (each must hash to its name); stamp them."""
     store = Bundle(dest).store
+    digests = list(digests)
 
     def one(digest: str) -> int:
         body = s3.get_object(Bucket=location.bucket, Key=_key(location, f"blobs/sha256/{digest}"))["Body"]
@@ -133,10 +185,13 @@ def pull_blobs(s3, location: Location, dest: Path, digests: Iterable[str], on_by
             on_bytes(blob.size)
         return blob.size
 
-    return sum(bounded_map(one, list(digests), workers=4))
+    total = sum(bounded_map(one, digests, workers=4))
+    stamp_received(dest, digests)
+    return total
 
 
-def finish_pull(s3, location: Location, dest: Path, manifest_bytes: bytes, copied: set[str]) -> None:
+def finish_pull(s3, location: Location, dest: Path, plan: TransferPlan, copied: set[str]) -> None:
+    """Write DEST's signature and manifest (last), then verify DEST (see `check_dest`)."""
     bundle = Bundle(dest)
     for name in (SIGNATURE,):
         try:
@@ -144,11 +199,7 @@ def finish_pull(s3, location: Location, dest: Path, manifest_bytes: bytes, copie
             write_bytes_atomic(dest / name, data)
         except ClientError:
             pass
-    write_bytes_atomic(dest / MANIFEST, manifest_bytes)
-    manifest = bundle.read_manifest()
-    bundle.write_sums(manifest, bundle.manifest_sha256())
+    write_bytes_atomic(dest / MANIFEST, plan.manifest_bytes)
+    bundle.write_sums(plan.manifest, bundle.manifest_sha256())
     bundle.store.cleanup_tmp()
-    already = set(blob_sizes(manifest, bundle)) - copied
-    report = verify_bundle(bundle, trusted=copied | already)
-    if not report.ok:
-        raise WorkError("verification at destination failed: " + "; ".join(p.describe() for p in report.problems))
+    check_dest(bundle, proven=plan.proven | copied, lent=plan.lent, where=str(dest))

@@ -21,26 +21,48 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def with_transient_retries(label: str, *, attempts: int, action: Callable[[], T]) -> T:
+# The one attempt count for every call the core retries (HTTP, registry, git, pip, ssh, rsync, Slurm's
+# controller): 6 attempts, 5 waits of 0.4, 0.8, 1.6, 3.2 and 6.4 s, each jittered x0.5 to x1.5.
+ATTEMPTS = 6
+_FIRST_DELAY = 0.4
+_MAX_DELAY = 8.0
+
+
+def backoff(attempt: int) -> float:
+    """The jittered wait after failed attempt number `attempt` (1-based)."""
+    return min(_MAX_DELAY, _FIRST_DELAY * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+
+def with_transient_retries(label: str, *, action: Callable[[], T], attempts: int = ATTEMPTS) -> T:
     """Run `action`, retrying only transient failures with jittered exponential backoff.
 
     Downloads keep their partial file between attempts, so a retry resumes rather than restarts.
+
+    Args:
+        label: Names the work in log lines and in the final error.
+        action: The call to make; it is made again only after a transient failure.
+        attempts: How many calls at most (default ATTEMPTS).
+
+    Returns:
+        What `action` returned.
+
+    Raises:
+        TransientError: Still transient after `attempts` calls (the message says so and keeps the cause).
+        ResourceError: The local disk is full, over quota or read-only (never retried).
+        Exception: Any non-transient failure, at once and unchanged.
     """
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except AirliftError as exc:
-            if not is_transient(exc) or attempt == attempts:
-                raise
-            delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
         except Exception as exc:  # noqa: BLE001 - classified right here
             if isinstance(exc, OSError) and (full := resource_error(exc, label)):
                 raise full from exc
             if not is_transient(exc):
                 raise
             if attempt == attempts:
-                raise TransientError(f"{label}: still failing after {attempts} attempts: {exc}") from exc
-            delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
+                detail = str(exc) if isinstance(exc, AirliftError) else f"{label}: {type(exc).__name__}: {exc}"
+                raise TransientError(f"{detail} (gave up after {attempts} attempts)") from exc
+            delay = backoff(attempt)
         log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
         time.sleep(delay)
     raise WorkError(f"{label}: unreachable")  # pragma: no cover

@@ -2,28 +2,52 @@
 
 Each object airlift writes carries its sha256 in user metadata, so "already there" is a HEAD, never
 a download. botocore's own retry layer (standard mode) is the one retry layer for S3 calls.
+
+Large files go up as multipart uploads that survive a crash: the UploadId is remembered in a small
+state file, and a rerun lists the parts S3 already holds and sends only the missing ones (a 20 GB
+blob killed at 19 GB sends 1 GB more, not 20). Parts are streamed from the file, never held whole
+in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
+from collections.abc import Callable
+from pathlib import Path
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
-# One multipart policy for every S3 upload airlift makes: 64 MiB parts, 4 threads per file.
-TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4, use_threads=True)
+from airlift.util.errors import InputError, WorkError
+from airlift.util.fs import write_bytes_atomic
+from airlift.util.locks import FileLock
+from airlift.util.net import bounded_map
+
 SHA_META = "sha256"
+PART_SIZE_ENV = "AIRLIFT_S3_PART_SIZE"
+MIN_PART = 5 << 20  # S3's smallest part (all but the last)
+MAX_PARTS = 10_000  # S3's most parts per upload
+DEFAULT_PART = 64 << 20
+PART_WORKERS = 4  # parts in flight per file
+_PARTS_PAGE = 1000  # list_parts page size (S3's maximum)
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
 
 
 def client(endpoint_url: str | None = None, region: str | None = None):
+    """A boto3 S3 client: endpoint and region from the arguments or the environment, standard retries."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
         region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4"),
+        # Files x parts in flight (4 x 4) must not queue for pooled connections.
+        config=Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4", max_pool_connections=32),
     )
 
 
@@ -44,3 +68,219 @@ def has_object(s3, bucket: str, key: str, size: int, sha256: str) -> bool:
             return False
         raise
     return head.get("ContentLength") == size and head.get("Metadata", {}).get(SHA_META) == sha256
+
+
+def part_size_default() -> int:
+    """The part size: AIRLIFT_S3_PART_SIZE (bytes, or e.g. `5MiB`, `128MB`), else 64 MiB.
+
+    Raises:
+        InputError: The variable is not a size, or is below S3's 5 MiB minimum.
+    """
+    text = os.environ.get(PART_SIZE_ENV)
+    if not text:
+        return DEFAULT_PART
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise InputError(f"{PART_SIZE_ENV}={text!r}: expected a size such as 64MiB or 5242880")
+    size = int(match[1]) * _UNITS[(match[2] or "").lower()]
+    if size < MIN_PART:
+        raise InputError(f"{PART_SIZE_ENV}={text!r}: S3 parts must be at least 5 MiB")
+    return size
+
+
+def _fit_part_size(size: int, wanted: int) -> int:
+    """`wanted`, grown (in whole MiB) when the file would otherwise need more than S3's 10,000 parts."""
+    wanted = max(wanted, MIN_PART)
+    least = -(-size // MAX_PARTS)
+    return wanted if wanted >= least else -(-least // (1 << 20)) * (1 << 20)
+
+
+class FileSlice(io.RawIOBase):
+    """A read-only, seekable view of `length` bytes of a file from `offset`: one part's request body.
+
+    botocore reads it a chunk at a time (for the checksum, then to send) and seeks back to retry,
+    so a part is never held in memory whole.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with the slice
+        self._offset, self._length, self._pos = offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        return self._pos
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable buffer
+        count = min(len(buffer), self._length - self._pos)
+        if count <= 0:
+            return 0
+        self._file.seek(self._offset + self._pos)
+        data = self._file.read(count)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class UploadState(BaseModel):
+    """What a rerun needs to resume one multipart upload (a JSON file under the state directory)."""
+
+    endpoint: str
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    part_size: int
+    upload_id: str
+
+
+def _state_name(endpoint: str, bucket: str, key: str, sha256: str) -> str:
+    return hashlib.sha256(f"{endpoint}\0{bucket}\0{key}\0{sha256}".encode()).hexdigest()
+
+
+def _load_state(path: Path) -> UploadState | None:
+    try:
+        return UploadState.model_validate_json(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None  # no upload begun, or a file we cannot trust: start a new upload
+
+
+def _listed_parts(s3, state: UploadState) -> dict[int, tuple[str, int]] | None:
+    """The parts S3 holds for the pending upload (number -> (ETag, size)); None if the upload is gone."""
+    parts: dict[int, tuple[str, int]] = {}
+    pages = s3.get_paginator("list_parts").paginate(
+        Bucket=state.bucket, Key=state.key, UploadId=state.upload_id, PaginationConfig={"PageSize": _PARTS_PAGE},
+    )
+    try:
+        for page in pages:
+            for part in page.get("Parts", []):
+                parts[part["PartNumber"]] = (part["ETag"], part["Size"])
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "NoSuchUpload" or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None  # completed, aborted, or expired by a lifecycle rule
+        raise
+    return parts
+
+
+def upload_file_resumable(
+    s3, *, path: Path, bucket: str, key: str, sha256: str, part_size: int | None = None,
+    on_bytes: Callable[[int], None] | None = None, state_dir: Path,
+) -> int:
+    """Upload a file as `key` with its sha256 in the metadata, resuming a killed upload at the part.
+
+    Up to one part's size, a single PUT. Above it, a multipart upload whose UploadId is kept in a
+    state file under `state_dir` (one per endpoint, bucket, key and sha256); a rerun lists the
+    parts S3 already holds and sends only the missing ones, and any listed part whose size is wrong.
+    A lock on the state file keeps two processes from driving the same upload.
+
+    Args:
+        s3: The S3 client.
+        path: The local file (a blob, whose name is its sha256).
+        bucket: The bucket.
+        key: The object key.
+        sha256: The file's sha256, stored in the object's metadata at create time.
+        part_size: Bytes per part (default: `part_size_default()`); grown if the file would need
+            more than 10,000 parts. A resumed upload keeps the part size it began with.
+        on_bytes: Progress: called with each part's length once S3 has it (parts found already
+            there are reported at the start).
+        state_dir: Where the state files live (the cache's `uploads/s3/`).
+
+    Returns:
+        The bytes sent by this call.
+
+    Raises:
+        WorkError: After completing, S3 reports a different size or sha256 for the object.
+    """
+    path, state_dir = Path(path), Path(state_dir)
+    size = path.stat().st_size
+    chosen = _fit_part_size(size, part_size or part_size_default())
+    endpoint = str(s3.meta.endpoint_url)
+    name = _state_name(endpoint, bucket, key, sha256)
+    state_path = state_dir / f"{name}.json"
+    if size <= chosen and not state_path.exists():  # (an upload begun with smaller parts is resumed, not left behind)
+        with open(path, "rb") as body:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentLength=size, Metadata={SHA_META: sha256})
+        if on_bytes:
+            on_bytes(size)
+        return size
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(state_dir / f"{name}.lock")
+    waited = not lock.acquire(blocking=False)
+    if waited:
+        lock.acquire()
+    try:
+        if waited and has_object(s3, bucket, key, size, sha256):
+            return 0  # another process finished this very upload while we waited for it
+        fresh = UploadState(endpoint=endpoint, bucket=bucket, key=key, sha256=sha256, size=size, part_size=chosen, upload_id="")
+        upload, listed = _begin_or_resume(s3, state_path=state_path, fresh=fresh)
+        sent = _send_parts(s3, path=path, upload=upload, listed=listed, on_bytes=on_bytes)
+        state_path.unlink(missing_ok=True)  # completed: nothing left to resume
+        lock.remove()
+    finally:
+        lock.release()
+    if not has_object(s3, bucket, key, size, sha256):
+        raise WorkError(f"s3://{bucket}/{key}: after the upload S3 reports another size or sha256 than {sha256}")
+    return sent
+
+
+def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[UploadState, dict[int, tuple[str, int]]]:
+    """The pending upload of the state file with the parts S3 holds, or a new upload with none."""
+    state = _load_state(state_path)
+    if state is not None and state.model_dump(exclude={"part_size", "upload_id"}) == fresh.model_dump(exclude={"part_size", "upload_id"}):
+        listed = _listed_parts(s3, state)
+        if listed is not None:
+            return state, listed
+    created = s3.create_multipart_upload(Bucket=fresh.bucket, Key=fresh.key, Metadata={SHA_META: fresh.sha256})
+    state = fresh.model_copy(update={"upload_id": created["UploadId"]})
+    write_bytes_atomic(state_path, state.model_dump_json().encode())
+    return state, {}
+
+
+def _send_parts(
+    s3, *, path: Path, upload: UploadState, listed: dict[int, tuple[str, int]], on_bytes: Callable[[int], None] | None,
+) -> int:
+    """Send the parts S3 lacks (or holds at the wrong size), then complete the upload; returns bytes sent."""
+    count = -(-upload.size // upload.part_size)
+
+    def length(number: int) -> int:
+        return min(upload.part_size, upload.size - (number - 1) * upload.part_size)
+
+    etags = {n: etag for n, (etag, got) in listed.items() if n <= count and got == length(n)}
+    if on_bytes and etags:
+        on_bytes(sum(length(n) for n in etags))
+
+    def send(number: int) -> tuple[int, str]:
+        with FileSlice(path, (number - 1) * upload.part_size, length(number)) as body:
+            response = s3.upload_part(
+                Bucket=upload.bucket, Key=upload.key, UploadId=upload.upload_id, PartNumber=number,
+                Body=body, ContentLength=length(number),
+            )
+        if on_bytes:
+            on_bytes(length(number))
+        return number, response["ETag"]
+
+    missing = [n for n in range(1, count + 1) if n not in etags]
+    etags.update(bounded_map(send, missing, workers=PART_WORKERS))
+    s3.complete_multipart_upload(
+        Bucket=upload.bucket, Key=upload.key, UploadId=upload.upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]},
+    )
+    return sum(length(n) for n in missing)

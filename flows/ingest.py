@@ -23,7 +23,7 @@ def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None) -> I
     """
     profile = load_site(site)
     store = str(profile.store) if profile.store else None
-    keys = [*(pubkeys or []), *(str(k) for k in (profile.trust.keys if profile.trust else []))]
+    keys = profile.trusted_keys(extra=pubkeys)
     opened = open_trusted(bundle=bundle, pubkeys=keys)  # read once: what is verified is what is ingested
     report = verify(bundle=bundle, store=store, opened=opened)
     if not report.ok:

@@ -26,7 +26,7 @@ def submit_jobs(
     """
     profile = load_site(site)
     require_scheduler(profile, source=site)
-    keys = [*(pubkeys or []), *(str(k) for k in (profile.trust.keys if profile.trust else []))]
+    keys = profile.trusted_keys(extra=pubkeys)
     manifest = open_trusted(bundle=bundle, pubkeys=keys).manifest
     preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
     submission = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force)

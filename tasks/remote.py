@@ -43,13 +43,13 @@ def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None, recheck
 
 @task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}")
 def s3_download(*, location: Location, dest: str, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    transfer_s3.pull_blobs(s3_util.client(endpoint), location, Path(dest), digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
+    transfer_s3.pull_blobs(s3_util.client(endpoint), location, dest=Path(dest), digests=digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
     return digests
 
 
 @task(name="s3-finish-pull")
 def s3_finish_pull(*, location: Location, dest: str, endpoint: str | None, plan: TransferPlan, copied: list[str]) -> None:
-    transfer_s3.finish_pull(s3_util.client(endpoint), location, Path(dest), plan, set(copied))
+    transfer_s3.finish_pull(s3_util.client(endpoint), location, dest=Path(dest), plan=plan, copied=set(copied))
 
 
 @task(name="rsync-push", task_run_name="rsync to {location.text}")

@@ -170,7 +170,7 @@ def test_small_files_are_one_put_with_the_sha256(s3, tmp_path):
     sent = _count_parts(s3)
     assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="s", sha256=blob, part_size=PART, state_dir=tmp_path / "st") == len(data)
     assert sent == [] and not (tmp_path / "st").exists()
-    assert s3_util.has_object(s3, bucket, "s", len(data), blob)
+    assert s3_util.has_object(s3, bucket=bucket, key="s", size=len(data), sha256=blob)
     assert _object_sha256(s3, bucket, "s") == blob
 
 

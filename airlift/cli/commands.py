@@ -79,8 +79,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _trusted_keys(args: argparse.Namespace, profile=None) -> list[str]:  # noqa: ANN001 - a Site or None
     """--pubkey (repeatable) plus the site's trust.keys; every one must be a readable file."""
     keys = [str(k) for k in getattr(args, "pubkey", None) or []]
-    if profile is not None and profile.trust is not None:
-        keys += [str(k) for k in profile.trust.keys]
+    if profile is not None:
+        keys = profile.trusted_keys(extra=keys)
     for key in keys:
         if not Path(key).is_file():
             raise InputError(f"--pubkey/trust.keys {key}: no such file")

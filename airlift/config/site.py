@@ -88,6 +88,17 @@ class Site(Strict):
     prefect: PrefectJobsTarget | None = None
     trust: TrustConfig | None = None
 
+    def trusted_keys(self, *, extra: list[str] | None = None) -> list[str]:
+        """The public keys a bundle may be signed by: `extra` (e.g. `--pubkey`) plus `trust.keys`.
+
+        Args:
+            extra: Keys given for this one command, listed first.
+
+        Returns:
+            Paths of Ed25519 public keys; empty when signatures are not required.
+        """
+        return [*(extra or []), *(str(k) for k in (self.trust.keys if self.trust else []))]
+
     @field_validator("shared_root", "store")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

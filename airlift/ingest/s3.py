@@ -55,7 +55,7 @@ def upload_artifact(
 
     def one(entry: FileEntry) -> None:
         key = object_key(prefix=prefix, artifact=artifact, entry=entry)
-        if has_object(s3, bucket, key, entry.size, entry.sha256):
+        if has_object(s3, bucket=bucket, key=key, size=entry.size, sha256=entry.sha256):
             with counting:
                 report.skipped += 1
             return

@@ -54,7 +54,7 @@ def _present(s3, location: Location, wanted: dict[str, int], listed: dict[str, i
     candidates = [d for d, size in wanted.items() if listed.get(d) == size]
 
     def check(digest: str) -> tuple[str, bool]:
-        return digest, has_object(s3, location.bucket, _key(location, f"blobs/sha256/{digest}"), wanted[digest], digest)
+        return digest, has_object(s3, bucket=location.bucket, key=_key(location, f"blobs/sha256/{digest}"), size=wanted[digest], sha256=digest)
 
     return {d for d, ok in bounded_map(check, candidates, workers=16) if ok}
 
@@ -154,7 +154,7 @@ def finish_push(s3, src: Bundle, location: Location) -> None:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         key = _key(location, name)
-        if not has_object(s3, location.bucket, key, len(data), digest):
+        if not has_object(s3, bucket=location.bucket, key=key, size=len(data), sha256=digest):
             s3.put_object(Bucket=location.bucket, Key=key, Body=data, Metadata={SHA_META: digest})
     manifest = src.read_manifest()
     carried = {d: v[1] for d, v in blob_sizes(manifest, src).items()}
@@ -173,7 +173,7 @@ def read_remote_manifest(s3, location: Location) -> bytes:
         raise
 
 
-def pull_blobs(s3, location: Location, dest: Path, digests: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> int:
+def pull_blobs(s3, location: Location, *, dest: Path, digests: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> int:
     """Download blobs into DEST's store, hashing while writing (each must hash to its name); stamp them."""
     store = Bundle(dest).store
     digests = list(digests)
@@ -190,7 +190,7 @@ def pull_blobs(s3, location: Location, dest: Path, digests: Iterable[str], on_by
     return total
 
 
-def finish_pull(s3, location: Location, dest: Path, plan: TransferPlan, copied: set[str]) -> None:
+def finish_pull(s3, location: Location, *, dest: Path, plan: TransferPlan, copied: set[str]) -> None:
     """Write DEST's signature and manifest (last), then verify DEST (see `check_dest`)."""
     bundle = Bundle(dest)
     for name in (SIGNATURE,):

@@ -60,7 +60,7 @@ def ensure_bucket(s3, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
-def has_object(s3, bucket: str, key: str, size: int, sha256: str) -> bool:
+def has_object(s3, *, bucket: str, key: str, size: int, sha256: str) -> bool:
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -227,7 +227,7 @@ def upload_file_resumable(
     if waited:
         lock.acquire()
     try:
-        if waited and has_object(s3, bucket, key, size, sha256):
+        if waited and has_object(s3, bucket=bucket, key=key, size=size, sha256=sha256):
             return 0  # another process finished this very upload while we waited for it
         fresh = UploadState(endpoint=endpoint, bucket=bucket, key=key, sha256=sha256, size=size, part_size=chosen, upload_id="")
         upload, listed = _begin_or_resume(s3, state_path=state_path, fresh=fresh)
@@ -236,7 +236,7 @@ def upload_file_resumable(
         lock.remove()
     finally:
         lock.release()
-    if not has_object(s3, bucket, key, size, sha256):
+    if not has_object(s3, bucket=bucket, key=key, size=size, sha256=sha256):
         raise WorkError(f"s3://{bucket}/{key}: after the upload S3 reports another size or sha256 than {sha256}")
     return sent
 

@@ -32,8 +32,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-bench: setup services
-	@source $(AIRLIFT_SERVICES_DIR)/env && bash bench/run
+# BENCH_SIZES="1 10" adds the 10 GiB run (default: 1 GiB). Needs the bench extra (matplotlib) for the chart.
+bench: setup
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[bench]'
+	BENCH_SIZES="$(BENCH_SIZES)" bash bench/run
 
 clean:
 	rm -rf $(VENV) .pytest_cache

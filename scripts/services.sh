@@ -35,7 +35,7 @@ ensure_packages() {
   local missing=()
   for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo \
               slurmctld:slurm-wlm munged:munge sshd:openssh-server ssh:openssh-client \
-              rsync:rsync busybox:busybox-static curl:curl; do
+              rsync:rsync busybox:busybox-static curl:curl chromium:chromium; do  # chromium: tests/test_ui.py
     local bin=${pair%%:*} pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("$pkg")
   done

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import AIRLIFT
@@ -68,9 +69,17 @@ def test_an_explicit_api_url_or_ephemeral_mode_starts_no_embedded_server(tmp_pat
     home = tmp_path / "home"
     spec = tmp_path / "empty.yaml"
     spec.write_text("name: empty\n")
-    subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "a")], env=_env(home, PREFECT_API_URL=prefect_server["api"]),
-                   check=True, capture_output=True, timeout=300)
+    theirs = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "a")], env=_env(home, PREFECT_API_URL=prefect_server["api"]),
+                            check=True, capture_output=True, text=True, timeout=300)
     assert not (home / "server.json").exists()
-    subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "b")], env=_env(home, AIRLIFT_PREFECT="ephemeral", PREFECT_HOME=str(tmp_path / "ph")),
-                   check=True, capture_output=True, timeout=300)
+    # The run's address in that server's UI, once; the API knows the run by that id.
+    linked = [line for line in theirs.stderr.splitlines() if line.startswith("flow run: ")]
+    ui = prefect_server["api"].removesuffix("/api")
+    assert len(linked) == 1 and linked[0].startswith(f"flow run: {ui}/runs/flow-run/"), theirs.stderr
+    run_id = linked[0].rsplit("/", 1)[1]
+    with urllib.request.urlopen(f"{prefect_server['api']}/flow_runs/{run_id}", timeout=15) as response:
+        assert json.loads(response.read())["parameters"]["out"] == str(tmp_path / "a")
+    ephemeral = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "b")], env=_env(home, AIRLIFT_PREFECT="ephemeral", PREFECT_HOME=str(tmp_path / "ph")),
+                               check=True, capture_output=True, text=True, timeout=300)
     assert not (home / "server.json").exists()
+    assert "flow run: " not in ephemeral.stderr, "ephemeral mode has no UI to link to"

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from airlift.util.confine import ConfinedRoot
 from airlift.util.errors import IntegrityError, WorkError
-from airlift.util.fs import CHUNK, fsync_dir, link_or_copy
+from airlift.util.fs import CHUNK, copy_hashing, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
 from airlift.util.locks import FileLock, try_lock
 
@@ -198,7 +198,7 @@ class BlobStore:
         return self.put_stream([data])
 
     def add_file(self, path: Path, *, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
-        """Copy a local file into the store, hashing each chunk as it is written (one pass).
+        """Copy a local file into the store, hashing each piece of the copy as it lands (see copy_hashing).
 
         Never a hard link: the source is the user's live file, and a blob that shares its inode would
         change (in the cache and every bundle built from it) when the user edits it in place. The
@@ -226,21 +226,18 @@ class BlobStore:
         """One copy-while-hashing attempt; None (and nothing stored) when the source changed meanwhile."""
         fd, tmp = self._new_tmp()
         try:
-            with open(path, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            with open(path, "rb") as fin, os.fdopen(fd, "r+b") as fout:
                 before = _identity(os.fstat(fin.fileno()))
-                writer = HashingWriter(fout)
-                while chunk := fin.read(CHUNK):
-                    writer.write(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-                fout.flush()
+                hasher = hashlib.sha256()
+                # The digest is of the copy as written (read back from its page cache), see copy_hashing.
+                size = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update, on_bytes=on_bytes)
                 os.fsync(fout.fileno())
                 # fstat catches an edit in place; stat of the name catches a replacement by rename.
                 after = (_identity(os.fstat(fin.fileno())), _identity(os.stat(path)))
-            if after != (before, before) or writer.size != before[2]:
+            if after != (before, before) or size != before[2]:
                 os.unlink(tmp)
                 return None
-            digest = writer.sha256.hexdigest()
+            digest = hasher.hexdigest()
             final = self.blob_path(digest)
             with contextlib.suppress(FileNotFoundError):
                 if _identity(os.stat(final))[:2] == before[:2]:
@@ -248,9 +245,9 @@ class BlobStore:
                     os.chmod(tmp, 0o444)
                     os.replace(tmp, final)
                     fsync_dir(final.parent)
-                    return StoredBlob(digest, writer.size)
+                    return StoredBlob(digest, size)
             self._commit(Path(tmp), digest)
-            return StoredBlob(digest, writer.size)
+            return StoredBlob(digest, size)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -269,17 +266,15 @@ class BlobStore:
         src = self.blob_path(sha256)
         fd, tmp = other._new_tmp()
         try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                writer = HashingWriter(fout)
-                while chunk := fin.read(CHUNK):
-                    writer.write(chunk)
-                fout.flush()
+            with open(src, "rb") as fin, os.fdopen(fd, "r+b") as fout:
+                hasher = hashlib.sha256()
+                size = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update)
                 os.fsync(fout.fileno())
-            digest = writer.sha256.hexdigest()
+            digest = hasher.hexdigest()
             if digest != sha256:
                 raise IntegrityError(f"blob {sha256} is corrupt at the source (hashes to {digest})")
             other._commit(Path(tmp), digest)
-            return writer.size
+            return size
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -9,7 +9,9 @@ the path when the CLI is started from elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,62 @@ def flow(name: str, *, verbose: bool) -> Any:
     _prefect_side_importable()
     from airlift.cli.server import use_embedded_server
 
-    use_embedded_server()  # before Prefect is imported: its settings are read at import
+    mode = use_embedded_server()  # before Prefect is imported: its settings are read at import
     from flows._util import configure_console
 
     chosen = _FLOWS[name]()
     configure_console(verbose=verbose)
-    return chosen
+    if mode == "embedded":
+        _without_heartbeats()
+    _quiet_exit_drain()
+    if mode == "ephemeral":  # its API server dies with this process: there is no UI to link to
+        return chosen
+    return chosen.with_options(on_running=[*chosen.on_running_hooks, _announce_run])
+
+
+_PROCESS_SETTINGS = contextlib.ExitStack()  # entered for the life of the CLI process, never exited
+
+
+def _without_heartbeats() -> None:
+    """No flow-run heartbeats for CLI runs on the embedded server.
+
+    Prefect's sync engine joins its heartbeat thread each time it leaves a run context (twice per
+    flow run), which costs up to a second per run. Heartbeats only feed a zombie-run automation,
+    which the embedded server has no reason to have; no environment value can unset the setting
+    (it parses as an int), so the CLI process overrides it in its own settings context.
+    """
+    from prefect.settings import temporary_settings
+
+    _PROCESS_SETTINGS.enter_context(temporary_settings(updates={"flows.heartbeat_frequency": None}))
+
+
+class _DropDrainProgress(logging.Filter):
+    """Prefect's event and log workers warn "Still processing items" when the process exits before
+    they have sent everything; they then send it all anyway (the exit waits for them), so the
+    warning says nothing a terminal user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Still processing items")
+
+
+def _quiet_exit_drain() -> None:
+    for name in ("EventsWorker", "APILogWorker"):  # the loggers Prefect's queue services log to
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDrainProgress) for f in logger.filters):
+            logger.addFilter(_DropDrainProgress())
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _announce_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Print the run's UI address to stderr once (stdout stays the command's output, e.g. `--json`)."""
+    from prefect.utilities.urls import url_for
+
+    url = url_for(flow_run)
+    if url and str(flow_run.id) not in _ANNOUNCED:
+        _ANNOUNCED.add(str(flow_run.id))
+        print(f"flow run: {url}", file=sys.stderr, flush=True)
 
 
 def build_task_runner(dask: str) -> Any:

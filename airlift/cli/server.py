@@ -26,10 +26,12 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
 
+Mode = Literal["external", "ephemeral", "embedded"]
 START_TIMEOUT = 120.0
 HEALTH_TIMEOUT = 3.0
 
@@ -51,6 +53,7 @@ class ServerState:
     url: str
     home: str
     started: float
+    ui_api_url: str = ""  # what its UI was told the API is; older airlift left it at Prefect's default port
 
 
 class EmbeddedServer:
@@ -94,7 +97,7 @@ class EmbeddedServer:
             yield
 
     def ensure(self, *, announce: bool = True) -> ServerState:
-        """The running server, started (or replaced, when dead or wedged) if need be.
+        """The running server, started (or replaced, when dead, wedged or its UI misdirected) if need be.
 
         Two CLIs started at once share one server: check-or-start happens under a lock file.
 
@@ -106,7 +109,7 @@ class EmbeddedServer:
         """
         with self._locked():
             state = self.state()
-            if state is not None and self.healthy(state):
+            if state is not None and state.ui_api_url == state.url and self.healthy(state):
                 return state
             if state is not None:
                 _terminate(state.pid)
@@ -118,13 +121,17 @@ class EmbeddedServer:
     def _start(self, *, preferred_port: int | None) -> ServerState:
         port = preferred_port if preferred_port and _port_free(preferred_port) else _free_port()
         self.prefect_home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PREFECT_HOME": str(self.prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-        env.pop("PREFECT_API_URL", None)
+        url = f"http://127.0.0.1:{port}/api"
+        # The UI asks /ui-settings where the API is; unset, Prefect answers with its default port 4200, not --port.
+        env = {**os.environ, "PREFECT_HOME": str(self.prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+               "PREFECT_SERVER_UI_API_URL": url}
+        for name in ("PREFECT_API_URL", "PREFECT_UI_API_URL"):  # the latter an older alias of the setting above
+            env.pop(name, None)
         prefect = Path(sys.executable).with_name("prefect")
         argv = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        state = ServerState(pid=proc.pid, port=port, url=f"http://127.0.0.1:{port}/api", home=str(self.home), started=time.time())
+        state = ServerState(pid=proc.pid, port=port, url=url, home=str(self.home), started=time.time(), ui_api_url=url)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -147,14 +154,25 @@ class EmbeddedServer:
             return True
 
 
-def use_embedded_server() -> None:
-    """Point this process's Prefect client at the right server before Prefect is imported (see module doc)."""
-    if os.environ.get("PREFECT_API_URL") or os.environ.get("AIRLIFT_PREFECT", "").lower() == "ephemeral":
-        return
+def use_embedded_server() -> Mode:
+    """Point this process's Prefect client at the right server before Prefect is imported (see module doc).
+
+    Returns:
+        Which server the runs go to: "external" (PREFECT_API_URL), "ephemeral" or "embedded".
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return "external"
+    if os.environ.get("AIRLIFT_PREFECT", "").lower() == "ephemeral":
+        return "ephemeral"
     server = EmbeddedServer()
     state = server.ensure()
     os.environ["PREFECT_API_URL"] = state.url
+    os.environ["PREFECT_UI_URL"] = state.url.removesuffix("/api")  # the runs' links point at this server's UI
     os.environ.setdefault("PREFECT_HOME", str(server.prefect_home))
+    # This server was started by this very Prefect installation, so the API-version handshake every
+    # client (HTTP and events websocket) would make first (GET /admin/version) can only agree: skip it.
+    os.environ.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
+    return "embedded"
 
 
 def _alive(pid: int) -> bool:

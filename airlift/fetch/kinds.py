@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
@@ -16,7 +17,6 @@ from airlift.config.spec import (
     S3Prefix,
     UrlFile,
 )
-from airlift.fetch import git, hf, image, ngc, path, s3prefix, url, wheels
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import AirliftError, WorkError
 
@@ -27,25 +27,30 @@ class SourceKind:
 
     The module has `resolve(entry, artifact_id, ctx) -> Resolved` (metadata only: no content) and
     `fetch(resolved, ctx) -> Artifact` (content into the cache). Adding a kind is a module here plus
-    one entry in KINDS (and its source record in airlift/bundle/sources.py).
+    one entry in KINDS (and its source record in airlift/bundle/sources.py). Modules are named, and
+    imported on first use: a build of local paths does not pay for boto3, huggingface_hub or docker.
     """
 
     spec_types: tuple[type, ...]
     artifact_kinds: tuple[str, ...]
-    module: ModuleType
+    module_name: str
+
+    @property
+    def module(self) -> ModuleType:
+        return importlib.import_module(f"airlift.fetch.{self.module_name}")
 
 
 KINDS: tuple[SourceKind, ...] = (
-    SourceKind((HfRepo,), ("hf-model", "hf-dataset"), hf),
-    SourceKind((UrlFile,), ("url",), url),
-    SourceKind((LocalPath,), ("path",), path),
-    SourceKind((S3Prefix,), ("s3",), s3prefix),
-    SourceKind((NgcModel,), ("ngc-model",), ngc),
-    SourceKind((GitRepo,), ("git",), git),
-    SourceKind((tuple,), ("wheels",), wheels),  # every `wheels:` entry of a spec makes one artifact
-    SourceKind((str, ImageRef), ("image",), image),
+    SourceKind((HfRepo,), ("hf-model", "hf-dataset"), "hf"),
+    SourceKind((UrlFile,), ("url",), "url"),
+    SourceKind((LocalPath,), ("path",), "path"),
+    SourceKind((S3Prefix,), ("s3",), "s3prefix"),
+    SourceKind((NgcModel,), ("ngc-model",), "ngc"),
+    SourceKind((GitRepo,), ("git",), "git"),
+    SourceKind((tuple,), ("wheels",), "wheels"),  # every `wheels:` entry of a spec makes one artifact
+    SourceKind((str, ImageRef), ("image",), "image"),
 )
-_BY_KIND = {kind: source.module for source in KINDS for kind in source.artifact_kinds}
+_BY_KIND = {kind: source for source in KINDS for kind in source.artifact_kinds}
 
 
 def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: str = "linux/amd64") -> Resolved:
@@ -67,7 +72,7 @@ def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
         return cached
     resolved = _with_recorded_digests(resolved, ctx)
     try:
-        artifact = _BY_KIND[resolved.kind].fetch(resolved, ctx)
+        artifact = _BY_KIND[resolved.kind].module.fetch(resolved, ctx)
     except AirliftError as exc:
         if str(exc).startswith(resolved.artifact_id):
             raise

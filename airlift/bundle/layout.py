@@ -1,4 +1,8 @@
-"""A bundle on disk: `manifest.json`, `SHA256SUMS` and `blobs/sha256/<hex>`."""
+"""A bundle on disk: `manifest.json`, `SHA256SUMS`, `blobs/sha256/<hex>`, and the OCI layout files.
+
+`oci-layout` and `index.json` make the bundle an OCI image layout too (airlift/bundle/oci_layout.py):
+they are derived from the manifest and written with SHA256SUMS, which pins them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ import os
 from pathlib import Path
 
 from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
+from airlift.bundle.oci_layout import (
+    INDEX,
+    MAX_IMAGE_MANIFEST,
+    MAX_INDEX_BYTES,
+    index_bytes,
+    layout_files,
+    listed_ids,
+)
 from airlift.bundle.store import BlobStore
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
@@ -66,8 +78,59 @@ class Bundle:
         # Blob names are their digests, so SHA256SUMS needs no hashing; only blobs present are listed
         # (a delta bundle lends the rest from its --store).
         lines = [f"{digest}  blobs/sha256/{digest}\n" for digest in sorted(manifest.all_blobs()) if self.store.has(digest)]
+        # The OCI layout files go first, so SHA256SUMS (written last) pins them as well.
+        for name, data in layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob).items():
+            write_bytes_atomic(self.root / name, data)
+            lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
         lines.append(f"{manifest_sha256}  {MANIFEST}\n")
         write_bytes_atomic(self.root / SUMS, "".join(lines).encode())
+
+    def blob_size(self, sha256: str) -> int | None:
+        """The size of a blob this bundle holds, or None when it does not hold it."""
+        try:
+            return self.store.blob_path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_small_blob(self, sha256: str) -> bytes | None:
+        """A small blob's bytes (an image manifest) if this bundle holds it and it hashes to its name; else None."""
+        size = self.blob_size(sha256)
+        if size is None or size > MAX_IMAGE_MANIFEST:
+            return None
+        data = self.store.blob_path(sha256).read_bytes()
+        return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+    def layout_problems(self, manifest: Manifest) -> dict[str, str]:
+        """`{file: reason}` for OCI layout files that differ from what `manifest` implies.
+
+        A bundle written before the layout existed has neither file nor a SHA256SUMS line for them: that
+        is not a problem. Otherwise each must hold exactly the bytes the manifest and the blobs present
+        imply (a hostile index.json pointing elsewhere is reported, never followed). index.json may list
+        fewer images than the blobs now allow (pushed from a delta onto a directory holding its lineage),
+        but each entry it has must be exactly the one the manifest implies.
+        """
+        try:
+            listed = {line.partition("  ")[2] for line in (self.root / SUMS).read_text().splitlines()}
+        except (FileNotFoundError, UnicodeDecodeError):
+            listed = set()
+        problems = {}
+        for name, expected in layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob).items():
+            path = self.root / name
+            if not path.exists() and not path.is_symlink():
+                if name in listed:
+                    problems[name] = "missing"
+                continue
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_INDEX_BYTES:
+                problems[name] = "corrupt"
+                continue
+            actual = path.read_bytes()
+            if actual == expected:
+                continue
+            ids = listed_ids(actual) if name == INDEX else None
+            narrower = None if ids is None else index_bytes(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob, only=ids)
+            if actual != narrower:
+                problems[name] = "corrupt"
+        return problems
 
     def sums_manifest_digest(self) -> str | None:
         try:

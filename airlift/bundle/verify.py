@@ -104,30 +104,35 @@ def verify_bundle(
         for blob in artifact.blobs:
             sizes.setdefault(blob.removeprefix("sha256:"), None)
 
-    def locate(sha256: str) -> Path:
+    def locate(sha256: str) -> tuple[Path, bool]:
         own = bundle.store.blob_path(sha256)
         if store is not None and not own.exists() and store.has(sha256):
-            report.blobs_from_store += 1
-            return store.blob_path(sha256)
-        return own
+            return store.blob_path(sha256), True
+        return own, False
 
-    def check(sha256: str) -> tuple[str, str | None]:
-        path = locate(sha256)
+    def check(sha256: str) -> tuple[str, str | None, int, bool]:
+        path, lent = locate(sha256)
+        size = 0
         if trusted and sha256 in trusted and path.exists():
             reason = None if sizes[sha256] is None or path.stat().st_size == sizes[sha256] else "wrong size"
         else:
             reason = _check_blob(path, sha256, sizes[sha256])
         if reason is None:
             size = path.stat().st_size
-            report.bytes_checked += size
             if on_bytes:
                 on_bytes(size)
-        return sha256, reason
+        return sha256, reason, size, lent
 
     bad: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 2)) as pool:
-        for sha256, reason in pool.map(check, sorted(sizes)):
+    # One hashing thread per core (hashlib drops the GIL on large updates); the largest blobs start
+    # first, so one big blob last does not leave the other cores idle at the end. Counts are summed
+    # here, in the calling thread, not in the workers.
+    order = sorted(sizes, key=lambda d: (-(sizes[d] or 0), d))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        for sha256, reason, size, lent in pool.map(check, order):
             report.blobs_checked += 1
+            report.bytes_checked += size
+            report.blobs_from_store += lent
             if reason:
                 bad[sha256] = reason
 
@@ -145,6 +150,10 @@ def verify_bundle(
                 report.problems.append(Problem(artifact_id=artifact.id, path=f"blob {digest[:12]}", sha256=digest, reason=bad[digest]))
                 broken = True
         report.artifacts.append(ArtifactCheck(id=artifact.id, kind=artifact.kind, files=len(artifact.files), bytes=artifact.total_bytes, ok=not broken))
+    # oci-layout/index.json are derived from the manifest: a bad blob changes them too, so report the cause alone.
+    if not report.problems:
+        for name, reason in bundle.layout_problems(manifest).items():
+            report.problems.append(Problem(artifact_id="oci layout", path=name, sha256="-", reason=reason))
     return report
 
 

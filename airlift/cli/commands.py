@@ -62,7 +62,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         import json
         from dataclasses import asdict
 
-        print(json.dumps({"artifacts": [asdict(a) | {"to_fetch_bytes": a.to_fetch_bytes} for a in plan.artifacts], "totals": totals}, indent=1))
+        rows = [{k: v for k, v in asdict(a).items() if k != "digests"} | {"to_fetch_bytes": a.to_fetch_bytes} for a in plan.artifacts]
+        print(json.dumps({"artifacts": rows, "totals": totals}, indent=1))
         return 0
     print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
     for a in plan.artifacts:
@@ -72,6 +73,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
         f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
         + (f" (+{totals['unknown_sizes']} files of unknown size)" if totals["unknown_sizes"] else "")
+        + (f"; {human(totals['shared_bytes'])} shared between artifacts, counted once" if totals["shared_bytes"] else "")
     )
     return 0
 
@@ -139,15 +141,25 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     # Read-only and local, no work worth a flow run: inspect never starts Prefect.
     from airlift.bundle.layout import Bundle
+    from airlift.bundle.sharing import image_sharing
 
-    manifest = Bundle(args.bundle).read_manifest()
+    bundle = Bundle(args.bundle)
+    manifest = bundle.read_manifest()
     target = None
     if args.site:
         from airlift.config.site import load_site
 
         target = load_site(args.site).registry
+    sharing = image_sharing(bundle, manifest)
     if args.json:
-        print(manifest.to_bytes().decode(), end="")
+        if not sharing:
+            print(manifest.to_bytes().decode(), end="")
+            return 0
+        import json
+
+        # Additive: the manifest's keys as before, plus what each image shares with the others.
+        out = json.loads(manifest.to_bytes()) | {"image_sharing": {k: v.model_dump() for k, v in sharing.items()}}
+        print(json.dumps(out, indent=2))
         return 0
     print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
     from airlift.oci.reference import airgap_reference, parse_image
@@ -159,6 +171,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
             print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
             print(f"      {image.ref} -> {where}")
+            shared = sharing[artifact.id]
+            if shared.shared_with:
+                print(f"      shares {human(shared.shared_bytes)} of {human(shared.total_bytes)} with {', '.join(shared.shared_with)}")
             continue
         ref = artifact.source.pinned
         print(f"  {artifact.id:50} {artifact.kind:11} {len(artifact.files):6} files {human(artifact.total_bytes):>11}  {ref}")

@@ -2,28 +2,25 @@
 
 Registry images keep their exact manifest bytes, so the digest a job pins upstream is the digest
 it pulls inside the gap. Layers and configs land in the same blob store as every other file, so a
-base layer shared by several images (or already in an earlier bundle) is stored once.
+base layer shared by several images (or already in an earlier bundle) is stored once. Each pulled
+image also teaches the cache's diff_id map (airlift/oci/dedup.py), so an engine image built FROM it
+(airlift/fetch/engine_image.py) shares its compressed base layers instead of storing them again.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tarfile
 from typing import Any
 
 from airlift.bundle.manifest import Artifact, ImageInfo
+from airlift.bundle.oci_layout import oci_form
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.fetch.engine_image import fetch_engine, resolve_engine
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
+from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
-from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import CHUNK, IterReader
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
-
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Resolved:
@@ -31,7 +28,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
     entry = image_ref(entry)
     platform = entry.platform or ctx.platform
     if entry.from_ == "docker":
-        return _resolve_engine(entry, artifact_id, platform)
+        return resolve_engine(entry, artifact_id=artifact_id, platform=platform, ctx=ctx)
     name = parse_image(entry.ref)
     client = RegistryClient(name.api_host, registry=name.registry)
     try:
@@ -60,7 +57,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Pull the image's manifest, config and layers into the cache (or stream it out of the engine)."""
     if resolved.source.from_ == "docker":
-        return _fetch_engine(resolved, ctx)
+        return fetch_engine(resolved, ctx)
     source = resolved.source
     name = parse_image(source.ref)
     client = RegistryClient(name.api_host, registry=name.registry)
@@ -85,6 +82,8 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     finally:
         client.close()
     config = json.loads(store.blob_path(manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
+    # diff_id -> compressed blob, so an engine image built FROM this one references these blobs.
+    LayerIndex(ctx.cache.root, store).learn(manifest, config)
     platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
     info = ImageInfo(
         ref=source.ref, digest=digest, platform=platform, media_type=media_type or manifest.get("mediaType", ""),
@@ -93,80 +92,8 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         repository=name.repository, tag=name.tag,
     )
     blobs = [f"sha256:{manifest_blob.sha256}", *(d["digest"] for d in descriptors)]
-    return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=blobs)
-
-
-# -- the local Docker engine ----------------------------------------------------------------------
-def _engine():
-    import docker
-
-    try:
-        return docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'default')}): {exc}") from None
-
-
-def _resolve_engine(entry: ImageRef, artifact_id: str, platform: str) -> Resolved:
-    import docker
-
-    client = _engine()
-    try:
-        image = client.images.get(entry.ref)
-    except docker.errors.ImageNotFound:
-        raise WorkError(f"{artifact_id}: image {entry.ref} is not in the local Docker engine") from None
-    finally:
-        client.close()
-    name = parse_image(entry.ref)
-    source = {"ref": entry.ref, "from": "docker", "image_id": image.id, "repository": name.repository, "tag": name.tag, "platform": platform}
-    size = image.attrs.get("Size")  # uncompressed size, as `docker save` would write it
-    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, (RemoteFile(image.id, size),))
-
-
-def _fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    """Stream `docker save` through the store (one pass, no tar on disk) and describe it as an OCI image."""
-    store = ctx.cache.store
-    client = _engine()
-    try:
-        stream = client.api.get_image(resolved.source.image_id, chunk_size=CHUNK)
-        by_name: dict[str, tuple[str, int]] = {}
-        small: dict[str, bytes] = {}
-        with tarfile.open(fileobj=IterReader(stream), mode="r|") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                handle = archive.extractfile(member)
-                assert handle is not None
-                if member.name.endswith(".json") or member.name == "repositories" or member.name == "index.json" or member.name == "oci-layout":
-                    small[member.name] = handle.read()
-                    blob = store.put_bytes(small[member.name])
-                else:
-                    blob = store.put_stream(iter(lambda h=handle: h.read(CHUNK), b""))
-                by_name[member.name] = (blob.sha256, blob.size)
-                if ctx.on_bytes:
-                    ctx.on_bytes(blob.size)
-    finally:
-        client.close()
-    try:
-        saved = json.loads(small["manifest.json"])[0]
-        config_sha, config_size = by_name[saved["Config"]]
-        layers = [by_name[layer] for layer in saved["Layers"]]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InputError(f"{resolved.artifact_id}: unexpected docker save layout ({exc})") from None
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{config_sha}", "size": config_size},
-        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": f"sha256:{sha}", "size": size} for sha, size in layers],
-    }
-    raw = json.dumps(manifest, separators=(",", ":")).encode()
-    manifest_blob = store.put_bytes(raw)
-    config = json.loads(store.blob_path(config_sha).read_bytes())
-    platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
-    source = resolved.source
-    info = ImageInfo(
-        ref=source.ref, digest=f"sha256:{manifest_blob.sha256}", platform=platform, media_type=OCI_MANIFEST,
-        size=len(raw) + config_size + sum(size for _, size in layers), config=f"sha256:{config_sha}",
-        layers=[f"sha256:{sha}" for sha, _ in layers], repository=source.repository, tag=source.tag,
-    )
-    blobs = [f"sha256:{manifest_blob.sha256}", f"sha256:{config_sha}", *(f"sha256:{sha}" for sha, _ in layers)]
+    # A Docker v2 manifest also travels in its OCI form, which the bundle's index.json names (OCI tools).
+    converted = oci_form(raw)
+    if converted is not None:
+        blobs.append(f"sha256:{store.put_bytes(converted).sha256}")
     return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=blobs)

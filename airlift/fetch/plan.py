@@ -18,6 +18,11 @@ class ArtifactPlan:
     unknown_sizes: int
     cached_files: int
     cached_bytes: int
+    # Bytes of this artifact that an earlier one in the plan already counts (same sha256: stored once).
+    shared_bytes: int = 0
+    shared_cached_bytes: int = 0
+    # sha256 -> (size, cached) of the blobs known up front; not part of the printed plan.
+    digests: dict[str, tuple[int, bool]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def to_fetch_bytes(self) -> int:
@@ -28,15 +33,26 @@ class ArtifactPlan:
 class Plan:
     artifacts: list[ArtifactPlan] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # A layer two images share (or a file two artifacts share) is fetched and stored once: count it once.
+        seen: set[str] = set()
+        for artifact in self.artifacts:
+            artifact.shared_bytes = sum(size for d, (size, _) in artifact.digests.items() if d in seen)
+            artifact.shared_cached_bytes = sum(size for d, (size, cached) in artifact.digests.items() if d in seen and cached)
+            seen |= set(artifact.digests)
+
     @property
     def totals(self) -> dict[str, int]:
+        total = sum(a.bytes - a.shared_bytes for a in self.artifacts)
+        cached = sum(a.cached_bytes - a.shared_cached_bytes for a in self.artifacts)
         return {
             "artifacts": len(self.artifacts),
             "files": sum(a.files for a in self.artifacts),
-            "bytes": sum(a.bytes for a in self.artifacts),
-            "cached_bytes": sum(a.cached_bytes for a in self.artifacts),
-            "to_fetch_bytes": sum(a.to_fetch_bytes for a in self.artifacts),
+            "bytes": total,
+            "cached_bytes": cached,
+            "to_fetch_bytes": total - cached,
             "unknown_sizes": sum(a.unknown_sizes for a in self.artifacts),
+            "shared_bytes": sum(a.shared_bytes for a in self.artifacts),
         }
 
 
@@ -51,17 +67,22 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
             sizes.setdefault(digest, cache.store.blob_path(digest).stat().st_size)
         total = sum(f.size for f in record.files) + sum(size for d, size in sizes.items() if d not in {f.sha256 for f in record.files})
         count = len(record.files) + len(record.blobs)
-        return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, count, total, 0, count, total)
+        digests = {d: (size, True) for d, size in sizes.items()}
+        return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, count, total, 0, count, total, digests=digests)
     complete = False
     files = resolved.files
     cached_files = cached_bytes = unknown = total = 0
+    digests: dict[str, tuple[int, bool]] = {}
     for remote in files:
         size = remote.size
         if size is None:
             unknown += 1
         total += size or 0
         digest = remote.sha256 or cache.sha256_for_etag(remote.git_sha1, remote.size)
-        if complete or (digest and cache.store.has(digest, size)):
+        cached = bool(complete or (digest and cache.store.has(digest, size)))
+        if cached:
             cached_files += 1
             cached_bytes += size or (cache.store.blob_path(digest).stat().st_size if digest and cache.store.has(digest) else 0)
-    return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, len(files), total, unknown, cached_files, cached_bytes)
+        if digest and size is not None:
+            digests[digest] = (size, cached)
+    return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, len(files), total, unknown, cached_files, cached_bytes, digests=digests)

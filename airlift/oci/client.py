@@ -7,19 +7,18 @@ manifest bytes it pulled, so a digest never changes on the way across the gap.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 
 from airlift.bundle.store import BlobStore, StoredBlob
-from airlift.oci.reference import DOCKER_HUB
-from airlift.util.errors import IntegrityError, WorkError
+from airlift.oci.auth import RegistryAuth, credentials_for  # noqa: F401 - credentials_for: re-exported
+from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import CHUNK
 from airlift.util.http import closing_response, raise_for_status, resumable_get
 
@@ -32,33 +31,6 @@ MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 # Registry uploads go in 16 MiB PATCHes: each is a resumable step, and few enough for a 20 GB layer.
 UPLOAD_CHUNK = 16 << 20
-
-
-def _auth_files() -> list[Path]:
-    files = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
-    docker_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
-    files.append(docker_config / "config.json")
-    return files
-
-
-def credentials_for(registry: str) -> tuple[str, str] | None:
-    """Username/password from REGISTRY_AUTH_FILE or the Docker config (never from a spec)."""
-    keys = {registry, f"https://{registry}", f"http://{registry}"}
-    if registry == DOCKER_HUB:
-        keys |= {"https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"}
-    for path in _auth_files():
-        try:
-            auths = json.loads(path.read_text()).get("auths", {})
-        except (OSError, ValueError):
-            continue
-        for key in keys:
-            entry = auths.get(key)
-            if entry and entry.get("auth"):
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return user, password
-    return None
 
 
 def is_plain_http(host: str, insecure: bool = False) -> bool:
@@ -76,43 +48,41 @@ class RegistryClient:
         self.registry = registry or host
         self.base = f"{'http' if is_plain_http(host, insecure) else 'https'}://{host}"
         self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
-        self._tokens: dict[str, str] = {}
+        self.auth = RegistryAuth(registry=self.registry, http=self._http)
 
     def close(self) -> None:
         self._http.close()
 
     # -- auth -------------------------------------------------------------------------------------
-    def _authorize(self, response: httpx.Response, scope: str) -> bool:
-        challenge = response.headers.get("www-authenticate", "")
-        creds = credentials_for(self.registry)
-        if challenge.lower().startswith("basic"):
-            if not creds:
-                return False
-            self._tokens[scope] = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-            return True
-        if not challenge.lower().startswith("bearer"):
-            return False
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
-        token_response = self._http.get(params["realm"], params=query, auth=creds)
-        raise_for_status(token_response, f"{self.registry}: token request")
-        body = token_response.json()
-        self._tokens[scope] = "Bearer " + (body.get("token") or body.get("access_token", ""))
-        return True
+    @property
+    def tokens_fetched(self) -> int:
+        """How many Bearer tokens this client fetched (each refresh counts)."""
+        return self.auth.tokens_fetched
 
-    def request(self, method: str, url: str, *, scope: str, headers: dict | None = None, stream: bool = False, **kwargs) -> httpx.Response:
+    def request(
+        self, method: str, url: str, *, scope: str, headers: dict | None = None, stream: bool = False,
+        body: Callable[[], Iterable[bytes]] | None = None, **kwargs,
+    ) -> httpx.Response:
+        """Send with this scope's credentials; on a 401, get new ones (airlift/oci/auth.py) and send once more.
+
+        Args:
+            body: Makes the request body afresh (a file slice): a streamed body can be sent only
+                once, so a chunk refused for an expired token is made again for the second send.
+        """
         full = url if url.startswith("http") else f"{self.base}{url}"
         # A body streamed from a file can be sent once only; bytes (or none) can be sent again.
-        replayable = isinstance(kwargs.get("content"), (bytes, type(None)))
+        replayable = body is not None or isinstance(kwargs.get("content"), (bytes, type(None)))
         for attempt in range(2):
             merged = dict(headers or {})
-            if scope in self._tokens:
-                merged["Authorization"] = self._tokens[scope]
+            sent = self.auth.header(scope)
+            if sent is not None:
+                merged["Authorization"] = sent
+            if body is not None:
+                kwargs["content"] = body()
             request = self._http.build_request(method, full, headers=merged, **kwargs)
             response = self._http.send(request, stream=stream)
-            # No token yet, or it expired during a long pull (registry tokens last minutes): get one, ask again.
-            may_ask_again = scope not in self._tokens or replayable
-            if response.status_code == 401 and attempt == 0 and may_ask_again and self._authorize(response, scope):
+            # No token yet, or it expired during a long pull or push (Docker Hub's last 300 s): get one, ask again.
+            if response.status_code == 401 and attempt == 0 and (replayable or sent is None) and self.auth.renew(response, scope=scope, sent=sent):
                 response.close()
                 continue
             return response
@@ -191,12 +161,21 @@ class RegistryClient:
         return location if location.startswith("http") else f"{self.base}{location}"
 
     def upload_status(self, repository: str, location: str) -> int | None:
-        """Bytes the registry already holds for an upload session, or None if the session is gone."""
+        """Bytes the registry already holds for an upload session, or None if it is gone or unclear.
+
+        Distribution answers `0-0` for an empty session and for a 1-byte one alike, and appends a PATCH
+        whatever its Content-Range says, so guessing wrong would corrupt the blob: a fresh session is
+        cheaper. A session whose `_state` no longer matches its stored size (a PATCH cut mid-body) is
+        cancelled by the registry (BLOB_UPLOAD_INVALID, 404): also None, so the caller starts over.
+        """
         response = self.request("GET", self._absolute(location), scope=f"repository:{repository}:pull,push")
         if response.status_code != 204:
+            response.close()
             return None
         match = re.match(r"^(?:bytes=)?0-(\d+)$", response.headers.get("range", ""))
-        return int(match[1]) + 1 if match else 0
+        if not match or match[1] == "0":
+            return None
+        return int(match[1]) + 1
 
     def start_upload(self, repository: str) -> str:
         response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=f"repository:{repository}:pull,push")
@@ -209,9 +188,11 @@ class RegistryClient:
         with open(path, "rb") as handle:
             while offset < size:
                 length = min(UPLOAD_CHUNK, size - offset)
-                handle.seek(offset)
                 # Stream each chunk from the file in small pieces: a chunk never sits in memory whole.
-                body = _file_slice(handle, length)
+                def body(start: int = offset, count: int = length) -> Iterator[bytes]:
+                    handle.seek(start)
+                    return _file_slice(handle, count)
+
                 response = self.request(
                     "PATCH", self._absolute(location), scope=f"repository:{repository}:pull,push",
                     headers={
@@ -219,8 +200,13 @@ class RegistryClient:
                         "Content-Range": f"{offset}-{offset + length - 1}",
                         "Content-Length": str(length),
                     },
-                    content=body,
+                    body=body,
                 )
+                if response.status_code in {404, 416}:
+                    # The session is gone (BLOB_UPLOAD_INVALID/UNKNOWN) or out of step with us: the retry
+                    # layer calls again, and the caller asks the registry where to resume, or starts over.
+                    response.close()
+                    raise TransientError(f"{repository}: upload session lost at {offset} (HTTP {response.status_code}); starting it again")
                 self.check(response, f"{repository}: upload chunk at {offset}")
                 location = response.headers.get("location", location)
                 on_location(location)

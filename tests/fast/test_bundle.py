@@ -26,7 +26,7 @@ def test_sha256sum_checks_the_bundle(small_bundle):
     proc = run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=small_bundle.root)
     lines = proc.stdout.splitlines()
     assert "manifest.json: OK" in lines
-    assert len(lines) == len(small_bundle.manifest.all_blobs()) + 1
+    assert len(lines) == len(small_bundle.manifest.all_blobs()) + 3  # + manifest.json, oci-layout, index.json
     assert all(line.endswith(": OK") for line in lines)
 
 
@@ -101,7 +101,7 @@ def test_delta_bundle_borrows_blobs_from_a_store(tmp_path):
     delta = build_bundle(tmp_path / "delta", [hf_model(), url_file(), new_file], store_only={new_file.id})
     # SHA256SUMS lists only the blobs the delta carries, and still checks.
     proc = run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=delta.root)
-    assert len(proc.stdout.splitlines()) == 2
+    assert len(proc.stdout.splitlines()) == 4  # the new blob, manifest.json, oci-layout, index.json
     alone = verify_bundle(delta.bundle)
     assert not alone.ok
     assert {p.artifact_id for p in alone.problems} == {"models/acme/tiny", "files/notes.txt"}
@@ -119,6 +119,6 @@ def test_a_directory_without_a_manifest_is_not_a_bundle(tmp_path):
 
 def test_write_manifest_leaves_no_temp_files(small_bundle):
     names = set(os.listdir(small_bundle.root)) - {".tmp"}
-    assert names == {"SHA256SUMS", "blobs", "manifest.json"}
+    assert names == {"SHA256SUMS", "blobs", "manifest.json", "oci-layout", "index.json"}
     tmp = small_bundle.root / ".tmp"
     assert not tmp.exists() or os.listdir(tmp) == []

@@ -1,0 +1,184 @@
+"""`images:` entries with `from: docker`: saved from the local Docker engine, stored like a registry image.
+
+`docker save` hands out layers uncompressed. Each layer whose diff_id the cache already holds as a
+compressed blob (a registry image's base, see airlift/oci/dedup.py) is skipped and referenced by that
+blob; each new one is gzip-compressed into the store as it streams. The synthesized OCI manifest then
+names the same base blobs as the registry image, so the base is stored and shipped once.
+
+A second record, keyed by the image id alone (`<cache>/engine/<id>.json`, naming the synthesized
+manifest), lets a rebuild of an unchanged image (same id, under any tag or artifact id) read nothing
+from the engine: the manifest blob is rehashed (it is small) and every blob it names must be in the
+store with its size; else the image is saved again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+
+from airlift.bundle.manifest import Artifact, ImageInfo
+from airlift.config.spec import ImageRef
+from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.oci.dedup import OCI_LAYER_GZIP, LayerBlob, LayerIndex, gzip_layer
+from airlift.oci.reference import parse_image
+from airlift.util.errors import IntegrityError, WorkError
+from airlift.util.fs import CHUNK, IterReader, write_bytes_atomic
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MAX_CONFIG_BYTES = 64 << 20  # an image config is metadata: anything this large is not one
+
+
+def _engine():
+    import docker
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'default')}): {exc}") from None
+
+
+def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: FetchContext) -> Resolved:
+    """Pin an engine image to its image id; its files are what the cache can already name (for `plan`)."""
+    import docker
+
+    client = _engine()
+    try:
+        image = client.images.get(entry.ref)
+    except docker.errors.ImageNotFound:
+        raise WorkError(f"{artifact_id}: image {entry.ref} is not in the local Docker engine") from None
+    finally:
+        client.close()
+    name = parse_image(entry.ref)
+    source = {"ref": entry.ref, "from": "docker", "image_id": image.id, "repository": name.repository, "tag": name.tag, "platform": platform}
+    recorded = _recorded(ctx, image.id)
+    if recorded is not None:
+        _, manifest = recorded
+        files = tuple(RemoteFile(d["digest"], d["size"], d["digest"].removeprefix("sha256:")) for d in [manifest["config"], *manifest["layers"]])
+    else:
+        index = LayerIndex(ctx.cache.root, ctx.cache.store)
+        known = [blob for blob in (index.lookup(d) for d in image.attrs.get("RootFS", {}).get("Layers", [])) if blob is not None]
+        files = tuple(RemoteFile(b.digest, b.size, b.digest.removeprefix("sha256:")) for b in known)
+        # What is not known yet is sized only once compressed; with nothing known, the uncompressed size bounds it.
+        files += (RemoteFile(image.id, None if known else image.attrs.get("Size")),)
+    return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
+
+
+def _record_path(ctx: FetchContext, image_id: str):  # noqa: ANN202 - a Path
+    hexdigest = image_id.removeprefix("sha256:")
+    ctx.cache.store.blob_path(hexdigest)  # validates the hex digest before it becomes a file name
+    return ctx.cache.root / "engine" / f"{hexdigest}.json"
+
+
+def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
+    """(manifest bytes, manifest) synthesized earlier for `image_id`, if every blob it names is still stored."""
+    store = ctx.cache.store
+    try:
+        digest = json.loads(_record_path(ctx, image_id).read_bytes())["manifest"]
+        raw = store.blob_path(digest.removeprefix("sha256:")).read_bytes()
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            return None
+        manifest = json.loads(raw)
+        if manifest["config"]["digest"] != image_id:
+            return None
+        for descriptor in [manifest["config"], *manifest["layers"]]:
+            if not store.has(descriptor["digest"].removeprefix("sha256:"), descriptor["size"]):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return raw, manifest
+
+
+def fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Save the image from the engine, storing only layers the cache cannot already name, gzip-compressed."""
+    source = resolved.source
+    image_id = source.image_id
+    recorded = _recorded(ctx, image_id)
+    if recorded is None:
+        recorded = _save(resolved, ctx)
+        write_bytes_atomic(_record_path(ctx, image_id), json.dumps({"manifest": "sha256:" + hashlib.sha256(recorded[0]).hexdigest()}).encode())
+    raw, manifest = recorded
+    store = ctx.cache.store
+    config = json.loads(store.blob_path(image_id.removeprefix("sha256:")).read_bytes())
+    platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
+    descriptors = [manifest["config"], *manifest["layers"]]
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    info = ImageInfo(
+        ref=source.ref, digest=digest, platform=platform, media_type=OCI_MANIFEST,
+        size=len(raw) + sum(d["size"] for d in descriptors), config=image_id,
+        layers=[d["digest"] for d in manifest["layers"]], repository=source.repository, tag=source.tag,
+    )
+    return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=[digest, *(d["digest"] for d in descriptors)])
+
+
+def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
+    """Stream `docker save` once (no tar on disk): keep the config, compress the layers nobody holds yet."""
+    store = ctx.cache.store
+    index = LayerIndex(ctx.cache.root, store)
+    image_id = resolved.source.image_id
+    image_hex = image_id.removeprefix("sha256:")
+    client = _engine()
+    try:
+        diff_ids = client.api.inspect_image(image_id).get("RootFS", {}).get("Layers", [])
+        if any(index.lookup(d) is None for d in diff_ids):
+            _learn_cached_images(ctx, index)
+        wanted = {d.removeprefix("sha256:") for d in diff_ids if index.lookup(d) is None}
+        produced: dict[str, LayerBlob] = {}
+        config_raw: bytes | None = None
+        stream = client.api.get_image(image_id, chunk_size=CHUNK)
+        with tarfile.open(fileobj=IterReader(stream), mode="r|") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                name = member.name
+                # Docker >= 25 saves an OCI layout (blobs/sha256/<diff_id> for layers); older ones <id>/layer.tar.
+                blob_name = name.removeprefix("blobs/sha256/") if name.startswith("blobs/sha256/") else None
+                if blob_name == image_hex or name == f"{image_hex}.json":
+                    if member.size > MAX_CONFIG_BYTES:
+                        raise IntegrityError(f"{resolved.artifact_id}: image config is {member.size} bytes")
+                    handle = archive.extractfile(member)
+                    assert handle is not None
+                    config_raw = handle.read()
+                    continue
+                if (blob_name is not None and blob_name not in wanted) or (blob_name is None and not name.endswith("/layer.tar")):
+                    continue  # a layer the cache holds, or save's own metadata: skipped unread by us
+                handle = archive.extractfile(member)
+                assert handle is not None
+                diff_id, blob = gzip_layer(handle, store=store, on_bytes=ctx.on_bytes)
+                index.remember(diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size))
+                produced[diff_id] = index.lookup(diff_id) or LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size)
+                wanted.discard(diff_id.removeprefix("sha256:"))
+    finally:
+        client.close()
+    if config_raw is None or hashlib.sha256(config_raw).hexdigest() != image_hex:
+        raise IntegrityError(f"{resolved.artifact_id}: docker save did not yield the config of {image_id}")
+    config_blob = store.put_bytes(config_raw)
+    layers = []
+    for diff_id in json.loads(config_raw).get("rootfs", {}).get("diff_ids", []):
+        blob = produced.get(diff_id) or index.lookup(diff_id)
+        if blob is None:
+            raise WorkError(f"{resolved.artifact_id}: docker save did not yield layer {diff_id}")
+        layers.append(blob.descriptor())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": config_blob.size},
+        "layers": layers,
+    }
+    raw = json.dumps(manifest, separators=(",", ":")).encode()
+    store.put_bytes(raw)
+    return raw, manifest
+
+
+def _learn_cached_images(ctx: FetchContext, index: LayerIndex) -> None:
+    """Learn diff_ids from every registry image the cache holds (records written before the map existed)."""
+    records = ctx.cache.records_dir
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        try:
+            artifact = Artifact.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if artifact.image is not None and artifact.source.from_ == "registry":
+            index.learn_image(artifact)

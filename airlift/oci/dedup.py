@@ -1,0 +1,140 @@
+"""Layer dedup by content: a map from a layer's diff_id (sha256 of the uncompressed tar) to a compressed blob.
+
+A registry image names each layer twice: the manifest's `layers[i]` (the compressed blob) and the
+config's `rootfs.diff_ids[i]` (its uncompressed content). The Docker engine knows only diff_ids. So
+when an engine image (`from: docker`) is built FROM a registry image, its base layers are the same
+content as blobs the cache already holds compressed; this map lets its synthesized manifest point at
+those blobs instead of storing the base again, uncompressed, under another digest.
+
+New engine layers are compressed with gzip (level 6, zlib's default), never zstd: the build
+side cannot know the air-gapped registry and engine, and `docker load`, registries and runtimes older
+than containerd 1.5 / Docker 23 refuse zstd layers. gzip is accepted everywhere.
+
+The map lives in the cache (`<cache>/layers/<diff_id hex>.json`); an entry counts only while its blob
+is in the store with the recorded size (the store names blobs by their verified sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airlift.bundle.manifest import Artifact
+from airlift.bundle.store import BlobStore, StoredBlob
+from airlift.util.fs import CHUNK, write_bytes_atomic
+from airlift.util.names import DIGEST
+
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+# Registry layer types an engine image may share, as the OCI type its manifest names them by (same bytes).
+# zstd and foreign (non-distributable) layers are left out on purpose: see the module docstring.
+SHAREABLE = {OCI_LAYER_GZIP: OCI_LAYER_GZIP, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP, OCI_LAYER_TAR: OCI_LAYER_TAR, DOCKER_LAYER_TAR: OCI_LAYER_TAR}
+GZIP_LEVEL = 6
+
+
+class LayerBlob(BaseModel):
+    """The compressed (or plain) blob that holds one diff_id, as an OCI layer descriptor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    media_type: str
+    digest: str = Field(pattern=DIGEST)
+    size: int = Field(ge=0)
+
+    def descriptor(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+class LayerIndex:
+    """diff_id -> LayerBlob, in `<cache root>/layers/`, checked against the blob store on every lookup."""
+
+    def __init__(self, root: Path, store: BlobStore) -> None:
+        self.dir = Path(root) / "layers"
+        self.store = store
+
+    def _path(self, diff_id: str) -> Path:
+        hexdigest = diff_id.removeprefix("sha256:")
+        if len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+            raise ValueError(f"not a sha256 diff_id: {diff_id!r}")
+        return self.dir / f"{hexdigest}.json"
+
+    def lookup(self, diff_id: str) -> LayerBlob | None:
+        """The blob holding `diff_id`, if it is in the store with its recorded size."""
+        try:
+            entry = LayerBlob.model_validate_json(self._path(diff_id).read_bytes())
+        except (FileNotFoundError, ValueError, ValidationError):
+            return None
+        return entry if self.store.has(entry.digest.removeprefix("sha256:"), entry.size) else None
+
+    def remember(self, diff_id: str, blob: LayerBlob) -> None:
+        if self.lookup(diff_id) is None:  # the first blob learned stays: images sharing it then share bytes
+            write_bytes_atomic(self._path(diff_id), blob.model_dump_json().encode())
+
+    def learn(self, manifest: dict, config: dict) -> int:
+        """Pair `rootfs.diff_ids[i]` with `layers[i]` of a pulled image; returns how many were learned."""
+        layers = manifest.get("layers") or []
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if not isinstance(layers, list) or not isinstance(diff_ids, list) or len(layers) != len(diff_ids):
+            return 0
+        learned = 0
+        for layer, diff_id in zip(layers, diff_ids, strict=True):
+            media_type = SHAREABLE.get(layer.get("mediaType", "")) if isinstance(layer, dict) else None
+            if media_type is None or not isinstance(diff_id, str):
+                continue
+            try:
+                blob = LayerBlob(media_type=media_type, digest=layer.get("digest", ""), size=layer.get("size", -1))
+                self.remember(diff_id, blob)
+            except (ValueError, ValidationError):
+                continue
+            learned += 1
+        return learned
+
+    def learn_image(self, artifact: Artifact) -> int:
+        """Learn from a cached image artifact's manifest and config blobs (small reads; bad ones are skipped)."""
+        image = artifact.image
+        if image is None:
+            return 0
+        try:
+            manifest = json.loads(self._read_verified(image.digest))
+            config = json.loads(self._read_verified(manifest["config"]["digest"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        return self.learn(manifest, config) if isinstance(config, dict) else 0
+
+    def _read_verified(self, digest: str) -> bytes:
+        data = self.store.blob_path(digest.removeprefix("sha256:")).read_bytes()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"blob {digest} does not hash to its name")
+        return data
+
+
+def gzip_layer(reader: BinaryIO, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None) -> tuple[str, StoredBlob]:
+    """Stream an uncompressed layer tar into the store gzip-compressed, hashing both forms in one pass.
+
+    The gzip header carries no name and mtime 0, so the same layer compresses to the same blob again.
+
+    Returns:
+        (diff_id `sha256:<hex>` of the uncompressed bytes, the stored compressed blob).
+    """
+    plain = hashlib.sha256()
+
+    def chunks() -> Iterator[bytes]:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+        while piece := reader.read(CHUNK):
+            plain.update(piece)
+            if on_bytes:
+                on_bytes(len(piece))
+            if out := compressor.compress(piece):
+                yield out
+        yield compressor.flush()
+
+    blob = store.put_stream(chunks())
+    return f"sha256:{plain.hexdigest()}", blob

@@ -1,0 +1,79 @@
+"""Layer dedup by content: the diff_id map, gzip of new engine layers, and plan counting shared bytes once."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+
+from airlift.bundle.store import BlobStore
+from airlift.fetch.plan import ArtifactPlan, Plan
+from airlift.oci.dedup import OCI_LAYER_GZIP, LayerBlob, LayerIndex, gzip_layer
+
+
+def _registry_image(store: BlobStore, layers: list[bytes], media_type: str) -> tuple[dict, dict, list[str]]:
+    compressed = [gzip.compress(data, mtime=0) for data in layers]
+    digests = ["sha256:" + store.put_bytes(c).sha256 for c in compressed]
+    manifest = {"layers": [{"mediaType": media_type, "digest": d, "size": len(c)} for d, c in zip(digests, compressed, strict=True)]}
+    config = {"rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(d).hexdigest() for d in layers]}}
+    return manifest, config, digests
+
+
+def test_a_pulled_image_teaches_diff_id_to_blob_and_docker_types_become_oci(tmp_path):
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    manifest, config, digests = _registry_image(store, [b"base layer", b"app layer"], "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    assert index.learn(manifest, config) == 2
+    found = index.lookup(config["rootfs"]["diff_ids"][0])
+    assert found == LayerBlob(media_type=OCI_LAYER_GZIP, digest=digests[0], size=manifest["layers"][0]["size"])
+    # Content is truth: an entry whose blob left the store counts for nothing.
+    os.chmod(store.blob_path(digests[0][7:]), 0o644)
+    store.blob_path(digests[0][7:]).unlink()
+    assert index.lookup(config["rootfs"]["diff_ids"][0]) is None
+    assert index.lookup(config["rootfs"]["diff_ids"][1]) is not None
+
+
+def test_zstd_and_mismatched_images_are_not_learned(tmp_path):
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    manifest, config, _ = _registry_image(store, [b"z"], "application/vnd.oci.image.layer.v1.tar+zstd")
+    assert index.learn(manifest, config) == 0  # zstd is not what `docker load` of older engines accepts
+    manifest, config, _ = _registry_image(store, [b"a", b"b"], OCI_LAYER_GZIP)
+    config["rootfs"]["diff_ids"].pop()
+    assert index.learn(manifest, config) == 0  # layers and diff_ids must pair up one to one
+    assert index.learn({"layers": "hostile"}, {"rootfs": {"diff_ids": 3}}) == 0
+
+
+def test_gzip_layer_is_deterministic_and_names_the_uncompressed_content(tmp_path):
+    store = BlobStore(tmp_path)
+    data = os.urandom(300_000) + b"text " * 200_000
+    seen: list[int] = []
+    diff_id, blob = gzip_layer(io.BytesIO(data), store=store, on_bytes=seen.append)
+    assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    stored = store.blob_path(blob.sha256).read_bytes()
+    assert gzip.decompress(stored) == data and hashlib.sha256(stored).hexdigest() == blob.sha256
+    assert blob.size < len(data) and sum(seen) == len(data)
+    again_id, again = gzip_layer(io.BytesIO(data), store=BlobStore(tmp_path / "other"))
+    assert (again_id, again.sha256) == (diff_id, blob.sha256), "the same layer compresses to the same blob"
+
+
+def test_the_first_blob_learned_for_a_diff_id_stays(tmp_path):
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    first = store.put_bytes(b"first form")
+    second = store.put_bytes(b"second form")
+    index.remember("sha256:" + "a" * 64, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{first.sha256}", size=first.size))
+    index.remember("sha256:" + "a" * 64, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{second.sha256}", size=second.size))
+    assert index.lookup("sha256:" + "a" * 64).digest == f"sha256:{first.sha256}"
+
+
+def test_plan_counts_a_shared_layer_once():
+    shared, own_a, own_b = "1" * 64, "2" * 64, "3" * 64
+    a = ArtifactPlan("images/a", "image", "sha256:a", 2, 150, 0, 1, 100, digests={shared: (100, True), own_a: (50, False)})
+    b = ArtifactPlan("images/b", "image", "sha256:b", 2, 110, 0, 0, 0, digests={shared: (100, False), own_b: (10, False)})
+    plan = Plan([a, b])
+    assert (a.shared_bytes, b.shared_bytes) == (0, 100)
+    totals = plan.totals
+    assert totals["bytes"] == 160 and totals["shared_bytes"] == 100
+    assert totals["cached_bytes"] == 100 and totals["to_fetch_bytes"] == 60

@@ -160,6 +160,35 @@ def test_resume_lists_parts_page_by_page_and_resends_missing_and_wrong_sized_one
     assert not list(state_dir.iterdir())
 
 
+def test_a_create_cut_before_its_upload_id_was_recorded_leaves_no_pending_upload(s3, tmp_path):
+    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
+    s3_util.ensure_bucket(s3, bucket)
+    data = pseudo_random(2 * PART + 1, 14)  # 3 parts
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    blob = hashlib.sha256(data).hexdigest()
+    state_dir = tmp_path / "uploads"
+    # Somebody else's upload of a key that merely starts with ours: it must survive the cleanup.
+    other = s3.create_multipart_upload(Bucket=bucket, Key="k2")["UploadId"]
+
+    def crash(**_):  # S3 has created the upload; the process dies before it learns the UploadId
+        raise ConnectionAbortedError("simulated crash")
+
+    s3.meta.events.register("after-call.s3.CreateMultipartUpload", crash)
+    with pytest.raises(ConnectionAbortedError):
+        s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
+    s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
+    orphans = [u for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) if u["Key"] == "k"]
+    assert len(orphans) == 1, "the crash must leave the created upload behind"
+
+    assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir) == len(data)
+
+    pending = [(u["Key"], u["UploadId"]) for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert pending == [("k2", other)]
+    assert _object_sha256(s3, bucket, "k") == blob
+    assert not list(state_dir.iterdir())
+
+
 def test_small_files_are_one_put_with_the_sha256(s3, tmp_path):
     bucket = f"airlift-{uuid.uuid4().hex[:10]}"
     s3_util.ensure_bucket(s3, bucket)

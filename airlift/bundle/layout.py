@@ -20,6 +20,7 @@ from airlift.bundle.oci_layout import (
     listed_ids,
 )
 from airlift.bundle.store import BlobStore
+from airlift.util.confine import EscapeError, open_regular
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 
@@ -94,10 +95,16 @@ class Bundle:
 
     def read_small_blob(self, sha256: str) -> bytes | None:
         """A small blob's bytes (an image manifest) if this bundle holds it and it hashes to its name; else None."""
-        size = self.blob_size(sha256)
-        if size is None or size > MAX_IMAGE_MANIFEST:
+        # The bundle may be hostile (inspect runs before any check): no symlink is followed, only a regular
+        # file is read (not a FIFO or /dev/zero), and never more than the bound.
+        try:
+            fd = open_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)))
+        except (OSError, EscapeError):
             return None
-        data = self.store.blob_path(sha256).read_bytes()
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_IMAGE_MANIFEST + 1)
+        if len(data) > MAX_IMAGE_MANIFEST:
+            return None
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
     def layout_problems(self, manifest: Manifest) -> dict[str, str]:

@@ -87,7 +87,7 @@ class Artifact(Model):
     source: Source
     files: list[FileEntry] = Field(default_factory=list)
     image: ImageInfo | None = None
-    blobs: list[str] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers)")
+    blobs: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers), as sha256:<hex>")
 
     @field_validator("source", mode="before")
     @classmethod

@@ -33,13 +33,18 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 # Docker layer types and their OCI names (same bytes), as `skopeo copy --format oci` converts them.
 OCI_LAYER_TYPES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar": "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    OCI_LAYER_GZIP: OCI_LAYER_GZIP,
+    OCI_LAYER_TAR: OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD: OCI_LAYER_ZSTD,
 }
 MAX_IMAGE_MANIFEST = 4 << 20
 MAX_INDEX_BYTES = 64 << 20
@@ -53,6 +58,11 @@ _SEP = r"(?:[-._:@+]|--)"
 _ALNUM = r"(?:[A-Za-z0-9]+)"
 _COMPONENT = rf"(?:{_ALNUM}(?:{_SEP}{_ALNUM})*)"
 REF_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+
+
+def config_platform(config: dict) -> str:
+    """`os/architecture[/variant]` as an image config states it (the form `--platform` takes)."""
+    return "/".join(str(p) for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
 
 
 def ref_name(artifact: Artifact) -> str | None:

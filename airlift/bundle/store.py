@@ -24,6 +24,7 @@ from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, copy_hashing, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
 from airlift.util.locks import FileLock, try_lock
+from airlift.util.phase import under_way
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
@@ -264,6 +265,11 @@ class BlobStore:
         """Copy one blob into `other`, re-hashing the bytes as they are written (used across machines/disks)."""
         other.ensure_dirs()
         src = self.blob_path(sha256)
+        with under_way("copy", sha256[:12]):
+            return self._copy_blob_in(other, src, sha256)
+
+    @staticmethod
+    def _copy_blob_in(other: BlobStore, src: Path, sha256: str) -> int:
         fd, tmp = other._new_tmp()
         try:
             with open(src, "rb") as fin, os.fdopen(fd, "r+b") as fout:

@@ -339,7 +339,7 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
         f"{verb} from {cache.root}: {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
         f"{report.partials_removed} partial downloads ({human(report.partial_bytes_removed)}), "
         f"{report.temp_removed} temp files ({human(report.temp_bytes_removed)}), {report.locks_removed} locks, "
-        f"{report.etags_removed} ETag entries"
+        f"{report.etags_removed} ETag entries, {report.indexes_removed} image-layer index entries"
     )
     print(
         f"kept: {report.blobs_kept_young} unreferenced blobs and {report.partials_kept_young} partials younger than "

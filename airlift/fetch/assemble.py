@@ -14,6 +14,7 @@ from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
 from airlift.fetch.cache import Cache
 from airlift.util.errors import InputError
+from airlift.util.phase import progress, under_way
 
 
 class BuildResult(BaseModel):
@@ -64,14 +65,17 @@ def assemble_bundle(
 
     written = skipped = 0
     bundle.store.ensure_dirs()
-    for digest in sorted(manifest.all_blobs()):
-        if digest in old_blobs:
-            skipped += 1
-            continue
-        if not bundle.store.has(digest):
-            cache.store.link_blob_to(bundle.store, digest)
-            written += 1
-    digest = bundle.write_manifest(manifest)
+    wanted = sorted(manifest.all_blobs())
+    with under_way("assemble", out.name):
+        for done, digest in enumerate(wanted, 1):
+            if digest in old_blobs:
+                skipped += 1
+                continue
+            if not bundle.store.has(digest):
+                cache.store.link_blob_to(bundle.store, digest)
+                written += 1
+                progress(done=done, total=len(wanted))
+        digest = bundle.write_manifest(manifest)
     bundle.store.cleanup_tmp()
     return BuildResult(
         bundle=str(out),

@@ -13,6 +13,7 @@ again just before any blob is removed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -141,6 +142,7 @@ class PruneReport(BaseModel):
     temp_bytes_removed: int = 0
     locks_removed: int = 0
     etags_removed: int = 0
+    indexes_removed: int = 0  # layers/ and engine/ entries whose blob is gone
 
 
 def _record_blobs(cache: Cache) -> set[str]:
@@ -294,16 +296,32 @@ def prune_cache(
             path.unlink(missing_ok=True)
         report.temp_removed += 1
         report.temp_bytes_removed += size
-    _prune_blobs(cache, cutoff, keep, report)
+    removed = _prune_blobs(cache, cutoff, keep, report)  # under --dry-run, still there: counted as gone
+
+    def gone(target: str) -> bool:
+        return not SHA256_RE.match(target) or target in removed or not cache.store.has(target)
+
     for entry in cache.etags_dir.iterdir() if cache.etags_dir.is_dir() else []:
         try:
             target = entry.read_text().strip()
         except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
             continue
-        if not entry.name.startswith(".") and SHA256_RE.match(target) and not cache.store.has(target):
+        if not entry.name.startswith(".") and SHA256_RE.match(target) and gone(target):
             report.etags_removed += 1
             if not dry_run:
                 entry.unlink(missing_ok=True)
+    # The engine-image dedup indexes (oci/dedup.py, fetch/engine_image.py) check the store on every
+    # lookup, so a stale entry is harmless; it is removed so the cache does not grow without bound.
+    for directory, field in ((cache.root / "layers", "digest"), (cache.root / "engine", "manifest")):
+        for entry in directory.glob("*.json") if directory.is_dir() else []:
+            try:
+                target = str(json.loads(entry.read_bytes())[field]).removeprefix("sha256:")
+            except (OSError, ValueError, KeyError, TypeError):
+                target = ""
+            if gone(target):
+                report.indexes_removed += 1
+                if not dry_run:
+                    entry.unlink(missing_ok=True)
     return report
 
 
@@ -343,8 +361,8 @@ def _prune_partials(cache: Cache, cutoff: float, report: PruneReport) -> None:
                     lock.remove()
 
 
-def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneReport) -> None:
-    """Blobs no record and no kept bundle names, last modified before `cutoff`."""
+def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneReport) -> set[str]:
+    """Blobs no record and no kept bundle names, last modified before `cutoff`; returns their digests."""
     referenced = _record_blobs(cache) | keep
     candidates = []
     for digest, info in _blobs(cache.store):
@@ -356,10 +374,13 @@ def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneRepor
         candidates.append((digest, info.st_size))
     # A build may have saved a record since the first read: read them again, right before removing.
     referenced = _record_blobs(cache)
+    removed = set()
     for digest, size in candidates:
         if digest in referenced:
             continue
+        removed.add(digest)
         report.blobs_removed += 1
         report.blob_bytes_removed += size
         if not report.dry_run:
             cache.store.blob_path(digest).unlink(missing_ok=True)
+    return removed

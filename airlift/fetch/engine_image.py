@@ -19,15 +19,14 @@ import os
 import tarfile
 
 from airlift.bundle.manifest import Artifact, ImageInfo
+from airlift.bundle.oci_layout import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, config_platform
 from airlift.config.spec import ImageRef
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.oci.dedup import OCI_LAYER_GZIP, LayerBlob, LayerIndex, gzip_layer
+from airlift.oci.dedup import LayerBlob, LayerIndex, gzip_layer
 from airlift.oci.reference import parse_image
 from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, write_bytes_atomic
 
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MAX_CONFIG_BYTES = 64 << 20  # an image config is metadata: anything this large is not one
 
 
@@ -86,7 +85,14 @@ def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
         for descriptor in [manifest["config"], *manifest["layers"]]:
             if not store.has(descriptor["digest"].removeprefix("sha256:"), descriptor["size"]):
                 return None
-    except (OSError, ValueError, KeyError, TypeError):
+        # Each layer must still be one the index has checked for its diff_id (records of older
+        # versions may name a registry's unchecked claim): else the image is saved again.
+        diff_ids = json.loads(store.blob_path(image_id.removeprefix("sha256:")).read_bytes())["rootfs"]["diff_ids"]
+        index = LayerIndex(ctx.cache.root, store)
+        checked = [index.lookup(d, checked_only=True) for d in diff_ids]
+        if [blob.digest if blob else None for blob in checked] != [layer["digest"] for layer in manifest["layers"]]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return raw, manifest
 
@@ -102,7 +108,7 @@ def fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     raw, manifest = recorded
     store = ctx.cache.store
     config = json.loads(store.blob_path(image_id.removeprefix("sha256:")).read_bytes())
-    platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
+    platform = config_platform(config)
     descriptors = [manifest["config"], *manifest["layers"]]
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     info = ImageInfo(
@@ -124,7 +130,8 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
         diff_ids = client.api.inspect_image(image_id).get("RootFS", {}).get("Layers", [])
         if any(index.lookup(d) is None for d in diff_ids):
             _learn_cached_images(ctx, index)
-        wanted = {d.removeprefix("sha256:") for d in diff_ids if index.lookup(d) is None}
+        # A registry's claim is decompressed and checked here, once, before the engine image relies on it.
+        wanted = {d.removeprefix("sha256:") for d in diff_ids if index.confirm(d) is None}
         produced: dict[str, LayerBlob] = {}
         config_raw: bytes | None = None
         stream = client.api.get_image(image_id, chunk_size=CHUNK)
@@ -147,8 +154,9 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
                 handle = archive.extractfile(member)
                 assert handle is not None
                 diff_id, blob = gzip_layer(handle, store=store, on_bytes=ctx.on_bytes)
-                index.remember(diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size))
-                produced[diff_id] = index.lookup(diff_id) or LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size)
+                made = LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size, checked=True)
+                index.remember(diff_id, made)
+                produced[diff_id] = index.lookup(diff_id, checked_only=True) or made
                 wanted.discard(diff_id.removeprefix("sha256:"))
     finally:
         client.close()
@@ -157,7 +165,7 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
     config_blob = store.put_bytes(config_raw)
     layers = []
     for diff_id in json.loads(config_raw).get("rootfs", {}).get("diff_ids", []):
-        blob = produced.get(diff_id) or index.lookup(diff_id)
+        blob = produced.get(diff_id) or index.lookup(diff_id, checked_only=True)
         if blob is None:
             raise WorkError(f"{resolved.artifact_id}: docker save did not yield layer {diff_id}")
         layers.append(blob.descriptor())

@@ -22,6 +22,7 @@ from airlift.util.errors import WorkError, is_transient
 from airlift.util.http import client as http_client
 from airlift.util.http import raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
+from airlift.util.phase import progress
 
 
 def _token() -> str | bool:
@@ -50,6 +51,7 @@ def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
             raise WorkError(f"{artifact_id}: hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}") from None
 
     info = with_transient_retries(artifact_id, attempts=ctx.attempts, action=ask)
+    progress()  # answered, not yet recorded: a kill here must cost only this request
     siblings = list(filter_repo_objects(info.siblings or [], allow_patterns=entry.allow, ignore_patterns=entry.ignore, key=lambda s: s.rfilename))
     files = []
     for sibling in sorted(siblings, key=lambda s: s.rfilename):

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from airlift.bundle.manifest import Artifact, ImageInfo
-from airlift.bundle.oci_layout import oci_form
+from airlift.bundle.oci_layout import config_platform, oci_form
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.fetch.engine_image import fetch_engine, resolve_engine
@@ -84,7 +84,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     config = json.loads(store.blob_path(manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
     # diff_id -> compressed blob, so an engine image built FROM this one references these blobs.
     LayerIndex(ctx.cache.root, store).learn(manifest, config)
-    platform = "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
+    platform = config_platform(config)
     info = ImageInfo(
         ref=source.ref, digest=digest, platform=platform, media_type=media_type or manifest.get("mediaType", ""),
         size=len(raw) + sum(d["size"] for d in descriptors), config=manifest["config"]["digest"],

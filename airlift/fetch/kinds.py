@@ -19,6 +19,7 @@ from airlift.config.spec import (
 )
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import AirliftError, WorkError
+from airlift.util.phase import under_way
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
     module = next((kind.module for kind in KINDS if isinstance(entry, kind.spec_types)), None)
     if module is None:
         raise WorkError(f"{artifact_id}: this source kind is not supported yet")
-    return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
+    with under_way("resolve", artifact_id):
+        return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
 
 
 def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:

@@ -20,6 +20,7 @@ from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, push_target
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
+from airlift.util.phase import under_way
 
 
 @dataclass
@@ -112,6 +113,11 @@ def push_image(
 
 
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
+    with under_way("push", digest[:19]):
+        return _upload_blob(client, repository, digest, blob_path, state_dir, host, on_bytes)
+
+
+def _upload_blob(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
     path = blob_path(digest.removeprefix("sha256:"))
     state = _UploadState(state_dir, host, repository, digest)
     location = state.load()

@@ -19,6 +19,7 @@ from airlift.layouts.gitrepo import materialize_git_repo
 from airlift.layouts.shared_root import IngestMarker, marker_path, read_marker
 from airlift.util.confine import ConfinedRoot
 from airlift.util.fs import fsync_dir
+from airlift.util.phase import progress, under_way
 
 
 @dataclass
@@ -40,12 +41,13 @@ def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[
     repo_dir = _hf_repo_dir(artifact)
     commit = artifact.source.commit
     snapshot = f"{repo_dir}/snapshots/{commit}"
-    for entry in artifact.files:
+    for done, entry in enumerate(artifact.files, 1):
         blob = f"{repo_dir}/blobs/{entry.etag or entry.sha256}"
         # A copy, not a hard link: jobs write under shared_root and must never alter a bundle blob.
         root.copy_in(blob, blob_path(entry.sha256))
         link = f"{snapshot}/{entry.path}"
         root.symlink(link, os.path.relpath(root.root / blob, (root.root / link).parent))
+        progress(done=done, total=len(artifact.files))
     revision = artifact.source.revision
     if revision and revision != commit:
         root.write_bytes(f"{repo_dir}/refs/{revision}", commit.encode())
@@ -59,8 +61,9 @@ def _materialize_files(root: ConfinedRoot, artifact: Artifact, blob_path: Callab
         entry = artifact.files[0]
         root.copy_in(base, blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
         return root.path(base)
-    for entry in artifact.files:
+    for done, entry in enumerate(artifact.files, 1):
         root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
+        progress(done=done, total=len(artifact.files))
     return root.path(base)
 
 
@@ -84,19 +87,19 @@ def materialize(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Pa
     marker = read_marker(root, artifact.id)
     if marker is not None and marker.matches(artifact):
         return MaterializeReport(artifact.id, True, len(artifact.files), artifact.total_bytes, marker.location)
-    if artifact.kind in ("hf-model", "hf-dataset"):
-        location = _materialize_hf(confined, artifact, blob_path)
-    elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
-        location = _materialize_files(confined, artifact, blob_path)
-    elif artifact.kind == "git":
-        confined.path(f"repos/{artifact.id.removeprefix('repos/')}.git")  # refuses a name or symlink that escapes
-        location = materialize_git_repo(root, artifact, blob_path=blob_path)
-
-    else:
-        return MaterializeReport(artifact.id, True, 0, 0, "")
-    record = IngestMarker(
-        id=artifact.id, kind=artifact.kind, content_digest=digest, files=len(artifact.files), bytes=artifact.total_bytes,
-        location=str(location), ingested_at=now_iso(), artifact=artifact,
-    )
-    confined.write_bytes(marker_path(Path(), artifact.id).as_posix(), record.model_dump_json(indent=1).encode())
+    with under_way("materialize", artifact.id):
+        if artifact.kind in ("hf-model", "hf-dataset"):
+            location = _materialize_hf(confined, artifact, blob_path)
+        elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
+            location = _materialize_files(confined, artifact, blob_path)
+        elif artifact.kind == "git":
+            confined.path(f"repos/{artifact.id.removeprefix('repos/')}.git")  # refuses a name or symlink that escapes
+            location = materialize_git_repo(root, artifact, blob_path=blob_path)
+        else:
+            return MaterializeReport(artifact.id, True, 0, 0, "")
+        record = IngestMarker(
+            id=artifact.id, kind=artifact.kind, content_digest=digest, files=len(artifact.files), bytes=artifact.total_bytes,
+            location=str(location), ingested_at=now_iso(), artifact=artifact,
+        )
+        confined.write_bytes(marker_path(Path(), artifact.id).as_posix(), record.model_dump_json(indent=1).encode())
     return MaterializeReport(artifact.id, False, len(artifact.files), artifact.total_bytes, str(location))

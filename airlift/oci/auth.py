@@ -36,6 +36,7 @@ DEFAULT_TOKEN_LIFETIME = 60.0
 # Refresh this long before expiry: a quarter of the lifetime, at most 30 s (a request in flight needs margin).
 _MAX_MARGIN = 30.0
 OAUTH_CLIENT_ID = "airlift"
+HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # docker-credential-<name>: no path, no option
 _PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -103,6 +104,10 @@ def credentials_for(*, registry: str) -> Credentials | None:
             continue
         config = load_config(config_path=str(path))
         helper = config.get_credential_store(registry)
+        if helper and not HELPER_NAME.fullmatch(helper):
+            # The name becomes part of an executable's name (docker-credential-<name>), found on PATH.
+            field = "credsStore" if helper == config.creds_store else "credHelpers"
+            raise InputError(f"{path}: {field}: {helper!r} is not a credential helper name")
         try:
             with warnings.catch_warnings():
                 # The SDK warns of a missing helper before it fails: the one-line error below says it.
@@ -145,9 +150,10 @@ class RegistryAuth:
     Thread-safe: the blob pulls of one image share it, and only one of them fetches a new token.
     """
 
-    def __init__(self, *, registry: str, http: httpx.Client, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, registry: str, http: httpx.Client, plain_http: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self._http = http
+        self._plain_http = plain_http  # the registry itself speaks http: its realm may too
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens: dict[str, _Token] = {}
@@ -210,15 +216,22 @@ class RegistryAuth:
         scopes = [scope, *(s for s in challenge.scope.split(" ") if s and s != scope)]
         creds = self._credentials()
         label = f"{self.registry}: token request"
+        if creds is not None and realm.scheme == "http" and not self._plain_http:
+            # A challenge can name any realm: credentials for an https registry never travel in clear text.
+            raise WorkError(f"{self.registry}: token realm {realm.scheme}://{realm.netloc} is plain http; credentials are not sent there")
+        # No redirects: a 307 would carry the credentials (or the POSTed refresh token) to another host.
         if creds is not None and creds.identity_token.get_secret_value():
-            response = self._http.post(challenge.realm, data={
+            response = self._http.post(challenge.realm, follow_redirects=False, data={
                 "grant_type": "refresh_token", "refresh_token": creds.identity_token.get_secret_value(),
                 "service": challenge.service, "scope": " ".join(scopes), "client_id": OAUTH_CLIENT_ID,
             })
         else:
             params = [("service", challenge.service), *(("scope", s) for s in scopes)]
             auth = (creds.username, creds.password.get_secret_value()) if creds is not None and creds.has_basic else None
-            response = self._http.get(challenge.realm, params=params, auth=auth)
+            response = self._http.get(challenge.realm, params=params, auth=auth, follow_redirects=False)
+        if response.is_redirect:
+            response.close()
+            raise WorkError(f"{label}: {realm.scheme}://{realm.netloc} redirects (HTTP {response.status_code}); not followed with credentials")
         raise_for_status(response, label, origin=f"{realm.scheme}://{realm.netloc}")
         try:
             body = response.json()

@@ -13,19 +13,19 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from airlift.bundle.oci_layout import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.oci.auth import RegistryAuth, credentials_for  # noqa: F401 - credentials_for: re-exported
 from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import CHUNK
 from airlift.util.http import closing_response, raise_for_status, resumable_get
+from airlift.util.phase import progress
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
@@ -40,6 +40,17 @@ def is_plain_http(host: str, insecure: bool = False) -> bool:
     return insecure or bare in {"localhost", "127.0.0.1", "::1"} or host in allowed
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in, so `host` and `host:443` match."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:
+        port = None  # not a port: this origin matches nothing sensible
+    return scheme, (parts.hostname or "").lower(), port
+
+
 class RegistryClient:
     """One registry host. Bearer tokens are fetched per scope on 401 and kept in memory only."""
 
@@ -48,7 +59,7 @@ class RegistryClient:
         self.registry = registry or host
         self.base = f"{'http' if is_plain_http(host, insecure) else 'https'}://{host}"
         self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
-        self.auth = RegistryAuth(registry=self.registry, http=self._http)
+        self.auth = RegistryAuth(registry=self.registry, http=self._http, plain_http=self.base.startswith("http:"))
 
     def close(self) -> None:
         self._http.close()
@@ -70,11 +81,14 @@ class RegistryClient:
                 once, so a chunk refused for an expired token is made again for the second send.
         """
         full = url if url.startswith("http") else f"{self.base}{url}"
+        # Credentials go to this registry's own origin only (as Docker's authorizer does): an upload
+        # `Location` may name another host, or plain http, and must not receive them.
+        ours = _origin(full) == _origin(self.base)
         # A body streamed from a file can be sent once only; bytes (or none) can be sent again.
         replayable = body is not None or isinstance(kwargs.get("content"), (bytes, type(None)))
         for attempt in range(2):
             merged = dict(headers or {})
-            sent = self.auth.header(scope)
+            sent = self.auth.header(scope) if ours else None
             if sent is not None:
                 merged["Authorization"] = sent
             if body is not None:
@@ -82,7 +96,7 @@ class RegistryClient:
             request = self._http.build_request(method, full, headers=merged, **kwargs)
             response = self._http.send(request, stream=stream)
             # No token yet, or it expired during a long pull or push (Docker Hub's last 300 s): get one, ask again.
-            if response.status_code == 401 and attempt == 0 and (replayable or sent is None) and self.auth.renew(response, scope=scope, sent=sent):
+            if response.status_code == 401 and ours and attempt == 0 and (replayable or sent is None) and self.auth.renew(response, scope=scope, sent=sent):
                 response.close()
                 continue
             return response
@@ -191,7 +205,7 @@ class RegistryClient:
                 # Stream each chunk from the file in small pieces: a chunk never sits in memory whole.
                 def body(start: int = offset, count: int = length) -> Iterator[bytes]:
                     handle.seek(start)
-                    return _file_slice(handle, count)
+                    return _file_slice(handle, count, start=start, total=size)
 
                 response = self.request(
                     "PATCH", self._absolute(location), scope=f"repository:{repository}:pull,push",
@@ -234,7 +248,7 @@ def choose_platform(index: dict, *, platform: str, ref: str) -> dict:
     raise WorkError(f"images/{ref}: no {platform} manifest in the index (it has: {', '.join(a for a in available if a) or 'none'})")
 
 
-def _file_slice(handle, length: int) -> Iterator[bytes]:
+def _file_slice(handle, length: int, *, start: int, total: int) -> Iterator[bytes]:
     remaining = length
     while remaining > 0:
         piece = handle.read(min(CHUNK, remaining))
@@ -242,3 +256,4 @@ def _file_slice(handle, length: int) -> Iterator[bytes]:
             raise WorkError(f"{handle.name}: file ended early while uploading")
         remaining -= len(piece)
         yield piece
+        progress(done=start + length - remaining, total=total)

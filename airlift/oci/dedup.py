@@ -12,12 +12,21 @@ than containerd 1.5 / Docker 23 refuse zstd layers. gzip is accepted everywhere.
 
 The map lives in the cache (`<cache>/layers/<diff_id hex>.json`); an entry counts only while its blob
 is in the store with the recorded size (the store names blobs by their verified sha256).
+
+A registry image's config only *claims* its diff_ids: a hostile image could claim a popular base's
+diff_id for a blob of its own, and an engine image built FROM that base would then ship the
+attacker's layer (the blob hashes to its name, so `verify` cannot see it). So an entry learned from a
+registry is unchecked until an engine image is about to use it: then its blob is decompressed once and
+hashed (`confirm`), as the Docker engine does on `pull`. A layer airlift compressed itself is checked
+by construction, and a checked entry replaces an unchecked one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,14 +35,11 @@ from typing import BinaryIO
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airlift.bundle.manifest import Artifact
+from airlift.bundle.oci_layout import DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.util.fs import CHUNK, write_bytes_atomic
 from airlift.util.names import DIGEST
 
-OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 # Registry layer types an engine image may share, as the OCI type its manifest names them by (same bytes).
 # zstd and foreign (non-distributable) layers are left out on purpose: see the module docstring.
 SHAREABLE = {OCI_LAYER_GZIP: OCI_LAYER_GZIP, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP, OCI_LAYER_TAR: OCI_LAYER_TAR, DOCKER_LAYER_TAR: OCI_LAYER_TAR}
@@ -48,6 +54,8 @@ class LayerBlob(BaseModel):
     media_type: str
     digest: str = Field(pattern=DIGEST)
     size: int = Field(ge=0)
+    # True once the blob was seen to decompress to the diff_id (or was made from it); see the module docstring.
+    checked: bool = False
 
     def descriptor(self) -> dict[str, object]:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -66,17 +74,41 @@ class LayerIndex:
             raise ValueError(f"not a sha256 diff_id: {diff_id!r}")
         return self.dir / f"{hexdigest}.json"
 
-    def lookup(self, diff_id: str) -> LayerBlob | None:
-        """The blob holding `diff_id`, if it is in the store with its recorded size."""
+    def lookup(self, diff_id: str, *, checked_only: bool = False) -> LayerBlob | None:
+        """The blob holding `diff_id`, if it is in the store with its recorded size (and checked, if asked)."""
         try:
             entry = LayerBlob.model_validate_json(self._path(diff_id).read_bytes())
         except (FileNotFoundError, ValueError, ValidationError):
             return None
+        if checked_only and not entry.checked:
+            return None
         return entry if self.store.has(entry.digest.removeprefix("sha256:"), entry.size) else None
 
     def remember(self, diff_id: str, blob: LayerBlob) -> None:
-        if self.lookup(diff_id) is None:  # the first blob learned stays: images sharing it then share bytes
+        """Record `blob` for `diff_id`, unless an entry as trusted is there (images sharing it then share bytes)."""
+        known = self.lookup(diff_id)
+        if known is None or (blob.checked and not known.checked):
             write_bytes_atomic(self._path(diff_id), blob.model_dump_json().encode())
+
+    def confirm(self, diff_id: str) -> LayerBlob | None:
+        """The entry for `diff_id` once its blob is seen to decompress to it; a false claim is forgotten.
+
+        Decompresses the blob once (streaming); the result is recorded, so later uses read nothing.
+        The blob's mtime is renewed too: `cache prune` keeps young blobs, and a build is about to use it.
+        """
+        entry = self.lookup(diff_id)
+        if entry is None:
+            return None
+        blob_path = self.store.blob_path(entry.digest.removeprefix("sha256:"))
+        if not entry.checked:
+            if _uncompressed_sha256(blob_path, gzipped=entry.media_type == OCI_LAYER_GZIP) != diff_id:
+                self._path(diff_id).unlink(missing_ok=True)
+                return None
+            entry = entry.model_copy(update={"checked": True})
+            write_bytes_atomic(self._path(diff_id), entry.model_dump_json().encode())
+        with contextlib.suppress(OSError):  # a blob pruned meanwhile is found missing at assemble
+            os.utime(blob_path)
+        return entry
 
     def learn(self, manifest: dict, config: dict) -> int:
         """Pair `rootfs.diff_ids[i]` with `layers[i]` of a pulled image; returns how many were learned."""
@@ -114,6 +146,36 @@ class LayerIndex:
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"blob {digest} does not hash to its name")
         return data
+
+
+def _uncompressed_sha256(path: Path, *, gzipped: bool) -> str | None:
+    """`sha256:<hex>` of a layer blob's uncompressed bytes (all gzip members, as `docker load` reads them).
+
+    None for a blob that is not gzip. Output is taken CHUNK by CHUNK: a small blob may inflate a
+    thousandfold, and memory stays flat.
+    """
+    digest = hashlib.sha256()
+    inflater = zlib.decompressobj(31) if gzipped else None  # wbits 31: gzip members
+    try:
+        with open(path, "rb") as handle:
+            while piece := handle.read(CHUNK):
+                if inflater is None:
+                    digest.update(piece)
+                    continue
+                while True:
+                    out = inflater.decompress(piece, CHUNK)
+                    digest.update(out)
+                    if inflater.eof:  # a member ends; what follows is the next member
+                        piece, inflater = inflater.unused_data, zlib.decompressobj(31)
+                        if not piece:
+                            break
+                        continue
+                    piece = inflater.unconsumed_tail
+                    if not piece and len(out) < CHUNK:
+                        break
+    except zlib.error:
+        return None
+    return f"sha256:{digest.hexdigest()}"
 
 
 def gzip_layer(reader: BinaryIO, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None) -> tuple[str, StoredBlob]:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from airlift.util.phase import progress
+
 CHUNK = 1024 * 1024
 
 
@@ -98,6 +100,7 @@ def copy_hashing(
     buffer = bytearray(COPY_CHUNK)
     view = memoryview(buffer)
     offset = 0
+    total = os.fstat(src_fd).st_size
     kernel_copy = True
     while True:
         if kernel_copy:
@@ -116,6 +119,7 @@ def copy_hashing(
         offset += count
         if on_bytes:
             on_bytes(count)
+        progress(done=offset, total=total)
 
 
 def _read_exactly(fd: int, view: memoryview, offset: int) -> None:

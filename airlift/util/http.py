@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from airlift.util.errors import TransientError, WorkError, is_transient_status
+from airlift.util.phase import progress, under_way
 from airlift.util.redact import redact_url
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
@@ -109,13 +110,21 @@ def resumable_get(
         TransientError: The connection dropped or the body was short (a retry resumes), or a 408/429/5xx.
         WorkError: Any other HTTP failure.
     """
+    with under_way("download", label):
+        _get(open_stream, writer, label=label, etag=etag, expected_size=expected_size, on_bytes=on_bytes, check=check)
+
+
+def _get(
+    open_stream: OpenStream, writer: ResumableWriter, *, label: str, etag: str | None, expected_size: int | None,
+    on_bytes: Callable[[int], None] | None, check: StatusCheck,
+) -> None:
     with open_stream(_range_headers(writer.size, etag)) as response:
         if response.status_code == 416 and writer.size:
             # The partial is no prefix of what the server has now (it changed, or the partial is
             # already whole but unverified): start over rather than fail forever.
             _restart(writer)
             response.close()
-            return resumable_get(open_stream, writer, label=label, etag=etag, expected_size=expected_size, on_bytes=on_bytes, check=check)
+            return _get(open_stream, writer, label=label, etag=etag, expected_size=expected_size, on_bytes=on_bytes, check=check)
         check(response, label)
         if writer.size and response.status_code == 200:
             _restart(writer)  # the server ignored Range, or If-Range found the file changed: the whole body follows
@@ -124,14 +133,16 @@ def resumable_get(
             if not match or int(match[1]) != writer.size:
                 _restart(writer)
                 raise TransientError(f"{label}: server answered a range we did not ask for; starting over")
-        _stream(response, writer, label=label, on_bytes=on_bytes)
+        _stream(response, writer, label=label, on_bytes=on_bytes, expected_size=expected_size)
     if expected_size is not None and writer.size != expected_size:
         if writer.size > expected_size:
             _restart(writer)  # longer than promised: these bytes are not the file; never resume from them
         raise TransientError(f"{label}: body ended at {writer.size} of {expected_size} bytes")
 
 
-def _stream(response: httpx.Response, writer: ResumableWriter, *, label: str, on_bytes: Callable[[int], None] | None) -> None:
+def _stream(
+    response: httpx.Response, writer: ResumableWriter, *, label: str, on_bytes: Callable[[int], None] | None, expected_size: int | None,
+) -> None:
     # Each piece is written as it arrives (one network read, 64 KiB or less): with a chunk size,
     # httpx holds bytes back until a whole chunk is in, and a dropped connection would lose them.
     try:
@@ -139,6 +150,7 @@ def _stream(response: httpx.Response, writer: ResumableWriter, *, label: str, on
             writer.write(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
+            progress(done=writer.size, total=expected_size)
     except (httpx.TransportError, httpx.StreamError) as exc:
         raise TransientError(f"{label}: connection dropped after {writer.size} bytes ({type(exc).__name__})") from exc
     finally:

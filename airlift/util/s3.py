@@ -11,10 +11,12 @@ in memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import FileLock
 from airlift.util.net import bounded_map
+from airlift.util.phase import progress, under_way
 
 SHA_META = "sha256"
 PART_SIZE_ENV = "AIRLIFT_S3_PART_SIZE"
@@ -35,6 +38,7 @@ MAX_PARTS = 10_000  # S3's most parts per upload
 DEFAULT_PART = 64 << 20
 PART_WORKERS = 4  # parts in flight per file
 _PARTS_PAGE = 1000  # list_parts page size (S3's maximum)
+_IDENTITY = {"endpoint", "bucket", "key", "sha256", "size"}  # what makes a state file this upload's
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
           "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
@@ -129,6 +133,7 @@ class FileSlice(io.RawIOBase):
         data = self._file.read(count)
         buffer[: len(data)] = data
         self._pos += len(data)
+        progress(done=self._pos, total=self._length)
         return len(data)
 
     def __len__(self) -> int:
@@ -149,6 +154,8 @@ class UploadState(BaseModel):
     size: int
     part_size: int
     upload_id: str
+    # Set (a local UNIX time) while `create_multipart_upload` is in flight and its UploadId not yet recorded.
+    creating_since: float | None = None
 
 
 def _state_name(endpoint: str, bucket: str, key: str, sha256: str) -> str:
@@ -244,14 +251,37 @@ def upload_file_resumable(
 def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[UploadState, dict[int, tuple[str, int]]]:
     """The pending upload of the state file with the parts S3 holds, or a new upload with none."""
     state = _load_state(state_path)
-    if state is not None and state.model_dump(exclude={"part_size", "upload_id"}) == fresh.model_dump(exclude={"part_size", "upload_id"}):
+    ours = state is not None and state.model_dump(include=_IDENTITY) == fresh.model_dump(include=_IDENTITY)
+    if ours and state.upload_id:
         listed = _listed_parts(s3, state)
         if listed is not None:
             return state, listed
+    if ours and state.creating_since is not None:
+        _abort_cut_creates(s3, state)
+    # The intent goes to disk first: a crash between S3 creating the upload and its UploadId reaching the
+    # state file would otherwise leave an upload nobody knows of (S3 keeps its parts, and bills them).
+    write_bytes_atomic(state_path, fresh.model_copy(update={"creating_since": time.time()}).model_dump_json().encode())
     created = s3.create_multipart_upload(Bucket=fresh.bucket, Key=fresh.key, Metadata={SHA_META: fresh.sha256})
     state = fresh.model_copy(update={"upload_id": created["UploadId"]})
     write_bytes_atomic(state_path, state.model_dump_json().encode())
     return state, {}
+
+
+def _abort_cut_creates(s3, intent: UploadState) -> None:
+    """Abort the pending uploads of `intent.key` after a create whose UploadId was never recorded.
+
+    The cut upload holds no part (parts are sent only once the UploadId is on disk), and nothing tells
+    it apart from other pending uploads of the same key: S3 lists no metadata for pending uploads, and
+    their `Initiated` time is not reliable everywhere (moto reports a fixed date). So every pending
+    upload of exactly this key goes. A writer of the same key elsewhere at that moment fails to
+    complete and, run again, begins a new upload.
+    """
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=intent.bucket, Prefix=intent.key)
+    for page in pages:
+        for upload in page.get("Uploads", []):
+            if upload["Key"] == intent.key:
+                with contextlib.suppress(ClientError):  # already completed or aborted: nothing to clean
+                    s3.abort_multipart_upload(Bucket=intent.bucket, Key=intent.key, UploadId=upload["UploadId"])
 
 
 def _send_parts(
@@ -268,7 +298,8 @@ def _send_parts(
         on_bytes(sum(length(n) for n in etags))
 
     def send(number: int) -> tuple[int, str]:
-        with FileSlice(path, (number - 1) * upload.part_size, length(number)) as body:
+        # Each part is a unit of work on its own thread: kill trials stop inside one (util/phase.py).
+        with under_way("upload", f"{upload.key}#{number}"), FileSlice(path, (number - 1) * upload.part_size, length(number)) as body:
             response = s3.upload_part(
                 Bucket=upload.bucket, Key=upload.key, UploadId=upload.upload_id, PartNumber=number,
                 Body=body, ContentLength=length(number),

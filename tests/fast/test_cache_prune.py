@@ -168,7 +168,7 @@ def test_dangling_etag_entries_go_and_an_etag_protects_no_blob(cache):
     loose = _blob(cache, b"hub file no record names")
     cache.remember_etag("b" * 40, loose)
     cache.remember_etag("c" * 40, "d" * 64)  # its blob is long gone
-    assert prune_cache(cache, dry_run=True).etags_removed == 1
+    assert prune_cache(cache, dry_run=True).etags_removed == 2  # a dry run counts what the blobs it would remove take along
 
     report = prune_cache(cache)
 
@@ -212,3 +212,28 @@ def test_a_removed_lock_file_is_never_held_twice(tmp_path):
     waiter.release()
     with try_lock(path) as fourth:
         assert fourth is not None
+
+
+def test_image_layer_and_engine_index_entries_go_with_their_blobs(cache):
+    from airlift.oci.dedup import LayerBlob, LayerIndex
+
+    kept = _record(cache, "img", "layer", b"a layer a record names")
+    loose = _blob(cache, b"a layer no record names")
+    index = LayerIndex(cache.root, cache.store)
+    for diff_id, digest in (("1" * 64, kept), ("2" * 64, loose)):
+        size = cache.store.blob_path(digest).stat().st_size
+        index.remember(f"sha256:{diff_id}", LayerBlob(media_type="application/vnd.oci.image.layer.v1.tar+gzip", digest=f"sha256:{digest}", size=size))
+    engine = cache.root / "engine"
+    engine.mkdir()
+    (engine / f"{'e' * 64}.json").write_text(json.dumps({"manifest": f"sha256:{loose}"}))
+    (engine / f"{'f' * 64}.json").write_text("not json")
+
+    rehearsal = prune_cache(cache, dry_run=True)
+    assert (rehearsal.blobs_removed, rehearsal.indexes_removed) == (1, 3), "a dry run counts what the blobs it would remove take along"
+    assert len(list((cache.root / "layers").iterdir())) == 2 and len(list(engine.iterdir())) == 2
+
+    report = prune_cache(cache)
+
+    assert report.blobs_removed == 1 and report.indexes_removed == 3
+    assert [p.name for p in (cache.root / "layers").iterdir()] == [f"{'1' * 64}.json"]
+    assert index.lookup(f"sha256:{'1' * 64}") is not None and not list(engine.iterdir())

@@ -98,6 +98,10 @@ def test_bad_size_and_digest_are_refused():
     data = manifest_json()
     data["artifacts"][0]["files"][0]["size"] = 1 << 60
     assert "size" in refused(json.dumps(data).encode())
+    for blob in ("sha256:../../../etc/passwd", "a" * 64, "sha512:" + "a" * 128):
+        data = manifest_json()
+        data["artifacts"][0]["blobs"] = [blob]
+        assert "blobs" in refused(json.dumps(data).encode()), blob
 
 
 def test_unknown_keys_and_kinds_are_refused():

@@ -128,7 +128,7 @@ def test_tokens_refresh_before_expiry_and_on_401_with_the_identity_token(clean_e
     clock = Clock()
     scope = "repository:team/app:pull"
     with httpx.Client() as http:
-        auth = RegistryAuth(registry="reg.example:5000", http=http, clock=clock)
+        auth = RegistryAuth(registry="reg.example:5000", http=http, plain_http=True, clock=clock)
         try:
             assert auth.header(scope) is None
             assert auth.renew(_unauthorized(server, scope), scope=scope, sent=None)
@@ -154,10 +154,94 @@ def test_refused_token_request_fails_without_leaking(clean_env, tmp_path):
     server = TokenServer(users={"erin": "right"}).start()
     clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "d", {"auths": {"reg.example:5000": {"auth": base64.b64encode(f"erin:{SECRET}".encode()).decode()}}})))
     with httpx.Client() as http:
-        auth = RegistryAuth(registry="reg.example:5000", http=http)
+        auth = RegistryAuth(registry="reg.example:5000", http=http, plain_http=True)
         try:
             with pytest.raises(WorkError) as refused:
                 auth.renew(_unauthorized(server, "repository:x:pull"), scope="repository:x:pull", sent=None)
         finally:
             server.stop()
     assert "HTTP 401" in str(refused.value) and SECRET not in str(refused.value) and server.refused == 1
+
+
+class _Recorder:
+    """A loopback HTTP server that records each request's Authorization header and body, answering `status`."""
+
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                seen.append((self.command, self.path, self.headers.get("Authorization"), self.rfile.read(length)))
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_PUT = do_PATCH = _answer
+
+            def log_message(self, *_):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_helper_name_that_is_a_path_is_refused(clean_env, tmp_path):
+    clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "d", {"credHelpers": {"reg.example:5000": "x/../../evil"}})))
+    with pytest.raises(InputError) as refused:
+        credentials_for(registry="reg.example:5000")
+    assert "credHelpers" in str(refused.value) and "config.json" in str(refused.value)
+    clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "e", {"credsStore": "--help"})))
+    with pytest.raises(InputError, match="credsStore"):
+        credentials_for(registry="reg.example:5000")
+
+
+def test_credentials_never_go_to_a_plain_http_realm_of_an_https_registry_nor_follow_a_redirect(clean_env, tmp_path):
+    clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "d", {"auths": {"reg.example:5000": {"auth": base64.b64encode(f"erin:{SECRET}".encode()).decode()}}})))
+    elsewhere = _Recorder()
+    redirecting = _Recorder(status=307, headers={"Location": f"{elsewhere.url}/token"})
+    try:
+        challenge = f'Bearer realm="{redirecting.url}/token",service="s",scope="repository:x:pull"'
+        refused = httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=httpx.Request("GET", "https://reg.example:5000/v2/"))
+        with httpx.Client(follow_redirects=True) as http:
+            with pytest.raises(WorkError, match="plain http"):
+                RegistryAuth(registry="reg.example:5000", http=http).renew(refused, scope="repository:x:pull", sent=None)
+            assert redirecting.seen == [], "nothing may be sent to an http realm of an https registry"
+            # A plain-http registry's realm may be http, but a redirect from it is not followed.
+            with pytest.raises(WorkError, match="redirects") as redirected:
+                RegistryAuth(registry="reg.example:5000", http=http, plain_http=True).renew(refused, scope="repository:x:pull", sent=None)
+        assert len(redirecting.seen) == 1 and elsewhere.seen == [] and SECRET not in str(redirected.value)
+    finally:
+        redirecting.stop()
+        elsewhere.stop()
+
+
+def test_registry_credentials_stay_with_the_registry_origin(clean_env, tmp_path):
+    from airlift.oci.client import RegistryClient
+
+    clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "d", {"auths": {"127.0.0.1": {"auth": base64.b64encode(f"erin:{SECRET}".encode()).decode()}}})))
+    registry = _Recorder(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+    other = _Recorder()
+    host = registry.url.removeprefix("http://")
+    client = RegistryClient(host, registry="127.0.0.1")
+    try:
+        client.request("GET", "/v2/", scope="repository:x:pull").close()  # 401 Basic: credentials, then sent again
+        assert registry.seen[-1][2] == "Basic " + base64.b64encode(f"erin:{SECRET}".encode()).decode()
+        # An upload Location naming another origin (host, port or scheme) gets no Authorization.
+        client.request("PATCH", f"{other.url}/upload/abc", scope="repository:x:pull,push", content=b"data").close()
+        assert other.seen == [("PATCH", "/upload/abc", None, b"data")]
+    finally:
+        client.close()
+        registry.stop()
+        other.stop()

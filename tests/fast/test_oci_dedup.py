@@ -77,3 +77,54 @@ def test_plan_counts_a_shared_layer_once():
     totals = plan.totals
     assert totals["bytes"] == 160 and totals["shared_bytes"] == 100
     assert totals["cached_bytes"] == 100 and totals["to_fetch_bytes"] == 60
+
+
+def test_a_registry_claiming_a_foreign_diff_id_is_not_believed(tmp_path):
+    # A hostile image claims the diff_id of a popular base for a blob of its own.
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    base = b"the real base layer" * 1000
+    base_diff_id = "sha256:" + hashlib.sha256(base).hexdigest()
+    evil = gzip.compress(b"attacker's files", mtime=0)
+    evil_digest = "sha256:" + store.put_bytes(evil).sha256
+    manifest = {"layers": [{"mediaType": OCI_LAYER_GZIP, "digest": evil_digest, "size": len(evil)}]}
+    assert index.learn(manifest, {"rootfs": {"diff_ids": [base_diff_id]}}) == 1
+    assert index.lookup(base_diff_id, checked_only=True) is None, "a claim is not a checked entry"
+    assert index.confirm(base_diff_id) is None, "the blob does not decompress to the claimed diff_id"
+    assert index.lookup(base_diff_id) is None, "a false claim is forgotten"
+    # The genuine layer, made by airlift itself, is then what the diff_id maps to.
+    diff_id, blob = gzip_layer(io.BytesIO(base), store=store)
+    index.remember(diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size, checked=True))
+    assert index.confirm(base_diff_id).digest == f"sha256:{blob.sha256}"
+
+
+def test_a_true_claim_is_checked_once_and_replaces_nothing_checked(tmp_path):
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    layers = [os.urandom(200_000), b""]
+    # Two gzip members in one blob (as some tools write) decompress to the layer as `docker load` reads it.
+    two_members = gzip.compress(layers[0][:1000], mtime=0) + gzip.compress(layers[0][1000:], mtime=0)
+    digest = "sha256:" + store.put_bytes(two_members).sha256
+    empty = gzip.compress(b"", mtime=0)
+    manifest = {"layers": [{"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": len(two_members)},
+                           {"mediaType": OCI_LAYER_GZIP, "digest": "sha256:" + store.put_bytes(empty).sha256, "size": len(empty)}]}
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    assert index.learn(manifest, {"rootfs": {"diff_ids": diff_ids}}) == 2
+    confirmed = index.confirm(diff_ids[0])
+    assert confirmed is not None and confirmed.checked and confirmed.digest == digest
+    assert index.lookup(diff_ids[0], checked_only=True) == confirmed, "the check is recorded: later uses read nothing"
+    assert index.confirm(diff_ids[1]).checked
+    # A later claim (even a true one from another image) does not replace a checked entry.
+    other = store.put_bytes(gzip.compress(layers[0], mtime=0))
+    index.remember(diff_ids[0], LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{other.sha256}", size=other.size))
+    assert index.lookup(diff_ids[0]).digest == digest
+
+
+def test_a_blob_that_is_not_gzip_is_not_confirmed(tmp_path):
+    store = BlobStore(tmp_path)
+    index = LayerIndex(tmp_path, store)
+    junk = b"not gzip at all" * 100
+    stored = store.put_bytes(junk)
+    diff_id = "sha256:" + hashlib.sha256(junk).hexdigest()
+    index.remember(diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{stored.sha256}", size=stored.size))
+    assert index.confirm(diff_id) is None

@@ -165,3 +165,18 @@ def test_an_index_listing_fewer_whole_images_verifies_but_a_changed_entry_does_n
     assert [p.path for p in verify_bundle(bundle).problems] == ["index.json"]
     (bundle.root / "index.json").write_bytes(b"[" * 100_000)
     assert [p.path for p in verify_bundle(bundle).problems] == ["index.json"]
+
+
+def test_small_blob_reads_of_an_unchecked_bundle_follow_no_symlink_and_read_no_device_or_fifo(tmp_path):
+    import os
+
+    bundle = Bundle(tmp_path / "b")
+    real = bundle.store.put_bytes(b'{"schemaVersion":2}')
+    assert bundle.read_small_blob(real.sha256) == b'{"schemaVersion":2}'
+    for name, plant in (("a" * 64, lambda p: p.symlink_to("/dev/zero")), ("b" * 64, lambda p: os.mkfifo(p)),
+                        ("c" * 64, lambda p: p.symlink_to(bundle.store.blob_path(real.sha256)))):
+        path = bundle.store.blob_path(name)
+        plant(path)
+        assert bundle.read_small_blob(name) is None, name  # returns at once: no endless read, no blocking open
+    big = bundle.store.put_bytes(b" " * (8 << 20))
+    assert bundle.read_small_blob(big.sha256) is None

@@ -189,6 +189,36 @@ def test_a_create_cut_before_its_upload_id_was_recorded_leaves_no_pending_upload
     assert not list(state_dir.iterdir())
 
 
+def test_a_cut_create_does_not_block_the_rerun_when_pending_uploads_cannot_be_listed(s3, tmp_path, caplog):
+    from botocore.exceptions import ClientError
+
+    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
+    s3_util.ensure_bucket(s3, bucket)
+    data = pseudo_random(2 * PART + 1, 15)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    blob = hashlib.sha256(data).hexdigest()
+    state_dir = tmp_path / "uploads"
+
+    def crash(**_):
+        raise ConnectionAbortedError("simulated crash")
+
+    def denied(**_):  # a least-privilege policy without s3:ListBucketMultipartUploads
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "ListMultipartUploads")
+
+    s3.meta.events.register("after-call.s3.CreateMultipartUpload", crash)
+    with pytest.raises(ConnectionAbortedError):
+        s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
+    s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
+    s3.meta.events.register("before-call.s3.ListMultipartUploads", denied)
+    try:
+        assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir) == len(data)
+    finally:
+        s3.meta.events.unregister("before-call.s3.ListMultipartUploads", denied)
+    assert _object_sha256(s3, bucket, "k") == blob
+    assert "cannot list pending uploads (AccessDenied)" in caplog.text
+
+
 def test_small_files_are_one_put_with_the_sha256(s3, tmp_path):
     bucket = f"airlift-{uuid.uuid4().hex[:10]}"
     s3_util.ensure_bucket(s3, bucket)

@@ -97,6 +97,16 @@ def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
     return raw, manifest
 
 
+def engine_record_is_sound(cached: Artifact, ctx: FetchContext) -> bool:
+    """A cached engine-image artifact names the manifest `_recorded` still vouches for (checked layers only).
+
+    Records written before layer claims were checked may name a registry's unchecked blob; the image
+    is then saved again, and layers whose claims now check out are referenced, not stored again.
+    """
+    recorded = _recorded(ctx, cached.source.image_id) if cached.image is not None else None
+    return recorded is not None and "sha256:" + hashlib.sha256(recorded[0]).hexdigest() == cached.image.digest
+
+
 def fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Save the image from the engine, storing only layers the cache cannot already name, gzip-compressed."""
     source = resolved.source

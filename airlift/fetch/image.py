@@ -16,7 +16,7 @@ from airlift.bundle.manifest import Artifact, ImageInfo
 from airlift.bundle.oci_layout import config_platform, oci_form
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.fetch.engine_image import fetch_engine, resolve_engine
+from airlift.fetch.engine_image import engine_record_is_sound, fetch_engine, resolve_engine
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
@@ -52,6 +52,13 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
         "tag": name.tag, "digest": digest, "index_digest": index_digest, "platform": platform,
     }
     return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
+
+
+def still_sound(cached: Artifact, ctx: FetchContext) -> bool:
+    """Whether a cached image record may be reused: an engine image's must name only checked layers."""
+    if cached.image is None or cached.source.from_ != "docker":
+        return True
+    return engine_record_is_sound(cached, ctx)
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:

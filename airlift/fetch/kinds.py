@@ -70,11 +70,13 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
 def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Fetch an artifact's content, or take it whole from the cache when every blob is still there."""
     cached = ctx.cache.load(resolved.cache_key)
-    if cached is not None:
+    module = _BY_KIND[resolved.kind].module
+    # A kind may hold its records to a newer standard than the version that wrote them (`still_sound`).
+    if cached is not None and getattr(module, "still_sound", lambda *_: True)(cached, ctx):
         return cached
     resolved = _with_recorded_digests(resolved, ctx)
     try:
-        artifact = _BY_KIND[resolved.kind].module.fetch(resolved, ctx)
+        artifact = module.fetch(resolved, ctx)
     except AirliftError as exc:
         if str(exc).startswith(resolved.artifact_id):
             raise

@@ -104,7 +104,7 @@ def credentials_for(*, registry: str) -> Credentials | None:
             continue
         config = load_config(config_path=str(path))
         helper = config.get_credential_store(registry)
-        if helper and not HELPER_NAME.fullmatch(helper):
+        if helper and not (isinstance(helper, str) and HELPER_NAME.fullmatch(helper)):
             # The name becomes part of an executable's name (docker-credential-<name>), found on PATH.
             field = "credsStore" if helper == config.creds_store else "credHelpers"
             raise InputError(f"{path}: {field}: {helper!r} is not a credential helper name")
@@ -219,7 +219,7 @@ class RegistryAuth:
         if creds is not None and realm.scheme == "http" and not self._plain_http:
             # A challenge can name any realm: credentials for an https registry never travel in clear text.
             raise WorkError(f"{self.registry}: token realm {realm.scheme}://{realm.netloc} is plain http; credentials are not sent there")
-        # No redirects: a 307 would carry the credentials (or the POSTed refresh token) to another host.
+        # No redirects with credentials: a 307 would carry them (or the POSTed refresh token) to another host.
         if creds is not None and creds.identity_token.get_secret_value():
             response = self._http.post(challenge.realm, follow_redirects=False, data={
                 "grant_type": "refresh_token", "refresh_token": creds.identity_token.get_secret_value(),
@@ -228,7 +228,7 @@ class RegistryAuth:
         else:
             params = [("service", challenge.service), *(("scope", s) for s in scopes)]
             auth = (creds.username, creds.password.get_secret_value()) if creds is not None and creds.has_basic else None
-            response = self._http.get(challenge.realm, params=params, auth=auth, follow_redirects=False)
+            response = self._http.get(challenge.realm, params=params, auth=auth, follow_redirects=auth is None)
         if response.is_redirect:
             response.close()
             raise WorkError(f"{label}: {realm.scheme}://{realm.netloc} redirects (HTTP {response.status_code}); not followed with credentials")

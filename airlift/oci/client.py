@@ -37,7 +37,7 @@ def is_plain_http(host: str, insecure: bool = False) -> bool:
     """True for loopback hosts, hosts in AIRLIFT_INSECURE_REGISTRIES, or when asked: speak HTTP, not HTTPS."""
     bare = host.rsplit(":", 1)[0]
     allowed = {h.strip() for h in os.environ.get("AIRLIFT_INSECURE_REGISTRIES", "").split(",") if h.strip()}
-    return insecure or bare in {"localhost", "127.0.0.1", "::1"} or host in allowed
+    return insecure or bare in {"localhost", "127.0.0.1", "::1", "[::1]"} or host in allowed
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

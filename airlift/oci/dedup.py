@@ -151,29 +151,37 @@ class LayerIndex:
 def _uncompressed_sha256(path: Path, *, gzipped: bool) -> str | None:
     """`sha256:<hex>` of a layer blob's uncompressed bytes (all gzip members, as `docker load` reads them).
 
-    None for a blob that is not gzip. Output is taken CHUNK by CHUNK: a small blob may inflate a
-    thousandfold, and memory stays flat.
+    None for a blob that is not whole gzip: garbage, an empty file, or a member cut short (even one
+    missing only its trailer, which inflates to the right bytes but fails `docker load`). Output is
+    taken CHUNK by CHUNK: a small blob may inflate a thousandfold, and memory stays flat.
     """
     digest = hashlib.sha256()
     inflater = zlib.decompressobj(31) if gzipped else None  # wbits 31: gzip members
+    members, fed = 0, False  # whole members seen; whether the current one has begun
     try:
         with open(path, "rb") as handle:
             while piece := handle.read(CHUNK):
                 if inflater is None:
                     digest.update(piece)
                     continue
+                fed = True
                 while True:
                     out = inflater.decompress(piece, CHUNK)
                     digest.update(out)
                     if inflater.eof:  # a member ends; what follows is the next member
-                        piece, inflater = inflater.unused_data, zlib.decompressobj(31)
+                        members += 1
+                        piece, inflater, fed = inflater.unused_data, zlib.decompressobj(31), bool(inflater.unused_data)
                         if not piece:
                             break
                         continue
                     piece = inflater.unconsumed_tail
                     if not piece and len(out) < CHUNK:
                         break
+            if inflater is not None:
+                digest.update(inflater.flush())
     except zlib.error:
+        return None
+    if gzipped and (fed or not members):
         return None
     return f"sha256:{digest.hexdigest()}"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import time
@@ -37,6 +38,7 @@ MIN_PART = 5 << 20  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000  # S3's most parts per upload
 DEFAULT_PART = 64 << 20
 PART_WORKERS = 4  # parts in flight per file
+log = logging.getLogger(__name__)
 _PARTS_PAGE = 1000  # list_parts page size (S3's maximum)
 _IDENTITY = {"endpoint", "bucket", "key", "sha256", "size"}  # what makes a state file this upload's
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
@@ -277,11 +279,15 @@ def _abort_cut_creates(s3, intent: UploadState) -> None:
     complete and, run again, begins a new upload.
     """
     pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=intent.bucket, Prefix=intent.key)
-    for page in pages:
-        for upload in page.get("Uploads", []):
-            if upload["Key"] == intent.key:
-                with contextlib.suppress(ClientError):  # already completed or aborted: nothing to clean
-                    s3.abort_multipart_upload(Bucket=intent.bucket, Key=intent.key, UploadId=upload["UploadId"])
+    try:
+        uploads = [upload for page in pages for upload in page.get("Uploads", []) if upload["Key"] == intent.key]
+    except ClientError as exc:  # least-privilege policies often lack s3:ListBucketMultipartUploads
+        code = exc.response.get("Error", {}).get("Code", "?")
+        log.warning("s3://%s/%s: cannot list pending uploads (%s): one begun by a cut run may be left to a lifecycle rule", intent.bucket, intent.key, code)
+        return
+    for upload in uploads:
+        with contextlib.suppress(ClientError):  # already completed or aborted: nothing to clean
+            s3.abort_multipart_upload(Bucket=intent.bucket, Key=intent.key, UploadId=upload["UploadId"])
 
 
 def _send_parts(

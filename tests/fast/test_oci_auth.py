@@ -205,6 +205,9 @@ def test_a_helper_name_that_is_a_path_is_refused(clean_env, tmp_path):
     clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "e", {"credsStore": "--help"})))
     with pytest.raises(InputError, match="credsStore"):
         credentials_for(registry="reg.example:5000")
+    clean_env.setenv("DOCKER_CONFIG", str(_config(tmp_path / "f", {"credHelpers": {"reg.example:5000": 5}})))
+    with pytest.raises(InputError, match="credHelpers"):
+        credentials_for(registry="reg.example:5000")
 
 
 def test_credentials_never_go_to_a_plain_http_realm_of_an_https_registry_nor_follow_a_redirect(clean_env, tmp_path):

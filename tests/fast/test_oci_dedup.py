@@ -128,3 +128,59 @@ def test_a_blob_that_is_not_gzip_is_not_confirmed(tmp_path):
     diff_id = "sha256:" + hashlib.sha256(junk).hexdigest()
     index.remember(diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{stored.sha256}", size=stored.size))
     assert index.confirm(diff_id) is None
+
+
+def test_only_whole_gzip_checks_out(tmp_path):
+    from airlift.oci.dedup import _uncompressed_sha256
+
+    data = os.urandom(100_000)
+    whole = gzip.compress(data, mtime=0)
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    cases = {"whole": whole, "no trailer": whole[:-8], "cut": whole[: len(whole) // 2], "garbage after": whole + b"junk",
+             "empty": b"", "two members": gzip.compress(data[:10], mtime=0) + gzip.compress(data[10:], mtime=0)}
+    got = {}
+    for name, blob in cases.items():
+        path = tmp_path / name.replace(" ", "-")
+        path.write_bytes(blob)
+        got[name] = _uncompressed_sha256(path, gzipped=True)
+    assert got == {"whole": expected, "no trailer": None, "cut": None, "garbage after": None, "empty": None, "two members": expected}
+
+
+def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(tmp_path):
+    # The state an older version left: an unchecked registry claim, and an engine image's records built on it.
+    import json
+
+    from airlift.bundle.manifest import Artifact
+    from airlift.fetch import image
+    from airlift.fetch.base import FetchContext, Resolved
+    from airlift.fetch.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    ctx, store = FetchContext(cache=cache), cache.store
+    base_diff_id = "sha256:" + hashlib.sha256(b"real base" * 1000).hexdigest()
+    evil = store.put_bytes(gzip.compress(b"attacker", mtime=0))
+    LayerIndex(cache.root, store).remember(base_diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{evil.sha256}", size=evil.size))
+    config = store.put_bytes(json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": [base_diff_id]}}).encode())
+    image_id = f"sha256:{config.sha256}"
+    manifest = store.put_bytes(json.dumps({"schemaVersion": 2, "config": {"digest": image_id, "size": config.size},
+                                           "layers": [{"digest": f"sha256:{evil.sha256}", "size": evil.size}]}).encode())
+    resolved = Resolved("images/app", "image", {"ref": "app:1", "from": "docker", "image_id": image_id, "repository": "library/app", "tag": "1", "platform": "linux/amd64"})
+    cache.save(resolved.cache_key, Artifact.model_validate({
+        "id": "images/app", "kind": "image", "source": resolved.source.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "image": {"ref": "app:1", "digest": f"sha256:{manifest.sha256}", "platform": "linux/amd64", "media_type": "application/vnd.oci.image.manifest.v1+json",
+                  "size": 1, "config": image_id, "layers": [f"sha256:{evil.sha256}"], "repository": "library/app", "tag": "1"},
+        "blobs": [f"sha256:{manifest.sha256}", image_id, f"sha256:{evil.sha256}"],
+    }))
+    (cache.root / "engine").mkdir()
+    (cache.root / "engine" / f"{config.sha256}.json").write_text(json.dumps({"manifest": f"sha256:{manifest.sha256}"}))
+
+    cached = cache.load(resolved.cache_key)
+    assert cached is not None and not image.still_sound(cached, ctx), "a record naming an unchecked claim is not reused"
+    # The same shape with the genuine layer, checked, is reused as it is.
+    real = gzip_layer(io.BytesIO(b"real base" * 1000), store=store)[1]
+    LayerIndex(cache.root, store).remember(base_diff_id, LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{real.sha256}", size=real.size, checked=True))
+    sound = store.put_bytes(json.dumps({"schemaVersion": 2, "config": {"digest": image_id, "size": config.size},
+                                        "layers": [{"digest": f"sha256:{real.sha256}", "size": real.size}]}).encode())
+    (cache.root / "engine" / f"{config.sha256}.json").write_text(json.dumps({"manifest": f"sha256:{sound.sha256}"}))
+    good = cached.model_copy(update={"image": cached.image.model_copy(update={"digest": f"sha256:{sound.sha256}"})})
+    assert image.still_sound(good, ctx)

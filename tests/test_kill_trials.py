@@ -64,10 +64,11 @@ def _kill_in(ws, args: list[str], *, phase: str, point: int, tag: str, extra_env
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    stopped, open_units = open_at_stop(log.read_text())
+    log_text = log.read_text()
+    stopped, open_units = open_at_stop(log_text)
     assert stopped == phase and any(name == phase for name, _ in open_units), (phase, open_units)
     if report := os.environ.get("AIRLIFT_KILL_REPORT"):
-        stop_line = next(line for line in log.read_text().splitlines() if line.startswith("stop "))
+        stop_line = next(line for line in log_text.splitlines() if line.startswith("stop "))
         with open(report, "a") as handle:
             handle.write(json.dumps({"command": args[0], "phase": phase, "point": point, "at": stop_line.split(" ", 5)[-1], "open": open_units}) + "\n")
     return open_units

@@ -50,6 +50,30 @@ def _pending(s3, bucket: str, key: str) -> tuple[str, dict[int, int]] | None:
     return upload_id, {p["PartNumber"]: p["Size"] for p in parts}
 
 
+def _local_blob(s3, tmp_path, *, size: int, seed: int, name: str = "blob"):
+    """A fresh bucket, and a file of `size` pseudo-random bytes: (bucket, path, data, sha256)."""
+    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
+    s3_util.ensure_bucket(s3, bucket)
+    data = pseudo_random(size, seed)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return bucket, path, data, hashlib.sha256(data).hexdigest()
+
+
+def _cut_create(s3, **upload) -> None:
+    """Run an upload that dies right after S3 created its multipart upload, before the UploadId is recorded."""
+
+    def crash(**_):
+        raise ConnectionAbortedError("simulated crash")
+
+    s3.meta.events.register("after-call.s3.CreateMultipartUpload", crash)
+    try:
+        with pytest.raises(ConnectionAbortedError):
+            s3_util.upload_file_resumable(s3, **upload)
+    finally:
+        s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
+
+
 def _object_sha256(s3, bucket: str, key: str) -> str:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     digest = hashlib.sha256()
@@ -121,12 +145,7 @@ def _count_parts(s3) -> list[int]:
 
 
 def test_resume_lists_parts_page_by_page_and_resends_missing_and_wrong_sized_ones(s3, tmp_path, monkeypatch):
-    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
-    s3_util.ensure_bucket(s3, bucket)
-    data = pseudo_random(5 * PART + 999, 11)  # 6 parts
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    blob = hashlib.sha256(data).hexdigest()
+    bucket, path, data, blob = _local_blob(s3, tmp_path, size=5 * PART + 999, seed=11)  # 6 parts
     state_dir = tmp_path / "uploads"
 
     def crash(params, **_):  # the first run dies before parts 2, 4, 5 and 6 reach S3
@@ -161,23 +180,11 @@ def test_resume_lists_parts_page_by_page_and_resends_missing_and_wrong_sized_one
 
 
 def test_a_create_cut_before_its_upload_id_was_recorded_leaves_no_pending_upload(s3, tmp_path):
-    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
-    s3_util.ensure_bucket(s3, bucket)
-    data = pseudo_random(2 * PART + 1, 14)  # 3 parts
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    blob = hashlib.sha256(data).hexdigest()
+    bucket, path, data, blob = _local_blob(s3, tmp_path, size=2 * PART + 1, seed=14)  # 3 parts
     state_dir = tmp_path / "uploads"
     # Somebody else's upload of a key that merely starts with ours: it must survive the cleanup.
     other = s3.create_multipart_upload(Bucket=bucket, Key="k2")["UploadId"]
-
-    def crash(**_):  # S3 has created the upload; the process dies before it learns the UploadId
-        raise ConnectionAbortedError("simulated crash")
-
-    s3.meta.events.register("after-call.s3.CreateMultipartUpload", crash)
-    with pytest.raises(ConnectionAbortedError):
-        s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
-    s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
+    _cut_create(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
     orphans = [u for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) if u["Key"] == "k"]
     assert len(orphans) == 1, "the crash must leave the created upload behind"
 
@@ -192,24 +199,13 @@ def test_a_create_cut_before_its_upload_id_was_recorded_leaves_no_pending_upload
 def test_a_cut_create_does_not_block_the_rerun_when_pending_uploads_cannot_be_listed(s3, tmp_path, caplog):
     from botocore.exceptions import ClientError
 
-    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
-    s3_util.ensure_bucket(s3, bucket)
-    data = pseudo_random(2 * PART + 1, 15)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    blob = hashlib.sha256(data).hexdigest()
+    bucket, path, data, blob = _local_blob(s3, tmp_path, size=2 * PART + 1, seed=15)
     state_dir = tmp_path / "uploads"
-
-    def crash(**_):
-        raise ConnectionAbortedError("simulated crash")
 
     def denied(**_):  # a least-privilege policy without s3:ListBucketMultipartUploads
         raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "ListMultipartUploads")
 
-    s3.meta.events.register("after-call.s3.CreateMultipartUpload", crash)
-    with pytest.raises(ConnectionAbortedError):
-        s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
-    s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
+    _cut_create(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
     s3.meta.events.register("before-call.s3.ListMultipartUploads", denied)
     try:
         assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir) == len(data)
@@ -220,12 +216,7 @@ def test_a_cut_create_does_not_block_the_rerun_when_pending_uploads_cannot_be_li
 
 
 def test_small_files_are_one_put_with_the_sha256(s3, tmp_path):
-    bucket = f"airlift-{uuid.uuid4().hex[:10]}"
-    s3_util.ensure_bucket(s3, bucket)
-    data = pseudo_random(PART, 12)  # exactly one part: no multipart upload
-    path = tmp_path / "small"
-    path.write_bytes(data)
-    blob = hashlib.sha256(data).hexdigest()
+    bucket, path, data, blob = _local_blob(s3, tmp_path, size=PART, seed=12, name="small")  # one part: no multipart upload
     sent = _count_parts(s3)
     assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="s", sha256=blob, part_size=PART, state_dir=tmp_path / "st") == len(data)
     assert sent == [] and not (tmp_path / "st").exists()

@@ -265,14 +265,9 @@ class BlobStore:
         """Copy one blob into `other`, re-hashing the bytes as they are written (used across machines/disks)."""
         other.ensure_dirs()
         src = self.blob_path(sha256)
-        with under_way("copy", sha256[:12]):
-            return self._copy_blob_in(other, src, sha256)
-
-    @staticmethod
-    def _copy_blob_in(other: BlobStore, src: Path, sha256: str) -> int:
         fd, tmp = other._new_tmp()
         try:
-            with open(src, "rb") as fin, os.fdopen(fd, "r+b") as fout:
+            with under_way("copy", sha256[:12]), open(src, "rb") as fin, os.fdopen(fd, "r+b") as fout:
                 hasher = hashlib.sha256()
                 size = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update)
                 os.fsync(fout.fileno())

@@ -56,9 +56,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
 
 def still_sound(cached: Artifact, ctx: FetchContext) -> bool:
     """Whether a cached image record may be reused: an engine image's must name only checked layers."""
-    if cached.image is None or cached.source.from_ != "docker":
-        return True
-    return engine_record_is_sound(cached, ctx)
+    return cached.source.from_ != "docker" or engine_record_is_sound(cached, ctx)
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:

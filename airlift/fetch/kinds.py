@@ -27,7 +27,9 @@ class SourceKind:
     """One kind of source: the spec entries it takes, the artifact kinds it makes, and its module.
 
     The module has `resolve(entry, artifact_id, ctx) -> Resolved` (metadata only: no content) and
-    `fetch(resolved, ctx) -> Artifact` (content into the cache). Adding a kind is a module here plus
+    `fetch(resolved, ctx) -> Artifact` (content into the cache), and may have
+    `still_sound(cached, ctx) -> bool` to hold records an older version wrote to a newer standard
+    (without it, a record whose blobs are all stored is reused). Adding a kind is a module here plus
     one entry in KINDS (and its source record in airlift/bundle/sources.py). Modules are named, and
     imported on first use: a build of local paths does not pay for boto3, huggingface_hub or docker.
     """
@@ -39,6 +41,10 @@ class SourceKind:
     @property
     def module(self) -> ModuleType:
         return importlib.import_module(f"airlift.fetch.{self.module_name}")
+
+    def still_sound(self, cached: Artifact, ctx: FetchContext) -> bool:
+        check = getattr(self.module, "still_sound", None)
+        return check is None or check(cached, ctx)
 
 
 KINDS: tuple[SourceKind, ...] = (
@@ -69,14 +75,13 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
 
 def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Fetch an artifact's content, or take it whole from the cache when every blob is still there."""
+    kind = _BY_KIND[resolved.kind]
     cached = ctx.cache.load(resolved.cache_key)
-    module = _BY_KIND[resolved.kind].module
-    # A kind may hold its records to a newer standard than the version that wrote them (`still_sound`).
-    if cached is not None and getattr(module, "still_sound", lambda *_: True)(cached, ctx):
+    if cached is not None and kind.still_sound(cached, ctx):
         return cached
     resolved = _with_recorded_digests(resolved, ctx)
     try:
-        artifact = module.fetch(resolved, ctx)
+        artifact = kind.module.fetch(resolved, ctx)
     except AirliftError as exc:
         if str(exc).startswith(resolved.artifact_id):
             raise

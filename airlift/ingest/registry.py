@@ -99,7 +99,8 @@ def push_image(
             if any(client.mount_blob(repository, digest, from_repository=other) for other in mount_from if other != repository):
                 report.mounted += 1
                 continue
-            report.bytes += with_transient_retries(label, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
+            with under_way("push", digest[:19]):  # one unit per layer, retries included (kill trials)
+                report.bytes += with_transient_retries(label, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
             report.uploaded += 1
         raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
         for reference in (manifest_digest, tag):
@@ -113,11 +114,6 @@ def push_image(
 
 
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
-    with under_way("push", digest[:19]):
-        return _upload_blob(client, repository, digest, blob_path, state_dir, host, on_bytes)
-
-
-def _upload_blob(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
     path = blob_path(digest.removeprefix("sha256:"))
     state = _UploadState(state_dir, host, repository, digest)
     location = state.load()

@@ -149,41 +149,43 @@ class LayerIndex:
 
 
 def _uncompressed_sha256(path: Path, *, gzipped: bool) -> str | None:
-    """`sha256:<hex>` of a layer blob's uncompressed bytes (all gzip members, as `docker load` reads them).
-
-    None for a blob that is not whole gzip: garbage, an empty file, or a member cut short (even one
-    missing only its trailer, which inflates to the right bytes but fails `docker load`). Output is
-    taken CHUNK by CHUNK: a small blob may inflate a thousandfold, and memory stays flat.
-    """
+    """`sha256:<hex>` of a layer blob's uncompressed bytes; None for a gzip layer that is not whole gzip."""
     digest = hashlib.sha256()
-    inflater = zlib.decompressobj(31) if gzipped else None  # wbits 31: gzip members
-    members, fed = 0, False  # whole members seen; whether the current one has begun
     try:
         with open(path, "rb") as handle:
-            while piece := handle.read(CHUNK):
-                if inflater is None:
-                    digest.update(piece)
-                    continue
-                fed = True
-                while True:
-                    out = inflater.decompress(piece, CHUNK)
-                    digest.update(out)
-                    if inflater.eof:  # a member ends; what follows is the next member
-                        members += 1
-                        piece, inflater, fed = inflater.unused_data, zlib.decompressobj(31), bool(inflater.unused_data)
-                        if not piece:
-                            break
-                        continue
-                    piece = inflater.unconsumed_tail
-                    if not piece and len(out) < CHUNK:
-                        break
-            if inflater is not None:
-                digest.update(inflater.flush())
+            for piece in _gunzip(handle) if gzipped else iter(lambda: handle.read(CHUNK), b""):
+                digest.update(piece)
     except zlib.error:
         return None
-    if gzipped and (fed or not members):
-        return None
     return f"sha256:{digest.hexdigest()}"
+
+
+def _gunzip(handle: BinaryIO) -> Iterator[bytes]:
+    """The inflated bytes of every gzip member in `handle` (as `docker load` reads them), CHUNK at most at once.
+
+    A small blob may inflate a thousandfold: output is bounded per call, so memory stays flat.
+
+    Raises:
+        zlib.error: Not whole gzip: garbage, an empty file, or a member cut short (even one missing only
+            its trailer, which inflates to the right bytes here but fails `docker load`).
+    """
+    inflater, members, begun = zlib.decompressobj(31), 0, False  # begun: the current member has input
+    while piece := handle.read(CHUNK):
+        begun = True
+        while piece:
+            yield inflater.decompress(piece, CHUNK)
+            if inflater.eof:  # a member ends; what follows is the next member
+                members += 1
+                piece, inflater = inflater.unused_data, zlib.decompressobj(31)
+                begun = bool(piece)
+            else:
+                piece = inflater.unconsumed_tail
+    while begun and (out := inflater.decompress(b"", CHUNK)):  # output the CHUNK bound held back
+        yield out
+        if inflater.eof:
+            members, begun = members + 1, False
+    if begun or not members:
+        raise zlib.error("not whole gzip")
 
 
 def gzip_layer(reader: BinaryIO, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None) -> tuple[str, StoredBlob]:

@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,8 +155,8 @@ class UploadState(BaseModel):
     size: int
     part_size: int
     upload_id: str
-    # Set (a local UNIX time) while `create_multipart_upload` is in flight and its UploadId not yet recorded.
-    creating_since: float | None = None
+    # True while `create_multipart_upload` is in flight and its UploadId not yet recorded.
+    creating: bool = False
 
 
 def _state_name(endpoint: str, bucket: str, key: str, sha256: str) -> str:
@@ -258,11 +257,11 @@ def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[Uploa
         listed = _listed_parts(s3, state)
         if listed is not None:
             return state, listed
-    if ours and state.creating_since is not None:
+    if ours and state.creating:
         _abort_cut_creates(s3, state)
     # The intent goes to disk first: a crash between S3 creating the upload and its UploadId reaching the
     # state file would otherwise leave an upload nobody knows of (S3 keeps its parts, and bills them).
-    write_bytes_atomic(state_path, fresh.model_copy(update={"creating_since": time.time()}).model_dump_json().encode())
+    write_bytes_atomic(state_path, fresh.model_copy(update={"creating": True}).model_dump_json().encode())
     created = s3.create_multipart_upload(Bucket=fresh.bucket, Key=fresh.key, Metadata={SHA_META: fresh.sha256})
     state = fresh.model_copy(update={"upload_id": created["UploadId"]})
     write_bytes_atomic(state_path, state.model_dump_json().encode())

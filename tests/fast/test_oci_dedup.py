@@ -144,6 +144,9 @@ def test_only_whole_gzip_checks_out(tmp_path):
         path.write_bytes(blob)
         got[name] = _uncompressed_sha256(path, gzipped=True)
     assert got == {"whole": expected, "no trailer": None, "cut": None, "garbage after": None, "empty": None, "two members": expected}
+    zeros = tmp_path / "zeros"
+    zeros.write_bytes(gzip.compress(bytes(48 << 20), mtime=0))  # ~47 KiB that inflate to 48 MiB, CHUNK by CHUNK
+    assert _uncompressed_sha256(zeros, gzipped=True) == "sha256:" + hashlib.sha256(bytes(48 << 20)).hexdigest()
 
 
 def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(tmp_path):

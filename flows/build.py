@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_flows._util import gather
+from airlift_tasks.build import assemble, fetch_artifact, resolve_artifact
 from prefect import allow_failure, flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -12,8 +14,6 @@ from airlift.config.spec import Spec, load_spec
 from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.cache import Cache
-from flows._util import gather
-from tasks.build import assemble, fetch_artifact, resolve_artifact
 
 
 def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:

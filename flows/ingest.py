@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from airlift_flows._util import gather
+from airlift_tasks.bundle import open_trusted, verify
+from airlift_tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
 from prefect import flow, get_run_logger
 
 from airlift.config.site import load_site
 from airlift.ingest.plan import IngestSummary, plan_ingest
 from airlift.util.errors import WorkError
-from flows._util import gather
-from tasks.bundle import open_trusted, verify
-from tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
 
 
 @flow(name="ingest-bundle", log_prints=True)

@@ -6,11 +6,11 @@ as a Slurm job: the container (or process) sees shared_root at the same path and
 
 from __future__ import annotations
 
+from airlift_tasks.jobs import run_job_task
 from prefect import flow
 from prefect.runtime import flow_run
 
 from airlift.jobs.prefect import RunJobParameters
-from tasks.jobs import run_job_task
 
 
 @flow(name="run-job", log_prints=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_flows.build import fetch_all, resolve_all
+from airlift_flows.transfer import transfer_bundle
+from airlift_tasks.build import assemble
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,9 +15,6 @@ from airlift.config.spec import load_spec
 from airlift.fetch.assemble import resolution_digest
 from airlift.fetch.cache import Cache
 from airlift.fetch.mirror import MirrorResult, complete, plan_refresh
-from flows.build import fetch_all, resolve_all
-from flows.transfer import transfer_bundle
-from tasks.build import assemble
 
 
 @flow(name="mirror-refresh", log_prints=True)

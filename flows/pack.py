@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from airlift_tasks.pack import pack_task, unpack_task
 from prefect import flow
 
 from airlift.bundle.volumes import PackResult, UnpackResult
-from tasks.pack import pack_task, unpack_task
 
 
 @flow(name="pack-bundle")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from airlift_flows._util import gather
+from airlift_tasks.build import resolve_artifact
 from prefect import flow
 
 from airlift.config.spec import load_spec
 from airlift.fetch.cache import Cache
 from airlift.fetch.plan import Plan, plan_artifact
-from flows._util import gather
-from tasks.build import resolve_artifact
 
 
 @flow(name="plan-bundle")

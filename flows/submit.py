@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from airlift_tasks.bundle import open_trusted
+from airlift_tasks.jobs import preflight_task, submit_task, wait_task
 from prefect import flow
 
 from airlift.config.site import load_site
 from airlift.jobs.common import SubmitResult, require_scheduler
-from tasks.bundle import open_trusted
-from tasks.jobs import preflight_task, submit_task, wait_task
 
 
 @flow(name="submit-jobs", log_prints=True)

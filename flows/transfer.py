@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
-
-from airlift.bundle.layout import Bundle
-from airlift.transport.location import TransferResult, parse_location, resolve_dir
-from airlift.transport.ssh import SshOptions
-from airlift.util.errors import InputError
-from flows._util import gather
-from tasks.bundle import copy_blobs, finalize, plan_transfer
-from tasks.remote import (
+from airlift_flows._util import gather
+from airlift_tasks.bundle import copy_blobs, finalize, plan_transfer
+from airlift_tasks.remote import (
     plan_s3_pull,
     plan_s3_push,
     s3_download,
@@ -20,6 +14,12 @@ from tasks.remote import (
     ssh_pull,
     ssh_push,
 )
+from prefect import flow, get_run_logger
+
+from airlift.bundle.layout import Bundle
+from airlift.transport.location import TransferResult, parse_location, resolve_dir
+from airlift.transport.ssh import SshOptions
+from airlift.util.errors import InputError
 
 
 @flow(name="transfer-bundle", log_prints=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from airlift_tasks.bundle import open_trusted, receipt_task, verify
 from prefect import flow
 
 from airlift.bundle.verify import VerifyReport
-from tasks.bundle import open_trusted, receipt_task, verify
 
 
 @flow(name="verify-bundle", log_prints=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from airlift_tasks.common import ProgressLog
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
@@ -14,7 +15,6 @@ from airlift.fetch.assemble import BuildResult, assemble_bundle
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.fetch.cache import Cache
 from airlift.fetch.kinds import fetch_resolved, resolve_entry
-from tasks.common import ProgressLog
 
 
 def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

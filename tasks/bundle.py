@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_tasks.common import ProgressLog
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -15,7 +16,6 @@ from airlift.bundle.store import BlobStore
 from airlift.bundle.verify import VerifyReport, verify_bundle
 from airlift.fetch.cache import Cache
 from airlift.transport.location import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
-from tasks.common import ProgressLog
 
 
 @task(name="open-bundle", task_run_name="open {bundle}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_tasks.common import ProgressLog
 from prefect import task
 
 from airlift.bundle.manifest import Artifact
@@ -14,7 +15,6 @@ from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
 from airlift.util import s3 as s3_util
-from tasks.common import ProgressLog
 
 
 def _blob_locator(bundle: str, store: str | None):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_tasks.common import ProgressLog
 from prefect import task
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.volumes import PackResult, UnpackResult, pack, unpack
-from tasks.common import ProgressLog
 
 
 @task(name="pack-volumes", task_run_name="pack {bundle}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from airlift_tasks.common import ProgressLog
 from prefect import task
 
 from airlift.bundle.layout import Bundle
@@ -12,7 +13,6 @@ from airlift.transport import s3 as transfer_s3
 from airlift.transport import ssh as transfer_ssh
 from airlift.transport.location import Location, TransferPlan, TransferResult
 from airlift.util import s3 as s3_util
-from tasks.common import ProgressLog
 
 
 @task(name="plan-s3-push")

@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from airlift.bundle.layout import Bundle  # noqa: E402
 from airlift.bundle.verify import verify_bundle  # noqa: E402
-from airlift.transport.location import copy_blobs_to_dir, finalize_dir, plan_dir_transfer  # noqa: E402
+from airlift.transport.engine import transfer as engine_transfer  # noqa: E402
+from airlift.transport.local import DirEndpoint  # noqa: E402
 
 ROOT = Path(os.environ.get("BENCH_DIR", "/tmp/airlift-bench"))
 SRC = Bundle(ROOT / "build" / "bundle")
@@ -38,10 +39,7 @@ def main() -> None:
     rsync = timed(lambda: subprocess.run(["rsync", "-a", f"{SRC.root}/", str(ROOT / "core-rsync")], check=True))
 
     def transfer() -> None:
-        dest = ROOT / "core-airlift"
-        plan = plan_dir_transfer(SRC, dest)
-        copy_blobs_to_dir(SRC, dest, plan.missing, workers=2)
-        finalize_dir(SRC, dest, plan, copied=set(plan.missing))
+        engine_transfer(DirEndpoint(str(SRC.root)), DirEndpoint(str(ROOT / "core-airlift"), workers=2))
 
     ours = timed(transfer)
     sums = timed(lambda: subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=SRC.root, check=True))

@@ -10,10 +10,11 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from airlift.bundle.manifest import Artifact
-from airlift.config.spec import Spec, load_spec
+from airlift.config.spec import Spec
 from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.cache import Cache
+from airlift.fetch.prepare import prepare_build
 
 
 def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
@@ -66,7 +67,7 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
         since: An older bundle; the new one is a delta that carries only blobs the old one lacks.
         max_parallel_files: Parallel file downloads inside one artifact.
     """
-    parsed = load_spec(spec)
+    parsed = prepare_build(spec, since)  # the same core call the CLI made
     cache_dir = str(Cache().root)
     resolved = resolve_all(parsed, cache_dir)
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from airlift_flows._util import gather
-from airlift_tasks.bundle import open_trusted, verify
+from airlift_tasks.bundle import verify
 from airlift_tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
 from prefect import flow, get_run_logger
 
-from airlift.config.site import load_site
 from airlift.ingest.plan import IngestSummary, plan_ingest
+from airlift.ingest.prepare import prepare_ingest
+from airlift.util import s3 as s3_util
 from airlift.util.errors import WorkError
 
 
@@ -21,18 +22,22 @@ def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None) -> I
         site: Path to the site profile (site.yaml).
         pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
     """
-    profile = load_site(site)
-    store = str(profile.store) if profile.store else None
-    keys = profile.trusted_keys(extra=pubkeys)
-    opened = open_trusted(bundle=bundle, pubkeys=keys)  # read once: what is verified is what is ingested
+    # The same core call the CLI made: site, keys and the manifest (signature checked), read once here;
+    # what is verified is what is ingested.
+    prepared = prepare_ingest(bundle, site, pubkeys)
+    profile, opened, store = prepared.site, prepared.opened, prepared.store
     report = verify(bundle=bundle, store=store, opened=opened)
     if not report.ok:
         raise WorkError("bundle failed verification: " + "; ".join(p.describe() for p in report.problems))
     plan = plan_ingest(opened.manifest, profile)
     futures, labels = [], []
-    for artifact in plan.to_s3:
-        futures.append(upload_to_s3.submit(bundle=bundle, store=store, artifact=artifact, target=profile.s3))
-        labels.append(artifact.id)
+    if plan.to_s3:
+        # One client and one bucket check for the run, not one per artifact.
+        client = s3_util.client(profile.s3.endpoint_url, profile.s3.region)
+        s3_util.ensure_bucket(client, profile.s3.bucket)
+        for artifact in plan.to_s3:
+            futures.append(upload_to_s3.submit(bundle=bundle, store=store, artifact=artifact, target=profile.s3, client=client))
+            labels.append(artifact.id)
     for artifact in plan.to_shared_root:
         futures.append(materialize_artifact.submit(bundle=bundle, store=store, artifact=artifact, shared_root=str(profile.shared_root)))
         labels.append(artifact.id)
@@ -47,6 +52,6 @@ def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None) -> I
     for load in plan.loads:
         futures.append(load_into_docker.submit(bundle=bundle, store=store, artifact=load.artifact, docker_host=profile.docker.host, tags=load.tags))
         labels.append(load.artifact.id)
-    summary = IngestSummary.of(artifacts=len(opened.manifest.artifacts), reports=gather(futures, labels))
-    get_run_logger().info("ingest: %s", summary.model_dump())
+    summary = IngestSummary.of(artifacts=len(opened.manifest.artifacts), reports=gather(futures, labels), labels=labels)
+    get_run_logger().info("ingest: %s", summary.model_dump(exclude={"results"}))
     return summary

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from airlift_flows._util import gather
-from airlift_tasks.build import resolve_artifact
+from airlift_flows.build import resolve_all
 from prefect import flow
 
-from airlift.config.spec import load_spec
 from airlift.fetch.cache import Cache
 from airlift.fetch.plan import Plan, plan_artifact
+from airlift.fetch.prepare import prepare_build
 
 
 @flow(name="plan-bundle")
 def plan_bundle(spec: str) -> Plan:
     """Resolve `spec` (revision -> commit, tag -> digest, ref -> commit, requirements -> exact wheels) and size it."""
-    parsed = load_spec(spec)
     cache = Cache()
-    ids = parsed.artifact_ids()
-    futures = [
-        resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=str(cache.root), platform=parsed.platform)
-        for i, (_, e) in zip(ids, parsed.entries(), strict=True)
-    ]
-    return Plan([plan_artifact(resolved, cache) for resolved in gather(futures, ids)])
+    # The build's own resolve step (one task per artifact), so plan and build can never resolve differently.
+    resolved = resolve_all(prepare_build(spec), str(cache.root))
+    return Plan([plan_artifact(r, cache) for r in resolved])

@@ -8,6 +8,7 @@ from typing import Any
 from airlift_tasks.common import ProgressLog
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.spec import Spec
@@ -15,18 +16,6 @@ from airlift.fetch.assemble import BuildResult, assemble_bundle
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.fetch.cache import Cache
 from airlift.fetch.kinds import fetch_resolved, resolve_entry
-
-
-def content_backed_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Cache by the resolved reference (commit, digest, URL+ETag), never by the run.
-
-    Returning None when a blob of the recorded artifact is gone disables Prefect's cache for this
-    run, so a cache hit can never stand in for content that was deleted from the store.
-    """
-    resolved: Resolved = parameters["resolved"]
-    if Cache(Path(parameters["cache_dir"])).load(resolved.cache_key) is None:
-        return None
-    return f"airlift-fetch-{resolved.cache_key}"
 
 
 @task(
@@ -41,11 +30,12 @@ def resolve_artifact(*, artifact_id: str, entry: Any, cache_dir: str, platform: 
 @task(
     name="fetch-artifact",
     task_run_name="fetch {resolved.artifact_id}",
-    cache_key_fn=content_backed_cache_key,
-    persist_result=True,
+    # No Prefect cache and no persisted result: the core decides reuse (airlift.fetch.kinds.reusable,
+    # which checks every blob and the kind's still_sound) and its cache record is the one copy kept.
+    cache_policy=NONE,
 )
 def fetch_artifact(*, resolved: Resolved, cache_dir: str, max_parallel_files: int = 8) -> Artifact:
-    """Download every file of one artifact into the cache (threads inside; one task per artifact)."""
+    """Download every file of one artifact into the cache (threads inside; one task per artifact), or reuse its record."""
     progress = ProgressLog(f"fetch {resolved.artifact_id}", resolved.total_bytes or None)
     ctx = FetchContext(cache=Cache(Path(cache_dir)), max_parallel_files=max_parallel_files, on_bytes=progress)
     return fetch_resolved(resolved, ctx)

@@ -1,4 +1,4 @@
-"""Bundle-level tasks: verification and directory transfer."""
+"""Bundle-level tasks: open (signature), verify, receipt. Transfers: airlift_tasks.remote."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore
 from airlift.bundle.verify import VerifyReport, verify_bundle
 from airlift.fetch.cache import Cache
-from airlift.transport.location import TransferPlan, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
 
 
 @task(name="open-bundle", task_run_name="open {bundle}")
@@ -43,23 +42,6 @@ def verify(*, bundle: str, store: str | None = None, opened: TrustedManifest | N
     broken = {p.sha256 for p in report.problems}
     stamps.record(target.root, {d: stamp for d, stamp in before.items() if d not in broken})
     return report
-
-
-@task(name="plan-transfer")
-def plan_transfer(*, src: str, dest: str, recheck: bool = False) -> TransferPlan:
-    """What DEST lacks; what it holds counts only when a stamp vouches for it or it is rehashed now."""
-    return plan_dir_transfer(Bundle(src), Path(dest), recheck=recheck)
-
-
-@task(name="copy-blobs", task_run_name="copy {artifact_id}")
-def copy_blobs(*, src: str, dest: str, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    """Copy one artifact's missing blobs, hashing while writing. Returns the digests it copied."""
-    return copy_blobs_to_dir(Bundle(src), Path(dest), digests, on_bytes=ProgressLog(f"copy {artifact_id}", total))
-
-
-@task(name="finalize-transfer")
-def finalize(*, src: str, dest: str, plan: TransferPlan, copied: list[str]) -> None:
-    finalize_dir(Bundle(src), Path(dest), plan, copied=set(copied))
 
 
 @task(name="write-receipt")

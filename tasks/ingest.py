@@ -2,45 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from airlift_tasks.common import ProgressLog
 from prefect import task
+from prefect.cache_policies import NONE
 
+from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact
+from airlift.bundle.store import BlobStore
 from airlift.config.site import RegistryTarget, S3Target
 from airlift.fetch.cache import Cache
 from airlift.ingest import s3 as s3_sink
 from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
-from airlift.util import s3 as s3_util
 
 
-def _blob_locator(bundle: str, store: str | None):
-    from airlift.bundle.layout import Bundle
-    from airlift.bundle.store import BlobStore
-
-    own = Bundle(bundle).store
-    lender = BlobStore(Path(store)) if store else None
-
-    def locate(digest: str) -> Path:
-        path = own.blob_path(digest)
-        if lender is not None and not path.exists():
-            return lender.blob_path(digest)
-        return path
-
-    return locate
+def _blob_locator(bundle: str, store: str | None) -> Callable[[str], Path]:
+    """Blob paths as Bundle.locate_blob lends them (the bundle's own, else `store`'s for what a delta lacks)."""
+    opened, lender = Bundle(bundle), (BlobStore(Path(store)) if store else None)
+    return lambda digest: opened.locate_blob(digest, lender)[0]
 
 
 @task(
     name="upload-s3",
     task_run_name="s3 {artifact.id}",
+    cache_policy=NONE,  # `client` is live (one per run, made by the flow), not a cacheable input
 )
-def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: S3Target) -> s3_sink.UploadReport:
-    """Upload one artifact's files; objects whose size and sha256 metadata match are skipped."""
-    client = s3_util.client(target.endpoint_url, target.region)
-    s3_util.ensure_bucket(client, target.bucket)
+def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: S3Target, client: Any) -> s3_sink.UploadReport:
+    """Upload one artifact's files with the run's client; objects whose size and sha256 metadata match are skipped."""
     return s3_sink.upload_artifact(
         client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
         blob_path=_blob_locator(bundle, store), state_dir=Cache().s3_uploads_dir,

@@ -1,62 +1,35 @@
-"""Transfer tasks for S3 and ssh destinations (one task per artifact's blobs for S3; one rsync for ssh)."""
+"""Transfer tasks, one path for every pair of endpoints: plan, one send per artifact, finish.
+
+Each task is one call into the engine (airlift/transport/engine.py), which owns the rules. The
+endpoints are built once by the flow and passed in, so an S3 endpoint's client (and its bucket
+check) serves the whole run. `cache_policy=NONE`: a transfer is never replayed from a cache (what
+DEST holds is proven afresh each run), and endpoints hold live clients that are not hashable inputs.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from airlift_tasks.common import ProgressLog
 from prefect import task
+from prefect.cache_policies import NONE
 
-from airlift.bundle.layout import Bundle
-from airlift.fetch.cache import Cache
-from airlift.transport import s3 as transfer_s3
-from airlift.transport import ssh as transfer_ssh
-from airlift.transport.location import Location, TransferPlan, TransferResult
-from airlift.util import s3 as s3_util
+from airlift.bundle.stamps import Stamp
+from airlift.transport.base import Endpoint, TransferPlan, TransferResult
+from airlift.transport.engine import finish_transfer, plan_transfer, send
 
 
-@task(name="plan-s3-push")
-def plan_s3_push(*, src: str, location: Location, endpoint: str | None, recheck: bool = False) -> TransferPlan:
-    """The blobs DEST lacks: absent, without airlift's sha256, or (with `recheck`) failing a rehash."""
-    return transfer_s3.plan_push(s3_util.client(endpoint), Bundle(src), location, recheck=recheck)
+@task(name="plan-transfer", task_run_name="plan {dest.text}", cache_policy=NONE)
+def plan(*, src: Endpoint, dest: Endpoint, recheck: bool = False) -> TransferPlan:
+    """What DEST lacks; what it holds counts only when it is proven (stamp, rehash, or S3's stored sha256)."""
+    return plan_transfer(src, dest, recheck=recheck)
 
 
-@task(name="s3-upload-blobs", task_run_name="s3 put {artifact_id}")
-def s3_upload(*, src: str, location: Location, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    transfer_s3.upload_blobs(
-        s3_util.client(endpoint), src=Bundle(src), location=location, digests=digests, state_dir=Cache().s3_uploads_dir,
-        on_bytes=ProgressLog(f"s3 put {artifact_id}", total),
-    )
-    return digests
+@task(name="send-blobs", task_run_name="send {artifact_id}", cache_policy=NONE)
+def send_blobs(*, src: Endpoint, dest: Endpoint, artifact_id: str, digests: list[str], total: int) -> dict[str, Stamp | None]:
+    """Send one artifact's missing blobs, each checked as it lands. Returns those sent."""
+    return send(src, dest, digests, on_bytes=ProgressLog(f"send {artifact_id}", total))
 
 
-@task(name="s3-finish-push")
-def s3_finish_push(*, src: str, location: Location, endpoint: str | None) -> None:
-    transfer_s3.finish_push(s3_util.client(endpoint), Bundle(src), location)
-
-
-@task(name="plan-s3-pull")
-def plan_s3_pull(*, location: Location, dest: str, endpoint: str | None, recheck: bool = False) -> TransferPlan:
-    """The remote manifest, the blobs DEST lacks (by artifact), and what DEST proved it holds."""
-    return transfer_s3.plan_pull(s3_util.client(endpoint), location, Path(dest), recheck=recheck)
-
-
-@task(name="s3-download-blobs", task_run_name="s3 get {artifact_id}")
-def s3_download(*, location: Location, dest: str, endpoint: str | None, artifact_id: str, digests: list[str], total: int) -> list[str]:
-    transfer_s3.pull_blobs(s3_util.client(endpoint), location, dest=Path(dest), digests=digests, on_bytes=ProgressLog(f"s3 get {artifact_id}", total))
-    return digests
-
-
-@task(name="s3-finish-pull")
-def s3_finish_pull(*, location: Location, dest: str, endpoint: str | None, plan: TransferPlan, copied: list[str]) -> None:
-    transfer_s3.finish_pull(s3_util.client(endpoint), location, dest=Path(dest), plan=plan, copied=set(copied))
-
-
-@task(name="rsync-push", task_run_name="rsync to {location.text}")
-def ssh_push(*, src: str, location: Location, opts: transfer_ssh.SshOptions, recheck: bool = False) -> TransferResult:
-    return transfer_ssh.push(Bundle(src), location, opts, recheck=recheck)
-
-
-@task(name="rsync-pull", task_run_name="rsync from {location.text}")
-def ssh_pull(*, location: Location, dest: str, opts: transfer_ssh.SshOptions, recheck: bool = False) -> TransferResult:
-    return transfer_ssh.pull(location, Path(dest), opts, recheck=recheck)
+@task(name="finish-transfer", task_run_name="finish {dest.text}", cache_policy=NONE)
+def finish(*, src: Endpoint, dest: Endpoint, plan: TransferPlan, sent: dict[str, Stamp | None]) -> TransferResult:
+    """Small files, the manifest last, then DEST's proof."""
+    return finish_transfer(src, dest, plan, sent=sent)

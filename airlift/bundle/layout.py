@@ -15,6 +15,7 @@ from airlift.bundle.oci_layout import (
     INDEX,
     MAX_IMAGE_MANIFEST,
     MAX_INDEX_BYTES,
+    OCI_LAYOUT,
     index_bytes,
     layout_files,
     listed_ids,
@@ -27,6 +28,12 @@ from airlift.util.fs import write_bytes_atomic
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
+# Every top-level small file a bundle may hold besides its manifest, in the order a transfer sends them
+# (the manifest goes last, so a half-sent bundle is never taken for a whole one). Transports read this
+# list and spell no name themselves: a file added here travels everywhere. At a local DEST the DERIVED
+# ones are rewritten from the manifest (`write_sums`) rather than copied.
+TOP_FILES: tuple[str, ...] = (OCI_LAYOUT, INDEX, SUMS, SIGNATURE)
+DERIVED_FILES: frozenset[str] = frozenset({OCI_LAYOUT, INDEX, SUMS})
 
 
 class Bundle:
@@ -85,6 +92,16 @@ class Bundle:
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
         lines.append(f"{manifest_sha256}  {MANIFEST}\n")
         write_bytes_atomic(self.root / SUMS, "".join(lines).encode())
+
+    def locate_blob(self, sha256: str, lender: BlobStore | None = None) -> tuple[Path, bool]:
+        """Where a blob is read from: this bundle's store or, for one a delta lacks, `lender`'s (then True).
+
+        The one lending rule, for verify and for every ingest sink.
+        """
+        own = self.store.blob_path(sha256)
+        if lender is not None and not own.exists() and lender.has(sha256):
+            return lender.blob_path(sha256), True
+        return own, False
 
     def blob_size(self, sha256: str) -> int | None:
         """The size of a blob this bundle holds, or None when it does not hold it."""

@@ -104,14 +104,8 @@ def verify_bundle(
         for blob in artifact.blobs:
             sizes.setdefault(blob.removeprefix("sha256:"), None)
 
-    def locate(sha256: str) -> tuple[Path, bool]:
-        own = bundle.store.blob_path(sha256)
-        if store is not None and not own.exists() and store.has(sha256):
-            return store.blob_path(sha256), True
-        return own, False
-
     def check(sha256: str) -> tuple[str, str | None, int, bool]:
-        path, lent = locate(sha256)
+        path, lent = bundle.locate_blob(sha256, store)
         size = 0
         if trusted and sha256 in trusted and path.exists():
             reason = None if sizes[sha256] is None or path.stat().st_size == sizes[sha256] else "wrong size"

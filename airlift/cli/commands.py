@@ -24,11 +24,9 @@ def _flow(name: str):
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
-    from airlift.config.spec import load_spec
+    from airlift.fetch.prepare import prepare_build
 
-    _check_credentials(load_spec(args.spec))
-    if args.since and not Path(args.since, "manifest.json").is_file():
-        raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
+    prepare_build(args.spec, args.since)  # the flow makes the same call: one place decides what is valid
     build_bundle = _flow("build")
     if args.dask:
         from airlift.cli.compose import build_task_runner
@@ -46,10 +44,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _check_credentials(spec) -> None:
     """Fail before any work when a source needs a credential that is not in the environment."""
-    if any(type(m).__name__ == "NgcModel" for m in spec.models):
-        from airlift.fetch.ngc import api_key
+    from airlift.fetch.prepare import check_credentials
 
-        api_key()
+    check_credentials(spec)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -80,13 +77,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _trusted_keys(args: argparse.Namespace, profile=None) -> list[str]:  # noqa: ANN001 - a Site or None
     """--pubkey (repeatable) plus the site's trust.keys; every one must be a readable file."""
-    keys = [str(k) for k in getattr(args, "pubkey", None) or []]
-    if profile is not None:
-        keys = profile.trusted_keys(extra=keys)
-    for key in keys:
-        if not Path(key).is_file():
-            raise InputError(f"--pubkey/trust.keys {key}: no such file")
-    return keys
+    from airlift.ingest.prepare import trusted_key_paths
+
+    return trusted_key_paths([str(k) for k in getattr(args, "pubkey", None) or []], profile)
 
 
 def _open_trusted(bundle: Path, keys: list[str]):  # noqa: ANN202 - TrustedManifest
@@ -104,6 +97,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise InputError(f"--store {args.store}: not a directory")
     verify_bundle_flow = _flow("verify")
     report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys)
+    if getattr(args, "json", False):
+        _print_json("verify", report.model_dump(mode="json") | {"ok": report.ok})
+        return 0 if report.ok else 1
     for problem in report.problems:
         print(f"BROKEN {problem.describe()}")
     for path in report.quarantined:
@@ -118,6 +114,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     print(f"receipt: {' '.join(report.receipt)}")
     return 0 if report.ok else 1
+
+
+JSON_SCHEMA = "airlift/v1.1"
+
+
+def _print_json(command: str, body: dict) -> None:
+    """`--json` (contract v1.1): one JSON object on stdout, naming the command and the contract version."""
+    import json
+
+    print(json.dumps({"schema": JSON_SCHEMA, "command": command} | body, indent=1, sort_keys=False))
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -181,16 +187,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from airlift.transport.location import parse_location
+    from airlift.transport.engine import check_pair, parse_endpoint
+    from airlift.transport.local import DirEndpoint
 
-    source = parse_location(args.src, argument="SRC")
-    target = parse_location(args.to, argument="--to")
-    if "dir" not in (source.kind, target.kind):
-        raise InputError(f"transfer {source.kind} -> {target.kind}: one side must be a local directory")
-    if source.kind == "dir":
-        from airlift.bundle.layout import Bundle
-
-        Bundle(source.path).read_manifest()
+    source = parse_endpoint(args.src, argument="SRC")
+    check_pair(source, parse_endpoint(args.to, argument="--to"))
+    if isinstance(source, DirEndpoint):
+        source.bundle.read_manifest()
     if args.ssh_key and not Path(args.ssh_key).is_file():
         raise InputError(f"--ssh-key {args.ssh_key}: no such file")
     for option in args.ssh_option:
@@ -200,17 +203,22 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     result = transfer_bundle(
         src=args.src, dest=args.to, ssh_key=args.ssh_key, ssh_options=args.ssh_option, s3_endpoint=args.s3_endpoint, recheck=args.recheck,
     )
+    if getattr(args, "json", False):
+        _print_json("transfer", result.model_dump(mode="json") | {"ok": True})
+        return 0
     print(result.summary())
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from airlift.config.site import load_site
+    from airlift.ingest.prepare import prepare_ingest
 
-    keys = _trusted_keys(args, load_site(args.site))
-    _open_trusted(args.bundle, keys)
+    prepare_ingest(args.bundle, args.site, [str(k) for k in args.pubkey])  # the flow makes the same call
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
+    if getattr(args, "json", False):
+        _print_json("ingest", summary.model_dump(mode="json") | {"ok": True})
+        return 0
     print(
         f"ingested {summary.artifacts} artifacts: S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), "
         f"{summary.s3_skipped} already there; shared_root {summary.materialized} placed, {summary.materialized_skipped} already there"

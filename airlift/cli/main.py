@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="blob store (or older bundle) lending blobs a delta lacks")
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable): refuse a bundle none of them signed")
     p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (counts, bytes, per-artifact results)")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser("mirror-refresh", help="write a delta bundle only if something upstream changed")
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE", help="passed to ssh as -o (repeatable)")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     p.add_argument("--recheck", action="store_true", help="rehash every blob already at DEST, trusting no stamp (on S3: download each)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (counts, bytes, per-artifact results)")
     p.set_defaults(func=commands.cmd_transfer)
 
     p = sub.add_parser("pack", help="cut a bundle into fixed-size volumes for removable media")
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path)
     p.add_argument("--site", required=True, type=Path)
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable), besides the site's trust.keys")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (counts, bytes, per-artifact results)")
     p.set_defaults(func=commands.cmd_ingest)
     return parser
 

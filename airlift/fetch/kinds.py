@@ -73,11 +73,21 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
         return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
 
 
-def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    """Fetch an artifact's content, or take it whole from the cache when every blob is still there."""
-    kind = _BY_KIND[resolved.kind]
+def reusable(resolved: Resolved, ctx: FetchContext) -> Artifact | None:
+    """The cached record for exactly this resolution, when every blob is still there and the kind finds it sound; else None.
+
+    The one reuse rule: nothing else (no task cache) may hand back a record this refuses.
+    """
     cached = ctx.cache.load(resolved.cache_key)
-    if cached is not None and kind.still_sound(cached, ctx):
+    if cached is not None and _BY_KIND[resolved.kind].still_sound(cached, ctx):
+        return cached
+    return None
+
+
+def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
+    """Fetch an artifact's content, or take it whole from the cache when `reusable` says so."""
+    kind = _BY_KIND[resolved.kind]
+    if (cached := reusable(resolved, ctx)) is not None:
         return cached
     resolved = _with_recorded_digests(resolved, ctx)
     try:

@@ -14,7 +14,8 @@ The summary of what the sinks reported is typed too (`IngestSummary`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -98,9 +99,11 @@ class IngestSummary(BaseModel):
     blobs_skipped: int = 0
     images_loaded: int = 0
     image_refs: dict[str, str] = {}
+    # v1.1 (`ingest --json`): one row per artifact and sink, with that sink's report.
+    results: list[dict[str, Any]] = []
 
     @classmethod
-    def of(cls, *, artifacts: int, reports: Sequence[object]) -> IngestSummary:
+    def of(cls, *, artifacts: int, reports: Sequence[object], labels: Sequence[str] | None = None) -> IngestSummary:
         pushes = [r for r in reports if isinstance(r, PushReport)]
         loads = [r for r in reports if isinstance(r, LoadReport)]
         uploads = [r for r in reports if isinstance(r, UploadReport)]
@@ -113,4 +116,8 @@ class IngestSummary(BaseModel):
             blobs_uploaded=sum(r.uploaded for r in pushes), blobs_mounted=sum(r.mounted for r in pushes),
             blobs_skipped=sum(r.skipped for r in pushes), images_loaded=sum(1 for r in loads if r.loaded),
             image_refs={r.image: r.target for r in pushes},
+            results=[] if labels is None else [{"artifact": a, "sink": _SINKS[type(r)]} | asdict(r) for a, r in zip(labels, reports, strict=True)],  # type: ignore[call-overload]
         )
+
+
+_SINKS: dict[type, str] = {UploadReport: "s3", MaterializeReport: "shared_root", PushReport: "registry", LoadReport: "docker"}

@@ -8,22 +8,15 @@ aside to `DEST/.corrupt/` (where `airlift verify` puts what it finds) and sent a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlift.bundle import stamps
 from airlift.bundle.layout import Bundle
 from airlift.bundle.verify import quarantine
+from airlift.transport.base import Proof
 from airlift.util.net import bounded_map
 
-
-@dataclass
-class Proof:
-    """Blobs at DEST sorted by what is known of them."""
-
-    proven: set[str] = field(default_factory=set)  # present and proven: by a matching stamp or a rehash now
-    damaged: set[str] = field(default_factory=set)  # wrong size or wrong bytes: moved aside, to be sent again
-    absent: set[str] = field(default_factory=set)
+__all__ = ["Proof", "prove_local", "stamp_received"]
 
 
 def prove_local(dest: Path, wanted: Mapping[str, int], *, recheck: bool = False, workers: int = 4) -> Proof:

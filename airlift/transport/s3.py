@@ -5,202 +5,175 @@ there" is a listing plus a HEAD (right size, airlift's sha256), not a download. 
 immutable: changing its bytes takes a new PUT, which drops that metadata unless the writer sets it
 again. `--recheck` downloads and rehashes every object already there, and sends the damaged ones again.
 The manifest goes up last, so a half-sent bundle is never mistaken for a whole one.
+
+One endpoint holds one client for the whole run (and checks the bucket once), whatever the number of
+artifacts it moves.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import re
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
-from airlift.bundle.manifest import Manifest
-from airlift.bundle.oci_layout import LAYOUT_FILES
+from airlift.bundle.layout import MANIFEST, TOP_FILES, Bundle
+from airlift.bundle.stamps import Stamp
 from airlift.bundle.store import SHA256_RE
-from airlift.transport.location import (
-    Location,
-    TransferPlan,
-    blob_sizes,
-    check_dest,
-    lent_blobs,
-    require_whole,
-)
-from airlift.transport.proof import prove_local, stamp_received
+from airlift.transport.base import Endpoint, OnBytes, Proof, TransferPlan
+from airlift.transport.proof import stamp_received
 from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import CHUNK, write_bytes_atomic
+from airlift.util.fs import CHUNK
 from airlift.util.net import bounded_map
-from airlift.util.s3 import SHA_META, ensure_bucket, has_object, upload_file_resumable
+from airlift.util.s3 import SHA_META, client, ensure_bucket, has_object, upload_file_resumable
+
+S3_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 
-def _key(location: Location, name: str) -> str:
-    return f"{location.prefix}/{name}" if location.prefix else name
+def _not_found(exc: ClientError) -> bool:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}
 
 
-def inventory(s3, location: Location) -> dict[str, int]:
-    """Blob objects under the prefix, by digest, with their sizes (one listing, no downloads)."""
-    found: dict[str, int] = {}
-    prefix = _key(location, "blobs/sha256/")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            name = item["Key"][len(prefix):]
-            if SHA256_RE.match(name):  # anything else under the prefix is not a blob of this bundle
-                found[name] = item["Size"]
-    return found
+class S3Endpoint:
+    """A bundle under an S3 prefix."""
 
+    def __init__(self, text: str, *, argument: str, endpoint_url: str | None = None, state_dir: Path | None = None) -> None:
+        match = S3_RE.match(text)
+        if not match:
+            raise InputError(f"{argument}: {text!r} is not s3://bucket/prefix")
+        self.text = text
+        self.bucket = match["bucket"]
+        self.prefix = (match["prefix"] or "").strip("/")
+        self.endpoint_url = endpoint_url
+        # Pending multipart uploads are remembered there (the cache's `uploads/s3/`, not the bundle:
+        # a bundle may sit on read-only media, and its directory holds only bundle files).
+        self.state_dir = state_dir
+        self._client = None
+        self._lock = threading.Lock()
 
-def _present(s3, location: Location, wanted: dict[str, int], listed: dict[str, int]) -> set[str]:
-    """Blobs listed with the right size whose object carries the sha256 airlift gave it on upload."""
-    candidates = [d for d, size in wanted.items() if listed.get(d) == size]
+    def __repr__(self) -> str:
+        return f"S3Endpoint({self.text!r})"
 
-    def check(digest: str) -> tuple[str, bool]:
-        return digest, has_object(s3, bucket=location.bucket, key=_key(location, f"blobs/sha256/{digest}"), size=wanted[digest], sha256=digest)
+    @property
+    def s3(self):  # noqa: ANN201 - a boto3 S3 client
+        """The run's one client (boto3 clients are thread-safe; creating one costs ~50 ms and a credentials lookup)."""
+        with self._lock:
+            if self._client is None:
+                self._client = client(self.endpoint_url)
+            return self._client
 
-    return {d for d, ok in bounded_map(check, candidates, workers=16) if ok}
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
 
+    def _blob_key(self, digest: str) -> str:
+        return self.key(f"blobs/sha256/{digest}")
 
-def _rehash_objects(s3, location: Location, digests: list[str]) -> set[str]:
-    """Download (to memory, a chunk at a time) and rehash objects; returns those that fail (--recheck)."""
-    def one(digest: str) -> tuple[str, bool]:
-        body = s3.get_object(Bucket=location.bucket, Key=_key(location, f"blobs/sha256/{digest}"))["Body"]
-        hasher = hashlib.sha256()
-        while chunk := body.read(CHUNK):
-            hasher.update(chunk)
-        return digest, hasher.hexdigest() == digest
+    def prepare(self, *, as_dest: bool) -> None:
+        if as_dest:
+            ensure_bucket(self.s3, self.bucket)
 
-    return {d for d, ok in bounded_map(one, digests, workers=4) if not ok}
+    def read_manifest(self) -> bytes:
+        data = self.read_small(MANIFEST)
+        if data is None:
+            raise InputError(f"{self.text}: no {MANIFEST} there (not a bundle, or an unfinished transfer)")
+        return data
 
-
-def upload_blobs(
-    s3, *, src: Bundle, location: Location, digests: Iterable[str], state_dir: Path, on_bytes: Callable[[int], None] | None = None,
-) -> int:
-    """Upload blobs under `blobs/sha256/`, each with its sha256 in the metadata; a killed upload resumes at the part.
-
-    Args:
-        s3: The S3 client.
-        src: The local bundle.
-        location: The remote bundle.
-        digests: The blobs to send.
-        state_dir: Where pending multipart uploads are remembered (the cache's `uploads/s3/`, not
-            the bundle: a bundle may sit on read-only media, and its directory holds only bundle files).
-        on_bytes: Progress, in bytes.
-
-    Returns:
-        The bytes sent.
-    """
-    def one(digest: str) -> int:
-        return upload_file_resumable(
-            s3, path=src.store.blob_path(digest), bucket=location.bucket, key=_key(location, f"blobs/sha256/{digest}"),
-            sha256=digest, on_bytes=on_bytes, state_dir=state_dir,
-        )
-
-    return sum(bounded_map(one, list(digests), workers=4))
-
-
-def plan_pull(s3, location: Location, dest: Path, *, recheck: bool = False) -> TransferPlan:
-    """What a pull from S3 must fetch: blobs the remote bundle carries that DEST cannot prove it holds.
-
-    Args:
-        s3: The S3 client.
-        location: The remote bundle.
-        dest: The local destination directory.
-        recheck: Rehash every blob DEST holds, whatever its stamp says.
-
-    Returns:
-        The plan (the remote manifest's bytes, validated; the missing blobs by first artifact and size;
-        what DEST proved; what a delta leaves to its lineage).
-    """
-    manifest_bytes = read_remote_manifest(s3, location)
-    manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/{MANIFEST}")
-    offered = inventory(s3, location)
-    carried: dict[str, tuple[str, int]] = {}
-    for artifact in manifest.artifacts:
-        for digest in sorted(artifact.all_blobs()):
-            if digest in offered and digest not in carried:
-                carried[digest] = (artifact.id, offered[digest])
-    proof = prove_local(dest, {d: v[1] for d, v in carried.items()}, recheck=recheck)
-    missing = {d: v for d, v in carried.items() if d not in proof.proven}
-    return TransferPlan(
-        manifest, manifest_bytes, missing, len(proof.proven),
-        proven=proof.proven, damaged=len(proof.damaged), lent=lent_blobs(manifest, carried),
-    )
-
-
-def plan_push(s3, src: Bundle, location: Location, *, recheck: bool = False) -> TransferPlan:
-    """What DEST lacks: objects absent, of the wrong size, without airlift's sha256, or (recheck) whose bytes fail.
-
-    Raises:
-        WorkError: SRC is not a delta yet lacks blobs its manifest names.
-    """
-    ensure_bucket(s3, location.bucket)
-    manifest = src.read_manifest()
-    carried = blob_sizes(manifest, src)
-    lent = lent_blobs(manifest, carried)
-    require_whole(manifest, set(carried) | lent, where=str(src.root))
-    sizes = {d: v[1] for d, v in carried.items()}
-    present = _present(s3, location, sizes, inventory(s3, location))
-    damaged = _rehash_objects(s3, location, sorted(present)) if recheck else set()
-    proven = present - damaged
-    missing = {d: v for d, v in carried.items() if d not in proven}
-    return TransferPlan(manifest, src.manifest_bytes(), missing, len(proven), proven=proven, damaged=len(damaged), lent=lent)
-
-
-def finish_push(s3, src: Bundle, location: Location) -> None:
-    """Upload the small files (manifest last), skipping any already identical, then check DEST."""
-    for name in (*LAYOUT_FILES, SUMS, SIGNATURE, MANIFEST):  # SHA256SUMS names the OCI layout files
-        path = src.root / name
-        if not path.exists():
-            continue
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        key = _key(location, name)
-        if not has_object(s3, bucket=location.bucket, key=key, size=len(data), sha256=digest):
-            s3.put_object(Bucket=location.bucket, Key=key, Body=data, Metadata={SHA_META: digest})
-    manifest = src.read_manifest()
-    carried = {d: v[1] for d, v in blob_sizes(manifest, src).items()}
-    present = _present(s3, location, carried, inventory(s3, location))
-    lost = sorted(set(carried) - present)
-    if lost:
-        raise WorkError(f"verification at {location.text} failed: {len(lost)} blobs missing or with the wrong size/sha256, e.g. {lost[0]}")
-
-
-def read_remote_manifest(s3, location: Location) -> bytes:
-    try:
-        return s3.get_object(Bucket=location.bucket, Key=_key(location, MANIFEST))["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            raise InputError(f"{location.text}: no {MANIFEST} there (not a bundle, or an unfinished transfer)") from None
-        raise
-
-
-def pull_blobs(s3, location: Location, *, dest: Path, digests: Iterable[str], on_bytes: Callable[[int], None] | None = None) -> int:
-    """Download blobs into DEST's store, hashing while writing (each must hash to its name); stamp them."""
-    store = Bundle(dest).store
-    digests = list(digests)
-
-    def one(digest: str) -> int:
-        body = s3.get_object(Bucket=location.bucket, Key=_key(location, f"blobs/sha256/{digest}"))["Body"]
-        blob = store.put_stream(iter(lambda: body.read(CHUNK), b""), expected_sha256=digest, label=f"{location.text} blob {digest[:12]}")
-        if on_bytes:
-            on_bytes(blob.size)
-        return blob.size
-
-    total = sum(bounded_map(one, digests, workers=4))
-    stamp_received(dest, digests)
-    return total
-
-
-def finish_pull(s3, location: Location, *, dest: Path, plan: TransferPlan, copied: set[str]) -> None:
-    """Write DEST's signature and manifest (last), then verify DEST (see `check_dest`)."""
-    bundle = Bundle(dest)
-    for name in (SIGNATURE,):
+    def read_small(self, name: str) -> bytes | None:
         try:
-            data = s3.get_object(Bucket=location.bucket, Key=_key(location, name))["Body"].read()
-            write_bytes_atomic(dest / name, data)
-        except ClientError:
-            pass
-    write_bytes_atomic(dest / MANIFEST, plan.manifest_bytes)
-    bundle.write_sums(plan.manifest, bundle.manifest_sha256())
-    bundle.store.cleanup_tmp()
-    check_dest(bundle, proven=plan.proven | copied, lent=plan.lent, where=str(dest))
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    def list_blobs(self) -> dict[str, int]:
+        """Blob objects under the prefix, by digest, with their sizes (one listing, no downloads)."""
+        found: dict[str, int] = {}
+        prefix = self.key("blobs/sha256/")
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix):]
+                if SHA256_RE.match(name):  # anything else under the prefix is not a blob of this bundle
+                    found[name] = item["Size"]
+        return found
+
+    def _stored_sha(self, wanted: Mapping[str, int], listed: Mapping[str, int]) -> set[str]:
+        """Blobs listed with the right size whose object carries the sha256 airlift gave it on upload."""
+        candidates = [d for d, size in wanted.items() if listed.get(d) == size]
+
+        def check(digest: str) -> tuple[str, bool]:
+            return digest, has_object(self.s3, bucket=self.bucket, key=self._blob_key(digest), size=wanted[digest], sha256=digest)
+
+        return {d for d, ok in bounded_map(check, candidates, workers=16) if ok}
+
+    def _rehash(self, digests: list[str]) -> set[str]:
+        """Download (to memory, a chunk at a time) and rehash objects; returns those that fail (--recheck)."""
+        def one(digest: str) -> tuple[str, bool]:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._blob_key(digest))["Body"]
+            hasher = hashlib.sha256()
+            while chunk := body.read(CHUNK):
+                hasher.update(chunk)
+            return digest, hasher.hexdigest() == digest
+
+        return {d for d, ok in bounded_map(one, digests, workers=4) if not ok}
+
+    def prove(self, wanted: Mapping[str, int], *, recheck: bool = False) -> Proof:
+        """Present: right size and airlift's sha256 in the metadata; with `recheck`, also bytes that hash right.
+
+        A damaged object is not moved (S3 has no rename): the PUT that follows replaces it.
+        """
+        listed = self.list_blobs()
+        present = self._stored_sha(wanted, listed)
+        damaged = self._rehash(sorted(present)) if recheck else set()
+        proven = present - damaged
+        return Proof(proven=proven, damaged=damaged, absent={d for d in wanted if d not in listed})
+
+    def put_blobs(self, src: Bundle, digests: Sequence[str], *, on_bytes: OnBytes = None) -> dict[str, Stamp | None]:
+        """Upload blobs under `blobs/sha256/`, each with its sha256 in the metadata; a killed upload resumes at the part."""
+        if self.state_dir is None:
+            raise ValueError("S3Endpoint.put_blobs needs a state_dir for resumable uploads")
+        state_dir = self.state_dir
+
+        def one(digest: str) -> int:
+            return upload_file_resumable(
+                self.s3, path=src.store.blob_path(digest), bucket=self.bucket, key=self._blob_key(digest),
+                sha256=digest, on_bytes=on_bytes, state_dir=state_dir,
+            )
+
+        list(bounded_map(one, list(digests), workers=4))
+        return dict.fromkeys(digests)
+
+    def get_blobs(self, dest: Bundle, digests: Sequence[str], *, on_bytes: OnBytes = None) -> dict[str, Stamp | None]:
+        """Download blobs into DEST's store, hashing while writing (each must hash to its name); stamp them."""
+        store = dest.store
+        store.ensure_dirs()
+
+        def one(digest: str) -> int:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._blob_key(digest))["Body"]
+            blob = store.put_stream(iter(lambda: body.read(CHUNK), b""), expected_sha256=digest, label=f"{self.text} blob {digest[:12]}")
+            if on_bytes:
+                on_bytes(blob.size)
+            return blob.size
+
+        list(bounded_map(one, list(digests), workers=4))
+        stamp_received(dest.root, list(digests))
+        return dict.fromkeys(digests)
+
+    def finish(self, plan: TransferPlan, src: Endpoint, *, sent: Mapping[str, Stamp | None]) -> None:
+        """Upload the small files (manifest last), skipping any already identical, then check every blob is there."""
+        for name in (*TOP_FILES, MANIFEST):
+            data = plan.manifest_bytes if name == MANIFEST else src.read_small(name)
+            if data is None:
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            key = self.key(name)
+            if not has_object(self.s3, bucket=self.bucket, key=key, size=len(data), sha256=digest):
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={SHA_META: digest})
+        carried = {d: v[1] for d, v in plan.carried.items()}
+        present = self._stored_sha(carried, self.list_blobs())
+        lost = sorted(set(carried) - present)
+        if lost:
+            raise WorkError(f"verification at {self.text} failed: {len(lost)} blobs missing or with the wrong size/sha256, e.g. {lost[0]}")

@@ -9,33 +9,42 @@ moved aside to `.corrupt/` on the far side and sent again.
 
 from __future__ import annotations
 
+import re
 import shlex
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
-from airlift.bundle.manifest import Manifest
-from airlift.bundle.oci_layout import LAYOUT_FILES
+from airlift.bundle.layout import MANIFEST, TOP_FILES, Bundle
 from airlift.bundle.stamps import STAMPS, Stamp, parse_stamps, render_stamps
 from airlift.bundle.store import SHA256_RE
-from airlift.transport.location import (
-    Location,
-    TransferPlan,
-    TransferResult,
-    blob_sizes,
-    check_dest,
-    lent_blobs,
-    require_whole,
-)
+from airlift.transport.base import Endpoint, OnBytes, Proof, TransferPlan
 from airlift.transport.proof import prove_local
 from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
 from airlift.util.proc import run
 
+SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?(?P<path>/.*)$")
+
 PARTIAL_DIR = ".rsync-partial"
+
+
+@dataclass(frozen=True)
+class SshPlace:
+    """Where a remote bundle is: `ssh://[user@]host[:port]/abs/path`."""
+
+    text: str
+    host: str
+    path: str
+    user: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, argument: str) -> SshPlace:
+        match = SSH_RE.match(text)
+        if not match:
+            raise InputError(f"{argument}: {text!r} is not ssh://[user@]host[:port]/abs/path")
+        return cls(text, match["host"], match["path"], match["user"], int(match["port"]) if match["port"] else None)
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class SshOptions:
     key: str | None = None
     options: tuple[str, ...] = field(default_factory=tuple)  # KEY=VALUE, passed as -o
 
-    def ssh_argv(self, location: Location) -> list[str]:
+    def ssh_argv(self, location: SshPlace) -> list[str]:
         argv = ["ssh", "-o", "BatchMode=yes"]
         if location.port:
             argv += ["-p", str(location.port)]
@@ -56,7 +65,7 @@ class SshOptions:
         return argv
 
 
-def _target(location: Location) -> str:
+def _target(location: SshPlace) -> str:
     return f"{location.user}@{location.host}" if location.user else location.host
 
 
@@ -71,7 +80,7 @@ def _run(argv: list[str], what: str, *, input_text: str | None = None) -> str:
     )
 
 
-def remote(location: Location, opts: SshOptions, command: str, *, input_text: str | None = None) -> str:
+def remote(location: SshPlace, opts: SshOptions, command: str, *, input_text: str | None = None) -> str:
     return _run([*opts.ssh_argv(location), _target(location), command], f"ssh {location.host}", input_text=input_text)
 
 
@@ -103,7 +112,7 @@ def _parse_listing(text: str, tag: str = "") -> dict[str, Stamp]:
     return found
 
 
-def remote_state(location: Location, opts: SshOptions, *, create: bool) -> tuple[dict[str, Stamp], dict[str, Stamp]]:
+def remote_state(location: SshPlace, opts: SshOptions, *, create: bool) -> tuple[dict[str, Stamp], dict[str, Stamp]]:
     """The remote bundle's blobs with their stamps as they are now, and the stamps recorded there.
 
     Args:
@@ -121,12 +130,12 @@ def remote_state(location: Location, opts: SshOptions, *, create: bool) -> tuple
     return _parse_listing(found), parse_stamps(recorded.encode())
 
 
-def remote_inventory(location: Location, opts: SshOptions) -> dict[str, int]:
+def remote_inventory(location: SshPlace, opts: SshOptions) -> dict[str, int]:
     """The remote bundle's blobs with their sizes."""
     return {d: stamp[2] for d, stamp in remote_state(location, opts, create=False)[0].items()}
 
 
-def remote_hash(location: Location, opts: SshOptions, digests: list[str]) -> dict[str, Stamp | None]:
+def remote_hash(location: SshPlace, opts: SshOptions, digests: list[str]) -> dict[str, Stamp | None]:
     """Hash blobs on the far side with `sha256sum`, each between two `find` stats.
 
     Returns:
@@ -149,7 +158,7 @@ def remote_hash(location: Location, opts: SshOptions, digests: list[str]) -> dic
     return proven
 
 
-def _set_aside(location: Location, opts: SshOptions, digests: list[str]) -> None:
+def _set_aside(location: SshPlace, opts: SshOptions, digests: list[str]) -> None:
     """Move damaged blobs to `.corrupt/` on the far side, as `airlift verify` does locally.
 
     A blob a retried command already moved is simply gone; one that cannot be moved is overwritten by
@@ -160,7 +169,7 @@ def _set_aside(location: Location, opts: SshOptions, digests: list[str]) -> None
            input_text="".join(f"{d}\n" for d in digests))
 
 
-def _write_stamps(location: Location, opts: SshOptions, stamps: Mapping[str, Stamp]) -> None:
+def _write_stamps(location: SshPlace, opts: SshOptions, stamps: Mapping[str, Stamp]) -> None:
     """Replace the far side's stamp file (temp file, then rename)."""
     target = shlex.quote(f"{location.path.rstrip('/')}/{STAMPS}")
     directory = shlex.quote(f"{location.path.rstrip('/')}/.airlift")
@@ -168,7 +177,7 @@ def _write_stamps(location: Location, opts: SshOptions, stamps: Mapping[str, Sta
            input_text=render_stamps(stamps).decode())
 
 
-def _rsync(opts: SshOptions, location: Location, sources: list[str], dest: str, files: list[str], *, what: str) -> None:
+def _rsync(opts: SshOptions, location: SshPlace, sources: list[str], dest: str, files: list[str], *, what: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".files") as listing:
         listing.write("".join(f"{name}\n" for name in files))
         listing.flush()
@@ -179,109 +188,107 @@ def _rsync(opts: SshOptions, location: Location, sources: list[str], dest: str, 
         _run(argv, what)
 
 
-def push(src: Bundle, location: Location, opts: SshOptions, *, recheck: bool = False) -> TransferResult:
-    """Send what DEST cannot prove it holds, hash what was sent on the far side, then send the manifest.
+class SshEndpoint:
+    """A bundle directory on another host, reached with ssh and rsync."""
 
-    Args:
-        src: The local bundle.
-        location: The remote directory.
-        opts: ssh options.
-        recheck: Hash every blob already at DEST, whatever its stamp says.
+    def __init__(self, text: str, *, argument: str, opts: SshOptions | None = None) -> None:
+        self.place = SshPlace.parse(text, argument=argument)
+        self.text = text
+        self.opts = opts or SshOptions()
+        self.root = self.place.path.rstrip("/")
 
-    Returns:
-        What was sent, proven present, re-sent and left to a delta's lineage.
+    def __repr__(self) -> str:
+        return f"SshEndpoint({self.text!r})"
 
-    Raises:
-        WorkError: A blob failed its hash at DEST after it was sent, or went missing.
-    """
-    manifest = src.read_manifest()
-    carried = blob_sizes(manifest, src)
-    lent = lent_blobs(manifest, carried)
-    require_whole(manifest, set(carried) | lent, where=str(src.root))
-    now, recorded = remote_state(location, opts, create=True)
-    proven, damaged, to_hash = set(), set(), []
-    for digest, (_, size) in carried.items():
-        if digest not in now:
-            continue
-        if now[digest][2] != size:
-            damaged.add(digest)
-        elif not recheck and recorded.get(digest) == now[digest]:
-            proven.add(digest)
-        else:
-            to_hash.append(digest)
-    observed = {d: stamp for d, stamp in recorded.items() if d in proven}
-    hashed = remote_hash(location, opts, to_hash) if to_hash else {}
-    for digest in to_hash:
-        if hashed.get(digest) is not None:
-            proven.add(digest)
-            observed[digest] = hashed[digest]
-        else:
-            damaged.add(digest)
-    if damaged:
-        _set_aside(location, opts, sorted(damaged))
-    missing = sorted(set(carried) - proven)
-    dest = f"{_target(location)}:{location.path.rstrip('/')}/"
-    if missing:
-        _rsync(opts, location, [f"{src.root}/"], dest, [f"blobs/sha256/{d}" for d in missing], what=f"rsync to {location.text}")
-        sent = remote_hash(location, opts, missing)
-        bad = [d for d in missing if d not in sent]
+    def _remote(self, command: str, *, input_text: str | None = None) -> str:
+        return remote(self.place, self.opts, command, input_text=input_text)
+
+    def _rsync_files(self, sources: list[str], dest: str, files: list[str], *, what: str) -> None:
+        _rsync(self.opts, self.place, sources, dest, files, what=what)
+
+    def prepare(self, *, as_dest: bool) -> None:
+        """Nothing to check before the first command: ssh's own errors name the host (and the
+        destination's blob directory is created by the listing that proves what it holds)."""
+
+    def read_manifest(self) -> bytes:
+        return self._remote(f"cat {shlex.quote(self.root + '/' + MANIFEST)}").encode()
+
+    def read_small(self, name: str) -> bytes | None:
+        path = shlex.quote(f"{self.root}/{name}")
+        out = self._remote(f"test -f {path} && cat {path} || true")
+        return out.encode() if out.strip() else None
+
+    def list_blobs(self) -> dict[str, int]:
+        return {d: stamp[2] for d, stamp in remote_state(self.place, self.opts, create=False)[0].items()}
+
+    def prove(self, wanted: Mapping[str, int], *, recheck: bool = False) -> Proof:
+        """Proven by the far side's stamp (still matching what `find` reports) or by `sha256sum` there; damaged ones moved aside there."""
+        now, recorded = remote_state(self.place, self.opts, create=True)
+        proof = Proof()
+        to_hash = []
+        for digest, size in wanted.items():
+            if digest not in now:
+                proof.absent.add(digest)
+            elif now[digest][2] != size:
+                proof.damaged.add(digest)
+            elif not recheck and recorded.get(digest) == now[digest]:
+                proof.proven.add(digest)
+                proof.stamps[digest] = now[digest]
+            else:
+                to_hash.append(digest)
+        hashed = remote_hash(self.place, self.opts, to_hash) if to_hash else {}
+        for digest in to_hash:
+            if (stamp := hashed.get(digest)) is not None:
+                proof.proven.add(digest)
+                proof.stamps[digest] = stamp
+            else:
+                proof.damaged.add(digest)
+        if proof.damaged:
+            _set_aside(self.place, self.opts, sorted(proof.damaged))
+        return proof
+
+    def put_blobs(self, src: Bundle, digests: Sequence[str], *, on_bytes: OnBytes = None) -> dict[str, Stamp | None]:
+        """rsync the blobs (partial files kept for resume), then hash them on the far side."""
+        digests = list(digests)
+        if not digests:
+            return {}
+        dest = f"{_target(self.place)}:{self.root}/"
+        self._rsync_files([f"{src.root}/"], dest, [f"blobs/sha256/{d}" for d in digests], what=f"rsync to {self.text}")
+        sent = remote_hash(self.place, self.opts, digests)
+        bad = [d for d in digests if d not in sent]
         if bad:
-            raise WorkError(f"verification at {location.text} failed: {len(bad)} blobs sent do not hash to their names, e.g. {bad[0]}")
-        observed |= {d: stamp for d, stamp in sent.items() if stamp is not None}
-    small = [name for name in (*LAYOUT_FILES, SUMS, SIGNATURE) if (src.root / name).exists()]  # SHA256SUMS names the OCI layout files
-    _rsync(opts, location, [f"{src.root}/"], dest, small + [MANIFEST], what=f"rsync manifest to {location.text}")
-    after, _ = remote_state(location, opts, create=False)
-    lost = [d for d, (_, size) in carried.items() if d not in after or after[d][2] != size]
-    if lost:
-        raise WorkError(f"verification at {location.text} failed: {len(lost)} blobs missing or short, e.g. {lost[0]}")
-    _write_stamps(location, opts, {d: stamp for d, stamp in observed.items() if after.get(d) == stamp})
-    plan = TransferPlan(manifest, src.manifest_bytes(), {d: carried[d] for d in missing}, len(carried) - len(missing), damaged=len(damaged), lent=lent)
-    return plan.result(location.text, sent=missing)
+            raise WorkError(f"verification at {self.text} failed: {len(bad)} blobs sent do not hash to their names, e.g. {bad[0]}")
+        if on_bytes:
+            on_bytes(sum(src.store.blob_path(d).stat().st_size for d in digests))
+        return {d: sent[d] for d in digests}
 
+    def get_blobs(self, dest: Bundle, digests: Sequence[str], *, on_bytes: OnBytes = None) -> dict[str, Stamp | None]:
+        """rsync the blobs here, then rehash them (rsync checks its own transfer; this also stamps what arrived)."""
+        digests = list(digests)
+        dest.store.ensure_dirs()
+        if not digests:
+            return {}
+        self._rsync_files([f"{_target(self.place)}:{self.root}/"], f"{dest.root}/", [f"blobs/sha256/{d}" for d in digests], what=f"rsync from {self.text}")
+        sizes = {d: dest.store.blob_path(d).stat().st_size for d in digests if dest.store.has(d)}
+        received = prove_local(dest.root, {d: sizes.get(d, -1) for d in digests}, recheck=True)
+        if received.damaged or received.absent:
+            bad = sorted(received.damaged | received.absent)
+            raise WorkError(f"verification at {dest.root} failed: {len(bad)} blobs received missing or damaged, e.g. {bad[0]}")
+        if on_bytes:
+            on_bytes(sum(sizes.values()))
+        return dict.fromkeys(digests)
 
-def pull(location: Location, dest: Path, opts: SshOptions, *, recheck: bool = False) -> TransferResult:
-    """Fetch a bundle from a remote directory into DEST, sending only what DEST cannot prove it holds.
-
-    Args:
-        location: The remote bundle.
-        dest: The local destination directory.
-        opts: ssh options.
-        recheck: Rehash every blob DEST holds, whatever its stamp says.
-
-    Returns:
-        What was received, proven present, re-sent and left to a delta's lineage.
-
-    Raises:
-        WorkError: DEST does not verify after the transfer.
-    """
-    root = location.path.rstrip("/")
-    manifest_bytes = remote(location, opts, f"cat {shlex.quote(root + '/' + MANIFEST)}").encode()
-    manifest = Manifest.parse(manifest_bytes, origin=f"{location.text}/{MANIFEST}")
-    bundle = Bundle(dest)
-    offered = remote_inventory(location, opts)
-    carried: dict[str, tuple[str, int]] = {}
-    for artifact in manifest.artifacts:
-        for digest in sorted(artifact.all_blobs()):
-            if digest in offered and digest not in carried:
-                carried[digest] = (artifact.id, offered[digest])
-    proof = prove_local(dest, {d: v[1] for d, v in carried.items()}, recheck=recheck)
-    missing = sorted(set(carried) - proof.proven)
-    bundle.store.ensure_dirs()
-    if missing:
-        _rsync(opts, location, [f"{_target(location)}:{root}/"], f"{dest}/", [f"blobs/sha256/{d}" for d in missing], what=f"rsync from {location.text}")
-    # rsync checks its own transfer; rehash here anyway, which also stamps what arrived.
-    received = prove_local(dest, {d: carried[d][1] for d in missing}, recheck=True)
-    if received.damaged or received.absent:
-        bad = sorted(received.damaged | received.absent)
-        raise WorkError(f"verification at {dest} failed: {len(bad)} blobs received missing or damaged, e.g. {bad[0]}")
-    signature = remote(location, opts, f"test -f {shlex.quote(root + '/' + SIGNATURE)} && cat {shlex.quote(root + '/' + SIGNATURE)} || true")
-    if signature.strip():
-        write_bytes_atomic(dest / SIGNATURE, signature.encode())
-    write_bytes_atomic(dest / MANIFEST, manifest_bytes)
-    bundle.write_sums(manifest, bundle.manifest_sha256())
-    plan = TransferPlan(
-        manifest, manifest_bytes, {d: carried[d] for d in missing}, len(proof.proven),
-        proven=proof.proven | received.proven, damaged=len(proof.damaged), lent=lent_blobs(manifest, carried),
-    )
-    check_dest(bundle, proven=plan.proven, lent=plan.lent, where=str(dest))
-    return plan.result(str(dest), sent=missing)
+    def finish(self, plan: TransferPlan, src: Endpoint, *, sent: Mapping[str, Stamp | None]) -> None:
+        """Send the small files and the manifest (last), check every blob's size there, then record the far side's stamps."""
+        if not isinstance(getattr(src, "bundle", None), Bundle):
+            raise WorkError(f"transfer to {self.text}: the source must be a local directory")
+        root: Bundle = src.bundle  # type: ignore[attr-defined]
+        dest = f"{_target(self.place)}:{self.root}/"
+        small = [name for name in TOP_FILES if (root.root / name).is_file()]
+        self._rsync_files([f"{root.root}/"], dest, [*small, MANIFEST], what=f"rsync manifest to {self.text}")
+        after, _ = remote_state(self.place, self.opts, create=False)
+        lost = [d for d, (_, size) in plan.carried.items() if d not in after or after[d][2] != size]
+        if lost:
+            raise WorkError(f"verification at {self.text} failed: {len(lost)} blobs missing or short, e.g. {lost[0]}")
+        observed = dict(plan.stamps) | {d: stamp for d, stamp in sent.items() if stamp is not None}
+        _write_stamps(self.place, self.opts, {d: stamp for d, stamp in observed.items() if after.get(d) == tuple(stamp)})

@@ -13,7 +13,8 @@ from airlift.bundle import stamps
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Lineage, Manifest, now_iso
 from airlift.bundle.store import BlobStore
-from airlift.transport.location import check_dest, copy_blobs_to_dir, finalize_dir, plan_dir_transfer
+from airlift.transport.engine import transfer
+from airlift.transport.local import DirEndpoint, check_dest
 from airlift.transport.proof import prove_local
 from airlift.util.errors import WorkError
 from tests.fast.conftest import build_bundle, hf_model, make_writable, path_tree, sha256, url_file
@@ -30,10 +31,7 @@ def _rewrite_keeping_stamp(path: Path, data: bytes) -> None:
 
 
 def _transfer(src: Bundle, dest: Path, *, recheck: bool = False):
-    plan = plan_dir_transfer(src, dest, recheck=recheck)
-    copied = copy_blobs_to_dir(src, dest, list(plan.missing))
-    finalize_dir(src, dest, plan, copied=set(copied))
-    return plan.result(str(dest), sent=copied)
+    return transfer(DirEndpoint(str(src.root)), DirEndpoint(str(dest)), recheck=recheck)
 
 
 # -- add_file: a copy, hashed as it is written, refused when the source changes underneath ---------------

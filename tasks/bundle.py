@@ -8,12 +8,11 @@ from airlift_tasks.common import ProgressLog
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from airlift.bundle import stamps
+from airlift.bundle.checked import verify_and_stamp
 from airlift.bundle.layout import Bundle
 from airlift.bundle.receipt import receipt_markdown, write_receipt
 from airlift.bundle.signing import TrustedManifest, trusted_manifest
-from airlift.bundle.store import BlobStore
-from airlift.bundle.verify import VerifyReport, verify_bundle
+from airlift.bundle.verify import VerifyReport
 from airlift.fetch.cache import Cache
 
 
@@ -25,23 +24,10 @@ def open_trusted(*, bundle: str, pubkeys: list[str]) -> TrustedManifest:
 
 @task(name="verify-bundle", task_run_name="verify {bundle}")
 def verify(*, bundle: str, store: str | None = None, opened: TrustedManifest | None = None) -> VerifyReport:
-    """Rehash every blob of the bundle (and of `store` for what a delta lacks) against `opened`'s manifest.
-
-    Blobs of the bundle's own store that pass, and did not change while they were hashed, are stamped
-    (airlift/bundle/stamps.py), so a later transfer into this directory need not hash them again.
-    """
+    """Rehash every blob of the bundle (and of `store` for what a delta lacks) against `opened`'s manifest; stamp what passed."""
     cache = Cache()
     extra = (cache.store,) if cache.store.blobs_dir.is_dir() else ()
-    target = Bundle(bundle)
-    opened = opened or trusted_manifest(target, ())
-    before = stamps.snapshot(target.root, opened.manifest.all_blobs())
-    report = verify_bundle(
-        target, store=BlobStore(Path(store)) if store else None, extra_stores=extra,
-        on_bytes=ProgressLog(f"verify {bundle}", None), opened=opened,
-    )
-    broken = {p.sha256 for p in report.problems}
-    stamps.record(target.root, {d: stamp for d, stamp in before.items() if d not in broken})
-    return report
+    return verify_and_stamp(bundle, store=store, extra_stores=extra, opened=opened, on_bytes=ProgressLog(f"verify {bundle}", None))
 
 
 @task(name="write-receipt")

@@ -111,6 +111,15 @@ class Workspace:
             )
         return proc
 
+    def json(self, *args: str, expect: int | None = 0, **kwargs) -> dict:  # noqa: ANN003 - as run()
+        """`airlift ARGS --json` (contract v1.1): the result object, parsed (verify, transfer, ingest)."""
+        import json
+
+        proc = self.run(*args, "--json", expect=expect, **kwargs)
+        result = json.loads(proc.stdout)
+        assert result["schema"] == "airlift/v1.1" and result["command"] == args[0], result
+        return result
+
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(
             [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
@@ -146,6 +155,23 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_HOME", None)
     return Workspace(tmp_path, env)
+
+
+def verified(bundle: Path, *, store: Path | None = None, ok: bool = True):  # noqa: ANN201 - a VerifyReport
+    """`airlift verify BUNDLE [--store STORE]` as the core call it makes (no CLI, no flow run), as an assertion.
+
+    Returns the report; `problems(report)` gives the lines the CLI would print after BROKEN.
+    """
+    from airlift.bundle.checked import verify_and_stamp
+
+    report = verify_and_stamp(bundle, store=store)
+    assert report.ok is ok, f"verify {bundle}: expected ok={ok}: " + "; ".join(p.describe() for p in report.problems)
+    return report
+
+
+def problems(report) -> str:  # noqa: ANN001 - a VerifyReport
+    """What `airlift verify` prints for each problem (after BROKEN), one per line."""
+    return "\n".join(p.describe() for p in report.problems)
 
 
 def sha256sum_check(bundle: Path) -> subprocess.CompletedProcess:

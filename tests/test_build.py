@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import sha256sum_check
+from tests.conftest import sha256sum_check, verified
 from tests.fixtures import add_dataset, add_model, pseudo_random, sha256
 
 
@@ -143,7 +143,7 @@ def test_flaky_upstream_build_completes_and_verifies(ws, hub):
     ws.run("build", str(spec), "--out", "bundle", timeout=600)
     assert hub.faults_injected > 0
     hub.set_faults()
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
 
 
 def test_kill_9_mid_file_then_rerun_completes_without_refetching(ws, hub):

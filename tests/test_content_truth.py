@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 
 from airlift.bundle import stamps
-from tests.conftest import need, sha256sum_check
+from tests.conftest import need, problems, sha256sum_check, verified
 from tests.fixtures import add_model, pseudo_random, sha256
 from tests.test_transport import SSH_OPTS
 
@@ -48,7 +48,7 @@ def test_editing_a_path_source_after_the_build_leaves_the_bundle_whole(ws):
     with open(src / "weights.bin", "r+b") as handle:  # the user keeps working on the live file
         handle.seek(1000)
         handle.write(b"\x00" * 64)
-    assert "OK:" in ws.run("verify", "bundle").stdout
+    assert verified(ws.root / "bundle").ok
     # verify stamped what it rehashed, so a transfer into this directory need not hash it again.
     assert sha256(original) in stamps.matching(ws.root / "bundle", [sha256(original)])
     for store in (ws.root / "cache", ws.root / "bundle"):
@@ -77,15 +77,15 @@ def test_a_same_size_corruption_at_a_dir_dest_is_repaired(ws, hub):
     assert "re-sent 1 damaged blobs" in rechecked, rechecked
     assert victim.read_bytes() == good
     assert sha256sum_check(ws.root / "dest").returncode == 0
-    assert "OK:" in ws.run("verify", "dest").stdout
+    assert verified(ws.root / "dest").ok
 
 
 def test_a_delta_transfers_to_a_fresh_directory(ws, hub):
     _delta_pair(ws, hub, "truth-delta", seed=921)
     out = ws.run("transfer", "v2", "--to", "fresh").stdout
     assert "1 blobs" in out and "2 blobs left to the lineage truth-delta" in out, out
-    assert "OK:" in ws.run("verify", "fresh", "--store", "v1").stdout
-    alone = ws.run("verify", "fresh", expect=1).stdout
+    assert verified(ws.root / "fresh", store=ws.root / "v1").ok
+    alone = problems(verified(ws.root / "fresh", ok=False))
     assert "model.safetensors: missing" in alone and "tokenizer.json: missing" in alone
 
 
@@ -107,8 +107,8 @@ def test_a_delta_and_a_damaged_blob_over_ssh(ws, hub, services):
 
     back = ws.run("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS).stdout
     assert "2 blobs left to the lineage truth-ssh" in back, back
-    assert "OK:" in ws.run("verify", "back", "--store", "v1").stdout
-    assert "model.safetensors: missing" in ws.run("verify", "back", expect=1).stdout
+    assert verified(ws.root / "back", store=ws.root / "v1").ok
+    assert "model.safetensors: missing" in problems(verified(ws.root / "back", ok=False))
 
 
 def test_a_delta_and_a_damaged_object_on_s3(ws, hub, s3_endpoint):
@@ -130,8 +130,8 @@ def test_a_delta_and_a_damaged_object_on_s3(ws, hub, s3_endpoint):
 
     back = ws.run("transfer", dest, "--to", "back", "--s3-endpoint", s3_endpoint).stdout
     assert "2 blobs left to the lineage truth-s3" in back, back
-    assert "OK:" in ws.run("verify", "back", "--store", "v1").stdout
-    assert "tokenizer.json: missing" in ws.run("verify", "back", expect=1).stdout
+    assert verified(ws.root / "back", store=ws.root / "v1").ok
+    assert "tokenizer.json: missing" in problems(verified(ws.root / "back", ok=False))
 
 
 def test_mirror_refresh_sends_its_delta_to_a_fresh_directory(ws, hub):
@@ -144,5 +144,5 @@ def test_mirror_refresh_sends_its_delta_to_a_fresh_directory(ws, hub):
     assert "delta since" in out, out
     first, _ = sorted((ws.root / "mirrors").iterdir())
     assert [p.read_bytes() for p in (ws.root / "drop-2" / "blobs" / "sha256").iterdir()] == [b'{"v": 2}\n']
-    assert "OK:" in ws.run("verify", "drop-2", "--store", str(first)).stdout
-    assert "model.safetensors: missing" in ws.run("verify", "drop-2", expect=1).stdout
+    assert verified(ws.root / "drop-2", store=first).ok
+    assert "model.safetensors: missing" in problems(verified(ws.root / "drop-2", ok=False))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sha256sum_check
+from tests.conftest import sha256sum_check, verified
 from tests.images import build, docker
 
 
@@ -82,7 +82,7 @@ def test_engine_image_shares_registry_base_and_bundle_is_oci_layout(ws, upstream
     assert sha256sum_check(both).returncode == 0
     sums = (both / "SHA256SUMS").read_text()
     assert "  index.json\n" in sums and "  oci-layout\n" in sums
-    ws.run("verify", "both")
+    verified(ws.root / "both")
     index = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in json.loads((both / "index.json").read_text())["manifests"]}
     assert set(index) == set(images)
     for ref, artifact in images.items():
@@ -134,7 +134,7 @@ def test_delta_index_lists_only_whole_images(ws, upstream, engine_image):
     names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
     assert names == [], "a delta holds no image whole here: the engine image borrows the old bundle's base layers"
     assert _skopeo("inspect", f"oci:{delta}:{engine_image}").returncode != 0
-    ws.run("verify", "delta", "--store", "old")
+    verified(ws.root / "delta", store=ws.root / "old")
     # The inspect listing names what each image shares with the others.
     listing = ws.run("inspect", "delta").stdout
     assert "shares" in listing, listing

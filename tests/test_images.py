@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import verified
 from tests.images import build, docker, skopeo_digest, skopeo_inspect
 from tests.proxy import CountingProxy
 
@@ -49,7 +50,7 @@ def test_registry_images_keep_digests_and_share_layers(ws, upstream):
     saved = sum(len(subprocess.run(["docker", "-H", upstream.docker_host, "save", ref], capture_output=True, check=True).stdout)
                 for ref in (upstream.app_a, upstream.app_b))
     assert bundle_bytes < 0.75 * saved, f"bundle {bundle_bytes} B vs docker save {saved} B"
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
     site = ws.write("site.yaml", "registry: {url: registry.internal:5000/mirror}\n")
     listing = ws.run("inspect", "bundle", "--site", str(site)).stdout
     assert a["digest"] in listing
@@ -136,7 +137,7 @@ def test_pull_killed_mid_layer_resumes(ws, upstream, big_image):
         ws.run("build", str(spec), "--out", "bundle", extra_env=_env(upstream))
         layer = 40 << 20
         assert proxy.bytes_out <= layer - on_disk + (2 << 20), f"refetched {proxy.bytes_out} with {on_disk} on disk"
-        ws.run("verify", "bundle")
+        verified(ws.root / "bundle")
     finally:
         proxy.stop()
 

@@ -28,7 +28,7 @@ import pytest
 
 from airlift.layouts.shared_root import marker_path
 from airlift.util.phase import LOG_ENV, STOP_ENV, open_at_stop
-from tests.conftest import AIRLIFT, sha256sum_check
+from tests.conftest import AIRLIFT, sha256sum_check, verified
 from tests.fixtures import add_dataset, add_model, pseudo_random
 from tests.processes import all_threads_stopped
 
@@ -116,9 +116,9 @@ def test_kill_9_in_every_phase_of_transfer(ws):
         _kill_in(ws, ["transfer", "bundle", "--to", str(dest)], phase=phase, point=point, tag=f"t{trial}")
         assert list(dest.glob(".tmp/*.tmp")), "the kill must land mid-copy, with a temp file written part-way"
         present = len(list((dest / "blobs" / "sha256").iterdir())) if (dest / "blobs" / "sha256").is_dir() else 0
-        out = ws.run("transfer", "bundle", "--to", str(dest)).stdout
-        assert f"{present} already there" in out, (present, out)
-        ws.run("verify", str(dest))
+        out = ws.json("transfer", "bundle", "--to", str(dest))
+        assert out["blobs_present"] == present, (present, out)
+        verified(dest)
         assert not list(dest.glob(".tmp/*.tmp")), "no temp file may survive a completed transfer"
 
 
@@ -152,8 +152,8 @@ def test_kill_9_in_every_phase_of_ingest(ws, hub, s3_endpoint, upstream, service
         ws.run("ingest", "bundle", "--site", str(site), extra_env=env)
         keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
         assert len(keys) == 14 and not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), keys
-        again = ws.run("ingest", "bundle", "--site", str(site), extra_env=env).stdout
-        assert "S3 0 uploaded" in again and "shared_root 0 placed" in again and "images: 0 pushed, 1 already" in again, again
+        again = ws.json("ingest", "bundle", "--site", str(site), extra_env=env)
+        assert (again["s3_uploaded"], again["materialized"], again["images_pushed"], again["images_present"]) == (0, 0, 0, 1), again
         pushed = httpx.head(
             f"http://{airgap}/v2/{prefix}/{upstream.app_a.split('/', 1)[1].rsplit(':', 1)[0]}/manifests/{digest}",
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"},

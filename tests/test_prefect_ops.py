@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO, VENV_BIN, verified
 from tests.fixtures import add_model, pseudo_random
 
 DEPLOYMENTS = {"build-bundle", "transfer-bundle", "ingest-bundle", "submit-jobs", "mirror-refresh", "run-job"}
@@ -90,7 +90,7 @@ def test_mirror_refresh_writes_one_none_one(ws, hub):
     assert [b.read_bytes() for b in blobs] == [b'{"v": 2}\n']
     manifest = json.loads((bundles[1] / "manifest.json").read_text())
     assert manifest["since"]["name"] == "mirror"
-    ws.run("verify", str(bundles[1]), "--store", str(bundles[0]))
+    verified(bundles[1], store=bundles[0])
 
 
 def test_two_concurrent_builds_into_one_store_both_verify(ws, hub):
@@ -104,7 +104,7 @@ def test_two_concurrent_builds_into_one_store_both_verify(ws, hub):
         assert proc.returncode == 0, err
     hub.set_faults()
     for name in ("b1", "b2"):
-        ws.run("verify", name)
+        verified(ws.root / name)
     assert (ws.root / "b1" / "manifest.json").read_text().count('"sha256"') == (ws.root / "b2" / "manifest.json").read_text().count('"sha256"')
 
 
@@ -121,7 +121,7 @@ def test_dask_localcluster_build_matches_default_runner(ws, hub):
         return manifest
 
     assert comparable("default") == comparable("dask")
-    ws.run("verify", "dask")
+    verified(ws.root / "dask")
 
 
 def test_prefect_backend_runs_the_job_chain(ws, hub, upstream, services, deployed):

@@ -17,7 +17,7 @@ import pytest
 from airlift.oci import client as oci_client
 from airlift.oci.client import RegistryClient
 from airlift.testing.tokenserver import LocalRegistry, TokenServer
-from tests.conftest import need
+from tests.conftest import need, verified
 from tests.relay import Relay
 
 USER, PASSWORD = "alice", "pa55-never-logged"
@@ -145,7 +145,7 @@ def test_token_expiring_mid_pull_is_refreshed_and_the_blob_resumes(ws, upstream,
     assert blob_statuses[206] >= 1, f"the dropped blob was not resumed with Range: {blob_statuses}"
     assert server.issued["refresh_token"] >= 2 and server.total_issued - before_issued >= 2, server.issued
     assert server.seen_secrets_in_queries == 0  # the identity token went in a POST body, never in a URL
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
     _assert_no_secret(result.stdout, result.stderr, registry.log.read_text())
 
 

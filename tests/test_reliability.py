@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import AIRLIFT
+from tests.conftest import AIRLIFT, verified
 from tests.fixtures import add_model
 
 TRIALS = int(os.environ.get("AIRLIFT_KILL_TRIALS", "3"))
@@ -39,7 +39,7 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_blob(ws, hub):
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, "a partial blob got a final name"
     assert not (ws.root / "bundle" / "manifest.json").exists()
     ws.run("build", str(spec), "--out", "bundle")  # with room again, it completes
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
 
 
 def test_a_corrupted_byte_is_named_and_only_that_blob_is_fetched_again(ws, hub):
@@ -59,7 +59,7 @@ def test_a_corrupted_byte_is_named_and_only_that_blob_is_fetched_again(ws, hub):
     hub.reset_counters()
     ws.run("build", str(spec), "--out", "bundle")
     assert hub.content_bytes == len(files["model.safetensors"])
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
 
 
 def test_hostile_volume_index_and_symlinked_blob(ws, hub):

@@ -19,6 +19,7 @@ from airlift.bundle.manifest import Artifact
 from airlift.ingest.s3 import upload_artifact
 from airlift.util import s3 as s3_util
 from airlift.util.errors import InputError
+from tests.conftest import verified
 from tests.fixtures import pseudo_random
 from tests.proxy import CountingProxy
 
@@ -127,7 +128,7 @@ def test_transfer_killed_mid_blob_resends_only_the_missing_parts(ws, hub, s3_end
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], f"upload {upload_id} left pending"
     assert not list((ws.root / "cache" / "uploads" / "s3").glob("*")), "state left behind after completion"
     ws.run("transfer", f"s3://{bucket}/b", "--to", "back", "--s3-endpoint", s3_endpoint)
-    ws.run("verify", "back")
+    verified(ws.root / "back")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 
+from tests.conftest import verified
 from tests.fixtures import add_model, pseudo_random
 
 NGC_ENV = {"NGC_API_KEY": "nvapi-test-secret-key-do-not-log", "AIRLIFT_NGC_CLIENT": "tests.ngc_double:FakeClient"}
@@ -184,7 +185,7 @@ def test_ngc_model_through_the_sdk_boundary(ws, prefect_server):
     assert {f["path"]: f["sha256"] for f in artifact["files"]} == {
         p: hashlib.sha256(d).hexdigest() for p, d in FILES.items() if p != "README.md"
     }
-    ws.run("verify", "bundle")
+    verified(ws.root / "bundle")
     secret = NGC_ENV["NGC_API_KEY"].encode()
     for root in (ws.root, Path(prefect_server["home"])):
         for path in root.rglob("*"):

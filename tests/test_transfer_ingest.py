@@ -9,7 +9,7 @@ import uuid
 
 import boto3
 
-from tests.conftest import sha256sum_check
+from tests.conftest import sha256sum_check, verified
 from tests.fixtures import add_dataset, add_model, pseudo_random
 
 
@@ -22,20 +22,22 @@ def test_transfer_sends_only_missing_blobs_and_verifies(ws, hub):
     add_model(hub, "acme/xfer-model", weights_size=800_000, seed=21)
     spec = ws.write("xfer.yaml", "name: xfer\nmodels:\n  - hf: acme/xfer-model\n")
     ws.run("build", str(spec), "--out", "bundle")
-    first = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "4 blobs" in first and "verified" in first
+    first = ws.json("transfer", "bundle", "--to", "dest")
+    assert first["blobs_sent"] == 4 and first["ok"] is True  # --json: printed only once DEST verified
     assert sha256sum_check(ws.root / "dest").returncode == 0
     assert (ws.root / "dest" / "manifest.json").read_bytes() == (ws.root / "bundle" / "manifest.json").read_bytes()
 
-    second = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "0 blobs (0 B) sent, 4 already there" in second
+    second = ws.json("transfer", "bundle", "--to", "dest")
+    assert (second["blobs_sent"], second["bytes_sent"], second["blobs_present"]) == (0, 0, 4)
 
     # A blob lost at DEST is the only one sent again.
     victim = next((ws.root / "dest" / "blobs" / "sha256").iterdir())
+    victim_size = victim.stat().st_size
     victim.unlink()
-    third = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "1 blobs" in third and "3 already there" in third
-    ws.run("verify", "dest")
+    third = ws.json("transfer", "bundle", "--to", "dest")
+    assert (third["blobs_sent"], third["blobs_present"]) == (1, 3)
+    assert third["bytes_sent"] == victim_size and sum(a["blobs_sent"] for a in third["artifacts"].values()) == 1
+    verified(ws.root / "dest")
 
 
 def test_ingest_to_s3_and_shared_root(ws, hub, s3_endpoint):
@@ -62,8 +64,9 @@ datasets:
     bucket = f"airlift-{uuid.uuid4().hex[:12]}"
     root = ws.root / "shared"
     site = ws.write("site.yaml", f"s3: {{endpoint_url: '{s3_endpoint}', bucket: {bucket}, prefix: shared-storage/airgap}}\nshared_root: {root}\n")
-    out = ws.run("ingest", "inside", "--site", str(site)).stdout
-    assert "S3 11 uploaded" in out, out
+    out = ws.json("ingest", "inside", "--site", str(site))
+    assert out["s3_uploaded"] == 11, out
+    assert sum(r["uploaded"] for r in out["results"] if r["sink"] == "s3") == 11
 
     s3 = _s3(s3_endpoint)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
@@ -106,8 +109,8 @@ datasets:
     assert (root / "files" / "checkpoint" / "weights.pt").read_bytes() == (localdir / "weights.pt").read_bytes()
     assert (root / "files" / "checkpoint" / "sub" / "run.sh").stat().st_mode & 0o111
 
-    again = ws.run("ingest", "inside", "--site", str(site)).stdout
-    assert "S3 0 uploaded (0 B)" in again and "shared_root 0 placed" in again, again
+    again = ws.json("ingest", "inside", "--site", str(site))
+    assert (again["s3_uploaded"], again["s3_bytes"], again["materialized"]) == (0, 0, 0), again
     assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == stamps
 
 

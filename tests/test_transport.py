@@ -9,7 +9,7 @@ import uuid
 
 import boto3
 
-from tests.conftest import sha256sum_check
+from tests.conftest import problems, sha256sum_check, verified
 from tests.fixtures import add_dataset, add_model, pseudo_random
 from tests.proxy import CountingProxy
 
@@ -33,8 +33,8 @@ def test_s3_round_trip_and_second_transfer_sends_nothing(ws, hub, s3_endpoint):
         puts = sum(n for k, n in proxy.requests.items() if k.startswith("PUT"))
         assert puts >= 8 + 2, proxy.requests  # 8 blobs + SHA256SUMS + manifest.json (+ bucket creation)
         proxy.reset()
-        again = ws.run("transfer", "bundle", "--to", dest, "--s3-endpoint", f"http://{proxy.address}").stdout
-        assert "0 blobs (0 B) sent" in again
+        again = ws.json("transfer", "bundle", "--to", dest, "--s3-endpoint", f"http://{proxy.address}")
+        assert (again["blobs_sent"], again["bytes_sent"]) == (0, 0), again
         assert sum(n for k, n in proxy.requests.items() if k.startswith(("PUT", "POST"))) == 0, proxy.requests
         assert proxy.bytes_in == 0
     finally:
@@ -42,7 +42,7 @@ def test_s3_round_trip_and_second_transfer_sends_nothing(ws, hub, s3_endpoint):
     # An air-gapped site pulls from its S3 drop zone into a directory.
     ws.run("transfer", dest, "--to", "pulled", "--s3-endpoint", s3_endpoint)
     assert (ws.root / "pulled" / "manifest.json").read_bytes() == (ws.root / "bundle" / "manifest.json").read_bytes()
-    ws.run("verify", "pulled")
+    verified(ws.root / "pulled")
     assert sha256sum_check(ws.root / "pulled").returncode == 0
 
 
@@ -73,7 +73,7 @@ def test_s3_transfer_killed_midway_resumes_without_resending(ws, hub, s3_endpoin
     finally:
         proxy.stop()
     ws.run("transfer", f"s3://{bucket}/b", "--to", "back", "--s3-endpoint", s3_endpoint)
-    ws.run("verify", "back")
+    verified(ws.root / "back")
 
 
 def test_ssh_round_trip(ws, hub, services):
@@ -84,13 +84,13 @@ def test_ssh_round_trip(ws, hub, services):
 
         need("sshd", "no endpoint recorded")
     remote = f"{url}{ws.root}/remote-bundle"
-    first = ws.run("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "8 blobs" in first and "verified" in first
+    first = ws.json("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS)
+    assert first["blobs_sent"] == 8 and first["ok"] is True, first
     assert sha256sum_check(ws.root / "remote-bundle").returncode == 0
-    second = ws.run("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "0 blobs (0 B) sent, 8 already there" in second
+    second = ws.json("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS)
+    assert (second["blobs_sent"], second["bytes_sent"], second["blobs_present"]) == (0, 0, 8), second
     ws.run("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS)
-    ws.run("verify", "back")
+    verified(ws.root / "back")
 
 
 def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
@@ -107,7 +107,7 @@ def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
     assert check.returncode == 0
 
     ws.run("unpack", "vols", "--out", "whole")
-    ws.run("verify", "whole")
+    verified(ws.root / "whole")
 
     index = json.loads((ws.root / "vols" / "index.json").read_text())
     volumes = [v["name"] for v in index["volumes"]]
@@ -148,9 +148,9 @@ def test_delta_bundle_holds_only_changed_blobs(ws, hub):
 
     assert manifest["since"]["manifest_sha256"] == hashlib.sha256((ws.root / "v1" / "manifest.json").read_bytes()).hexdigest()
     assert len(manifest["artifacts"][0]["files"]) == 3  # the manifest is complete
-    missing = ws.run("verify", "v2", expect=1).stdout
+    missing = problems(verified(ws.root / "v2", ok=False))
     assert "model.safetensors: missing" in missing and "tokenizer.json: missing" in missing
-    assert "OK" in ws.run("verify", "v2", "--store", "v1").stdout
+    assert verified(ws.root / "v2", store=ws.root / "v1").ok
 
 
 def test_signature_refuses_a_tampered_manifest_and_receipt_records_the_check(ws, hub):

@@ -1,7 +1,13 @@
-"""Bad input gets exit 2 and one line naming the file, line and field; hostile manifests are refused."""
+"""Bad input gets exit 2 and one line naming the file, line and field; hostile manifests are refused.
+
+In-process: the CLI's `main()` is called directly (each case is refused before any flow, so no Prefect
+starts); what the process would print on stderr and exit with is what is asserted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -10,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AIRLIFT
+from airlift.cli.main import main
 
 GOOD_SPEC = """name: demo
 models:
@@ -28,10 +34,26 @@ jobs:
 """
 
 
+@pytest.fixture(autouse=True)
+def _cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What the subprocess would have had: its own cache, no API URL; main()'s env defaults undone afterwards."""
+    monkeypatch.setenv("AIRLIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for name in ("PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "DO_NOT_TRACK"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AIRLIFT_CACHE": str(tmp_path / "cache")}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run([AIRLIFT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    """`airlift ARGS` in this process, from `tmp_path`: exit code, stdout and stderr as a process would give them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's errors exit
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["airlift", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -95,7 +117,7 @@ def test_site_profile_errors_name_the_file_that_has_the_field(tmp_path):
 def test_site_extends_merges_and_child_wins():
     from airlift.config.site import load_site
 
-    root = Path(__file__).parent / "data"
+    root = Path(__file__).parent.parent / "data"
     site = load_site(root / "site-child.yaml")
     assert site.s3 is not None and site.s3.bucket == "child-bucket" and site.s3.prefix == "base/prefix"
     assert str(site.shared_root) == "/srv/airgap"

@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 AIRLIFT = str(VENV_BIN / "airlift")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Start-up timeouts, stated once and generous: the suite runs beside six other engineers' on two cores,
+# where a Prefect server's first start (database migrations) has taken well over a minute.
+SERVER_START_TIMEOUT = 300
+START_TIMEOUTS = {
+    "AIRLIFT_SERVER_START_TIMEOUT": str(SERVER_START_TIMEOUT),  # the embedded local server (airlift/cli/server.py)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(SERVER_START_TIMEOUT),  # Prefect's ephemeral mode
+}
+COMMAND_TIMEOUT = SERVER_START_TIMEOUT + 300  # one CLI command: a server start-up, then its work
 
 
 def service_env() -> dict[str, str]:
@@ -86,9 +94,10 @@ def airlift_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prefect_server(airlift_home):
     """The embedded local Prefect server that every CLI run of the session shares (started once)."""
-    from airlift.cli.server import EmbeddedServer
+    from airlift.cli import server as embedded
 
-    server = EmbeddedServer(airlift_home)
+    embedded.START_TIMEOUT = float(SERVER_START_TIMEOUT)  # this process read the default at import
+    server = embedded.EmbeddedServer(airlift_home)
     state = server.ensure(announce=False)
     yield {"api": state.url, "home": str(server.prefect_home), "airlift_home": str(airlift_home)}
     server.stop()
@@ -99,7 +108,7 @@ class Workspace:
     root: Path
     env: dict[str, str]
 
-    def run(self, *args: str, expect: int | None = 0, timeout: float = 300, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(self, *args: str, expect: int | None = 0, timeout: float = COMMAND_TIMEOUT, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
             capture_output=True, text=True, timeout=timeout,
@@ -149,6 +158,7 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
         "AWS_SECRET_ACCESS_KEY": "airlift-test-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
         "PYTHONPATH": str(REPO),  # so AIRLIFT_NGC_CLIENT can name the SDK double in tests/
+        **START_TIMEOUTS,
     }
     env.pop("HF_TOKEN", None)
     env.pop("AWS_ENDPOINT_URL", None)

@@ -10,6 +10,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 
 class Relay:
@@ -23,6 +24,9 @@ class Relay:
         self.cut_down_after: int | None = None  # cut the connection once this many bytes went down in total
         self.cut_up_after: int | None = None  # likewise for bytes sent up (a PATCH cut mid-body)
         self.cuts = 0
+        # Called (in the pumping thread, the connection held open) just before a cut: a test waits there for
+        # an event (a token's expiry) instead of betting that the transfer lasts longer than some seconds.
+        self.before_cut: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stopped = False
@@ -66,6 +70,8 @@ class Relay:
                             self.cut_down_after = None
                     self.cuts += cut
                 if cut:
+                    if self.before_cut is not None:
+                        self.before_cut()
                     if up:
                         dst.sendall(data[: len(data) // 2])  # half of this piece lands: the registry keeps a partial chunk
                     break

@@ -1,5 +1,6 @@
-"""Content is the truth at every hop, against the real services: a `path:` source edited after the build,
-a damaged blob already at DEST (directory, ssh, S3), and a delta bundle sent to a fresh destination."""
+"""Content is the truth at every hop, against the real services: a damaged blob already at an ssh or S3
+DEST, a delta bundle sent there and back, and mirror-refresh's delta. (The directory-only cases, which
+need no service, are in tests/fast/test_content_truth.py.)"""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from pathlib import Path
 
 import boto3
 
-from airlift.bundle import stamps
-from tests.conftest import need, problems, sha256sum_check, verified
-from tests.fixtures import add_model, pseudo_random, sha256
+from tests.conftest import need, problems, verified
+from tests.fixtures import pseudo_random, sha256
 from tests.test_transport import SSH_OPTS
 
 
@@ -38,75 +38,24 @@ def _delta_pair(ws, hub, name: str, *, seed: int) -> dict[str, bytes]:
     return changed
 
 
-def test_editing_a_path_source_after_the_build_leaves_the_bundle_whole(ws):
-    src = ws.root / "run7"
-    src.mkdir()
-    original = pseudo_random(700_000, 901)
-    (src / "weights.bin").write_bytes(original)
-    (src / "notes.txt").write_text("epoch 7\n")
-    ws.run("build", str(ws.write("p.yaml", f"name: p\ndatasets:\n  - path: {src}\n")), "--out", "bundle")
-    with open(src / "weights.bin", "r+b") as handle:  # the user keeps working on the live file
-        handle.seek(1000)
-        handle.write(b"\x00" * 64)
-    assert verified(ws.root / "bundle").ok
-    # verify stamped what it rehashed, so a transfer into this directory need not hash it again.
-    assert sha256(original) in stamps.matching(ws.root / "bundle", [sha256(original)])
-    for store in (ws.root / "cache", ws.root / "bundle"):
-        blob = store / "blobs" / "sha256" / sha256(original)
-        assert blob.read_bytes() == original
-        assert blob.stat().st_mode & 0o777 == 0o444
-        assert blob.stat().st_ino != (src / "weights.bin").stat().st_ino
-
-
-def test_a_same_size_corruption_at_a_dir_dest_is_repaired(ws, hub):
-    add_model(hub, "acme/truth-model", weights_size=1_200_000, seed=911)
-    ws.run("build", str(ws.write("t.yaml", "name: t\nmodels:\n  - hf: acme/truth-model\n")), "--out", "bundle")
-    ws.run("transfer", "bundle", "--to", "dest")
-    victim = max((ws.root / "dest" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
-    good = victim.read_bytes()
-
-    _damage(victim)
-    repaired = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "1 blobs" in repaired and "3 already there" in repaired and "re-sent 1 damaged blobs" in repaired, repaired
-    assert victim.read_bytes() == good
-    assert (ws.root / "dest" / ".corrupt" / victim.name).exists()
-
-    # Bytes changed behind the filesystem's back (mtime put back) escape the stamp: --recheck rehashes all.
-    _damage(victim, keep_mtime=True)
-    rechecked = ws.run("transfer", "bundle", "--to", "dest", "--recheck").stdout
-    assert "re-sent 1 damaged blobs" in rechecked, rechecked
-    assert victim.read_bytes() == good
-    assert sha256sum_check(ws.root / "dest").returncode == 0
-    assert verified(ws.root / "dest").ok
-
-
-def test_a_delta_transfers_to_a_fresh_directory(ws, hub):
-    _delta_pair(ws, hub, "truth-delta", seed=921)
-    out = ws.run("transfer", "v2", "--to", "fresh").stdout
-    assert "1 blobs" in out and "2 blobs left to the lineage truth-delta" in out, out
-    assert verified(ws.root / "fresh", store=ws.root / "v1").ok
-    alone = problems(verified(ws.root / "fresh", ok=False))
-    assert "model.safetensors: missing" in alone and "tokenizer.json: missing" in alone
-
-
 def test_a_delta_and_a_damaged_blob_over_ssh(ws, hub, services):
     url, key = services.get("AIRLIFT_SSH_URL"), services.get("AIRLIFT_SSH_KEY")
     if not url:
         need("sshd", "no endpoint recorded")
     files = _delta_pair(ws, hub, "truth-ssh", seed=931)
     remote = f"{url}{ws.root}/remote"
-    first = ws.run("transfer", "v2", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "2 blobs left to the lineage truth-ssh" in first, first
+    first = ws.json("transfer", "v2", "--to", remote, "--ssh-key", key, *SSH_OPTS)
+    assert first["blobs_lent"] == 2 and first["lineage"].startswith("truth-ssh "), first
     assert (ws.root / "remote" / ".airlift" / "verified.json").is_file()
 
     blob = ws.root / "remote" / "blobs" / "sha256" / sha256(files["config.json"])
     _damage(blob)
-    repaired = ws.run("transfer", "v2", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "re-sent 1 damaged blobs" in repaired, repaired
+    repaired = ws.json("transfer", "v2", "--to", remote, "--ssh-key", key, *SSH_OPTS)
+    assert repaired["blobs_resent"] == 1, repaired
     assert blob.read_bytes() == files["config.json"]
 
-    back = ws.run("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS).stdout
-    assert "2 blobs left to the lineage truth-ssh" in back, back
+    back = ws.json("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS)
+    assert back["blobs_lent"] == 2 and back["lineage"].startswith("truth-ssh "), back
     assert verified(ws.root / "back", store=ws.root / "v1").ok
     assert "model.safetensors: missing" in problems(verified(ws.root / "back", ok=False))
 
@@ -115,21 +64,21 @@ def test_a_delta_and_a_damaged_object_on_s3(ws, hub, s3_endpoint):
     files = _delta_pair(ws, hub, "truth-s3", seed=941)
     bucket = f"airlift-{uuid.uuid4().hex[:10]}"
     dest = f"s3://{bucket}/drop"
-    first = ws.run("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint).stdout
-    assert "2 blobs left to the lineage truth-s3" in first, first
+    first = ws.json("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint)
+    assert first["blobs_lent"] == 2 and first["lineage"].startswith("truth-s3 "), first
 
     # An object replaced with other bytes of the same size, still claiming airlift's sha256.
     digest = sha256(files["config.json"])
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     s3.put_object(Bucket=bucket, Key=f"drop/blobs/sha256/{digest}", Body=b'{"v": 9}\n', Metadata={"sha256": digest})
-    trusted = ws.run("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint).stdout
-    assert "0 blobs (0 B) sent" in trusted  # size and metadata are what S3 proves without --recheck
-    rechecked = ws.run("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint, "--recheck").stdout
-    assert "1 blobs" in rechecked and "re-sent 1 damaged blobs" in rechecked, rechecked
+    trusted = ws.json("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint)
+    assert (trusted["blobs_sent"], trusted["bytes_sent"]) == (0, 0)  # size and metadata are what S3 proves without --recheck
+    rechecked = ws.json("transfer", "v2", "--to", dest, "--s3-endpoint", s3_endpoint, "--recheck")
+    assert (rechecked["blobs_sent"], rechecked["blobs_resent"]) == (1, 1), rechecked
     assert s3.get_object(Bucket=bucket, Key=f"drop/blobs/sha256/{digest}")["Body"].read() == files["config.json"]
 
-    back = ws.run("transfer", dest, "--to", "back", "--s3-endpoint", s3_endpoint).stdout
-    assert "2 blobs left to the lineage truth-s3" in back, back
+    back = ws.json("transfer", dest, "--to", "back", "--s3-endpoint", s3_endpoint)
+    assert back["blobs_lent"] == 2 and back["lineage"].startswith("truth-s3 "), back
     assert verified(ws.root / "back", store=ws.root / "v1").ok
     assert "tokenizer.json: missing" in problems(verified(ws.root / "back", ok=False))
 

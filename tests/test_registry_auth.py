@@ -48,9 +48,11 @@ def basic_registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
     root = tmp_path_factory.mktemp("token-registry")
-    # Tokens the registry refuses 2 s after issue, but whose answer says 300 s: nothing warns the client,
-    # so only the refresh on 401 can save a transfer that outlives one.
-    server = TokenServer(lifetime=2, advertised_lifetime=300, users={USER: PASSWORD}, refresh_tokens={IDENTITY_TOKEN: USER}).start()
+    # Tokens the registry refuses 15 s after issue, but whose answer says 300 s: nothing warns the client,
+    # so only the refresh on 401 can save a transfer that outlives one. 15 s is generous on purpose: a token
+    # issued and used seconds apart on a loaded machine must still work; where a test needs a dead token it
+    # waits for that event (TokenServer.wait_until_issued_expired), it does not bet on a transfer's duration.
+    server = TokenServer(lifetime=15, advertised_lifetime=300, users={USER: PASSWORD}, refresh_tokens={IDENTITY_TOKEN: USER}).start()
     bundle = server.write_rootcertbundle(root / "tokens.pem")
     registry = LocalRegistry(root / "reg", auth={"token": {
         "realm": server.realm, "service": server.service, "issuer": server.issuer, "rootcertbundle": str(bundle),
@@ -129,9 +131,11 @@ def test_token_expiring_mid_pull_is_refreshed_and_the_blob_resumes(ws, upstream,
     # Credentials: an identity token (OAuth2 refresh token) in REGISTRY_AUTH_FILE, as `docker login` stores it.
     auth_file = ws.write("auth.json", json.dumps({"auths": {relay.address: {"identitytoken": IDENTITY_TOKEN}}}))
     try:
-        relay.down_rate = 512 << 10  # per connection: the 3 MiB layer takes ~6 s, longer than a token lasts
-        # The connection drops once, after 3 MiB in all (>= 3 s in: the token is dead), so the resumed GET needs a new one.
+        relay.down_rate = 512 << 10  # per connection: the 3 MiB layer is mid-transfer for seconds
+        # The connection drops once, after 3 MiB in all; held open at that point until every token issued so far
+        # is refused (an event, not a guess at how long the transfer takes), so the resumed GET needs a new one.
         relay.cut_down_after = 3 << 20
+        relay.before_cut = server.wait_until_issued_expired
         before_issued, before_401 = server.total_issued, registry.statuses("GET", "/blobs/")[401]
         spec = ws.write("tok.yaml", f"name: tok\nimages:\n  - {ref.replace(registry.address, relay.address)}\n")
         result = ws.run("build", str(spec), "--out", "bundle", extra_env={"REGISTRY_AUTH_FILE": str(auth_file), "DOCKER_CONFIG": str(ws.root / "nowhere")})
@@ -156,7 +160,7 @@ def test_token_expiring_between_push_chunks_is_refreshed_and_the_chunk_resent(tm
     (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {relay.address: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    monkeypatch.setattr(oci_client, "UPLOAD_CHUNK", 1 << 20)  # six chunks, so tokens expire between them
+    monkeypatch.setattr(oci_client, "UPLOAD_CHUNK", 1 << 20)  # six chunks, so a token expires between two of them
     data = os.urandom(6 << 20)
     blob = tmp_path / "blob"
     blob.write_bytes(data)
@@ -165,10 +169,16 @@ def test_token_expiring_between_push_chunks_is_refreshed_and_the_chunk_resent(tm
     client = RegistryClient(relay.address)
     before_401 = registry.statuses("PATCH", "/blobs/uploads/")[401]
     try:
-        relay.up_rate = 2 << 20  # 3 s of chunks against 2 s tokens
+        relay.up_rate = 2 << 20  # chunks in flight for seconds, as over a slow link
         location = client.start_upload(repository)
         locations: list[str] = []
-        location = client.upload_chunks(repository, location, path=blob, offset=0, on_location=locations.append)
+
+        def landed(where: str) -> None:
+            locations.append(where)
+            if len(locations) == 3:  # half-way: wait until the token in hand is refused (an event, not a race)
+                server.wait_until_issued_expired()
+
+        location = client.upload_chunks(repository, location, path=blob, offset=0, on_location=landed)
         client.finish_upload(repository, location, digest=digest)
         relay.up_rate = None
         assert client.has_blob(repository, digest)

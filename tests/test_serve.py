@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AIRLIFT, _free_port
+from tests.conftest import AIRLIFT, SERVER_START_TIMEOUT, _free_port
 from tests.fixtures import add_dataset, add_model
 from tests.test_sources import make_git_repo
 
@@ -24,7 +24,7 @@ def serving(ws, path: Path):
     proc = subprocess.Popen([AIRLIFT, "serve", str(path), "--port", str(port)], cwd=ws.root, env=ws.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + SERVER_START_TIMEOUT  # stated once in tests/conftest.py; the loop ends as soon as it answers
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{url}/healthz", timeout=2)

@@ -10,12 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import AIRLIFT
+from tests.conftest import AIRLIFT, COMMAND_TIMEOUT, START_TIMEOUTS
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
-    return {**env, "AIRLIFT_HOME": str(home), "AIRLIFT_CACHE": str(home / "cache"), **extra}
+    return {**env, "AIRLIFT_HOME": str(home), "AIRLIFT_CACHE": str(home / "cache"), **START_TIMEOUTS, **extra}
 
 
 def _servers_for(home: Path) -> list[int]:
@@ -38,7 +38,7 @@ def test_two_commands_at_once_share_one_server_and_a_dead_one_is_replaced(tmp_pa
     try:
         first = subprocess.Popen([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "a")], env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         second = subprocess.Popen([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "b")], env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        outs = [p.communicate(timeout=300) for p in (first, second)]
+        outs = [p.communicate(timeout=COMMAND_TIMEOUT) for p in (first, second)]
         assert first.returncode == 0 and second.returncode == 0, outs
         state = json.loads((home / "server.json").read_text())
         assert _servers_for(home) == [state["pid"]], "two commands started two servers"
@@ -46,13 +46,13 @@ def test_two_commands_at_once_share_one_server_and_a_dead_one_is_replaced(tmp_pa
         assert len(announced) == 1, "the UI address is printed once, by the command that started the server"
 
         started = time.monotonic()
-        subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "c")], env=_env(home), check=True, capture_output=True, timeout=300)
+        subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "c")], env=_env(home), check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
         reused = time.monotonic() - started
         assert json.loads((home / "server.json").read_text())["pid"] == state["pid"], "a later command started another server"
 
         os.killpg(state["pid"], signal.SIGKILL)
         time.sleep(1)
-        result = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "d")], env=_env(home), capture_output=True, text=True, timeout=300)
+        result = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "d")], env=_env(home), capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
         assert result.returncode == 0, result.stderr
         replaced = json.loads((home / "server.json").read_text())
         assert replaced["pid"] != state["pid"] and _servers_for(home) == [replaced["pid"]]
@@ -70,7 +70,7 @@ def test_an_explicit_api_url_or_ephemeral_mode_starts_no_embedded_server(tmp_pat
     spec = tmp_path / "empty.yaml"
     spec.write_text("name: empty\n")
     theirs = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "a")], env=_env(home, PREFECT_API_URL=prefect_server["api"]),
-                            check=True, capture_output=True, text=True, timeout=300)
+                            check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert not (home / "server.json").exists()
     # The run's address in that server's UI, once; the API knows the run by that id.
     linked = [line for line in theirs.stderr.splitlines() if line.startswith("flow run: ")]
@@ -80,6 +80,6 @@ def test_an_explicit_api_url_or_ephemeral_mode_starts_no_embedded_server(tmp_pat
     with urllib.request.urlopen(f"{prefect_server['api']}/flow_runs/{run_id}", timeout=15) as response:
         assert json.loads(response.read())["parameters"]["out"] == str(tmp_path / "a")
     ephemeral = subprocess.run([AIRLIFT, "build", str(spec), "--out", str(tmp_path / "b")], env=_env(home, AIRLIFT_PREFECT="ephemeral", PREFECT_HOME=str(tmp_path / "ph")),
-                               check=True, capture_output=True, text=True, timeout=300)
+                               check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert not (home / "server.json").exists()
     assert "flow run: " not in ephemeral.stderr, "ephemeral mode has no UI to link to"

@@ -88,6 +88,7 @@ class TokenServer:
         )
         self.key_id = libtrust_key_id(self._key.public_key())
         self._lock = threading.Lock()
+        self._refused_after = 0.0  # when the registry refuses the last token issued (see wait_until_issued_expired)
         self._server: ThreadingHTTPServer | None = None
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -105,6 +106,8 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             if kind and name and actions:
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        with self._lock:
+            self._refused_after = max(self._refused_after, float(now + int(self.lifetime)))
         claims = {
             "iss": self.issuer, "sub": subject, "aud": self.service,
             "exp": now + int(self.lifetime) - DISTRIBUTION_LEEWAY, "nbf": now - 1, "iat": now,
@@ -122,6 +125,17 @@ class TokenServer:
         advertised = self.advertised_lifetime if self.advertised_lifetime is not None else self.lifetime
         issued_at = datetime.datetime.now(datetime.UTC).isoformat()
         return {"token": token, "access_token": token, "expires_in": int(advertised), "issued_at": issued_at}
+
+    def wait_until_issued_expired(self, *, margin: float = 1.0) -> None:
+        """Block until the registry refuses every token issued so far (its `exp` plus the registry's leeway).
+
+        Tests wait for this event at the moment they need dead tokens, so tokens may live long enough
+        for any load (a token issued and used seconds apart on a busy machine still works).
+        """
+        with self._lock:
+            until = self._refused_after
+        while (left := until + margin - time.time()) > 0:
+            time.sleep(min(left, 0.5))
 
     @property
     def total_issued(self) -> int:

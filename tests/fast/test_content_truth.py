@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from airlift.bundle import stamps
+from airlift.bundle.checked import verify_and_stamp
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Lineage, Manifest, now_iso
 from airlift.bundle.store import BlobStore
+from airlift.fetch.cache import Cache
 from airlift.transport.engine import transfer
 from airlift.transport.local import DirEndpoint, check_dest
 from airlift.transport.proof import prove_local
@@ -183,3 +187,112 @@ def test_a_delta_transfers_to_a_fresh_directory_leaving_the_rest_to_its_lineage(
         _transfer(orphan.bundle, tmp_path / "orphan-dest")
     with pytest.raises(WorkError, match="missing"):
         check_dest(Bundle(tmp_path / "dest"), proven=set(), lent=frozenset(), where="dest")
+
+
+# -- moved from tests/test_content_truth.py: they need no service, only the core's build and transfer ----------
+def _core_build(spec: Path, out: Path, cache: Cache, *, since: Path | None = None) -> Bundle:
+    """`airlift build SPEC --out OUT [--since OLD]` as the core calls the flow's tasks make, in a row."""
+    from airlift.fetch.assemble import assemble_bundle
+    from airlift.fetch.base import FetchContext
+    from airlift.fetch.kinds import fetch_resolved, resolve_entry
+    from airlift.fetch.prepare import prepare_build
+
+    parsed = prepare_build(spec, since)
+    ctx = FetchContext(cache=cache)
+    ids = parsed.artifact_ids()
+    resolved = [resolve_entry(e, artifact_id=i, ctx=ctx) for i, (_, e) in zip(ids, parsed.entries(), strict=True)]
+    artifacts = [fetch_resolved(r, ctx) for r in resolved]
+    assemble_bundle(spec=parsed, artifacts=artifacts, out=out, cache=cache, since=since)
+    return Bundle(out)
+
+
+def _damage(path: Path, *, keep_mtime: bool = False) -> None:
+    """Overwrite a blob's bytes in place, same size; optionally put its mtime back (what bit rot looks like)."""
+    info = path.stat()
+    make_writable(path)
+    path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+    os.chmod(path, info.st_mode & 0o777)
+    if keep_mtime:
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def _delta_pair(tmp_path: Path, name: str, *, seed: int) -> dict[str, bytes]:
+    """Bundles v1 and v2 (a delta since v1 carrying only the changed config.json); returns v2's files."""
+    base = {"config.json": b'{"v": 1}\n', "model.safetensors": random.Random(seed).randbytes(900_000), "tokenizer.json": b"{}\n"}
+    source = tmp_path / name
+    source.mkdir()
+    for path, data in base.items():
+        (source / path).write_bytes(data)
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"name: {name}\ndatasets:\n  - path: {source}\n")
+    cache = Cache(tmp_path / "cache")
+    _core_build(spec, tmp_path / "v1", cache)
+    changed = {**base, "config.json": b'{"v": 2}\n'}
+    (source / "config.json").write_bytes(changed["config.json"])
+    _core_build(spec, tmp_path / "v2", cache, since=tmp_path / "v1")
+    assert len(list((tmp_path / "v2" / "blobs" / "sha256").iterdir())) == 1
+    return changed
+
+
+def _verified(bundle: Path, *, store: Path | None = None, ok: bool = True) -> str:
+    """`airlift verify` as its core call; the BROKEN lines it would print."""
+    report = verify_and_stamp(bundle, store=store)
+    assert report.ok is ok, [p.describe() for p in report.problems]
+    return "\n".join(p.describe() for p in report.problems)
+
+
+def test_editing_a_path_source_after_the_build_leaves_the_bundle_whole(tmp_path):
+    src = tmp_path / "run7"
+    src.mkdir()
+    original = random.Random(901).randbytes(700_000)
+    (src / "weights.bin").write_bytes(original)
+    (src / "notes.txt").write_text("epoch 7\n")
+    (tmp_path / "p.yaml").write_text(f"name: p\ndatasets:\n  - path: {src}\n")
+    _core_build(tmp_path / "p.yaml", tmp_path / "bundle", Cache(tmp_path / "cache"))
+    with open(src / "weights.bin", "r+b") as handle:  # the user keeps working on the live file
+        handle.seek(1000)
+        handle.write(b"\x00" * 64)
+    _verified(tmp_path / "bundle")
+    # verify stamped what it rehashed, so a transfer into this directory need not hash it again.
+    assert sha256(original) in stamps.matching(tmp_path / "bundle", [sha256(original)])
+    for store in (tmp_path / "cache", tmp_path / "bundle"):
+        blob = store / "blobs" / "sha256" / sha256(original)
+        assert blob.read_bytes() == original
+        assert blob.stat().st_mode & 0o777 == 0o444
+        assert blob.stat().st_ino != (src / "weights.bin").stat().st_ino
+
+
+def test_a_same_size_corruption_at_a_dir_dest_is_repaired(tmp_path):
+    model = hf_model("acme/truth-model", {
+        "config.json": b'{"architectures": ["TinyForCausalLM"], "hidden_size": 64}\n', "tokenizer.json": b'{"version": "1.0"}\n',
+        "model.safetensors": random.Random(911).randbytes(1_200_000), "nested/dir/notes.txt": b"generated for airlift tests\n",
+    })
+    src = build_bundle(tmp_path / "bundle", [model])
+    _transfer(src.bundle, tmp_path / "dest")
+    victim = max((tmp_path / "dest" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    good = victim.read_bytes()
+
+    _damage(victim)
+    repaired = _transfer(src.bundle, tmp_path / "dest")
+    assert (repaired.blobs_sent, repaired.blobs_present, repaired.blobs_resent) == (1, 3, 1), repaired
+    assert victim.read_bytes() == good
+    assert (tmp_path / "dest" / ".corrupt" / victim.name).exists()
+
+    # Bytes changed behind the filesystem's back (mtime put back) escape the stamp: --recheck rehashes all.
+    _damage(victim, keep_mtime=True)
+    rechecked = _transfer(src.bundle, tmp_path / "dest", recheck=True)
+    assert rechecked.blobs_resent == 1, rechecked
+    assert victim.read_bytes() == good
+    sums = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=tmp_path / "dest", capture_output=True, text=True)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    _verified(tmp_path / "dest")
+
+
+def test_a_delta_transfers_to_a_fresh_directory(tmp_path):
+    _delta_pair(tmp_path, "truth-delta", seed=921)
+    out = _transfer(Bundle(tmp_path / "v2"), tmp_path / "fresh")
+    assert (out.blobs_sent, out.blobs_lent) == (1, 2) and out.lineage and out.lineage.startswith("truth-delta"), out
+    assert "2 blobs left to the lineage truth-delta" in out.summary()
+    _verified(tmp_path / "fresh", store=tmp_path / "v1")
+    alone = _verified(tmp_path / "fresh", ok=False)
+    assert "model.safetensors: missing" in alone and "tokenizer.json: missing" in alone

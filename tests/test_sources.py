@@ -158,15 +158,6 @@ def test_s3_prefix_source(ws, s3_endpoint):
         assert (ws.root / "root" / "files" / key).read_bytes() == data
 
 
-def test_ngc_without_a_key_names_the_variable(ws):
-    spec = ws.write("ngc.yaml", "name: ngc\nmodels:\n  - ngc: nvidia/nemo/tiny-nemo:1.0\n")
-    env = {k: v for k, v in ws.env.items() if not k.startswith("NGC_")}
-    proc = subprocess.run([str(Path(sys.executable).parent / "airlift"), "build", str(spec), "--out", "b"], cwd=ws.root, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "NGC_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-
-
 def test_ngc_model_through_the_sdk_boundary(ws, prefect_server):
     log = ws.root / "ngc-calls.jsonl"
     spec = ws.write("ngc.yaml", 'name: ngc\nmodels:\n  - ngc: nvidia/nemo/tiny-nemo\n    allow: ["*.yaml", "weights/*"]\n')

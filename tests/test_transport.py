@@ -1,15 +1,14 @@
-"""Transfer over S3 and ssh, volumes for removable media, delta bundles, signatures and receipts."""
+"""Transfer over S3 and ssh against the real services. (Volumes, deltas, signatures and receipts need no service: tests/fast/test_lifecycle.py.)"""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
 
 import boto3
 
-from tests.conftest import problems, sha256sum_check, verified
+from tests.conftest import sha256sum_check, verified
 from tests.fixtures import add_dataset, add_model, pseudo_random
 from tests.proxy import CountingProxy
 
@@ -91,86 +90,3 @@ def test_ssh_round_trip(ws, hub, services):
     assert (second["blobs_sent"], second["bytes_sent"], second["blobs_present"]) == (0, 0, 8), second
     ws.run("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS)
     verified(ws.root / "back")
-
-
-def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
-    add_model(hub, "acme/pack-model", weights_size=7_000_000, seed=121)
-    text = ("the quick brown fox jumps over the lazy dog\n" * 60_000).encode()
-    hub.add_repo("dataset", "acme/pack-text", files={"corpus.txt": text, "more.bin": pseudo_random(2_500_000, 122)}, lfs={"corpus.txt", "more.bin"})
-    spec = ws.write("pack.yaml", "name: pack\nmodels:\n  - hf: acme/pack-model\ndatasets:\n  - hf: acme/pack-text\n")
-    ws.run("build", str(spec), "--out", "bundle")
-    out = ws.run("pack", "bundle", "--out", "vols", "--volume-size", "3MiB", "--zstd").stdout
-    assert "1 blobs compressed" in out, out  # the text compresses; weights and random data are left alone
-    vols = sorted((ws.root / "vols").glob("vol-*.bin"))
-    assert len(vols) >= 3 and all(v.stat().st_size <= 3 << 20 for v in vols)
-    check = __import__("subprocess").run(["sha256sum", "--quiet", "-c", "VOLUMES.SHA256SUMS"], cwd=ws.root / "vols", capture_output=True)
-    assert check.returncode == 0
-
-    ws.run("unpack", "vols", "--out", "whole")
-    verified(ws.root / "whole")
-
-    index = json.loads((ws.root / "vols" / "index.json").read_text())
-    volumes = [v["name"] for v in index["volumes"]]
-
-    def survivors(pair: tuple[int, int]) -> int:
-        return sum(1 for b in index["blobs"].values() if not any(v in pair for v, _, _ in b["segments"]))
-
-    # Damage two volumes that leave some blobs whole, so recovery of the rest is what is tested.
-    pair = next((i, j) for i in range(len(volumes)) for j in range(len(volumes)) if i != j and survivors((i, j)))
-    deleted, corrupted = volumes[pair[0]], volumes[pair[1]]
-    (ws.root / "vols" / deleted).unlink()
-    with open(ws.root / "vols" / corrupted, "r+b") as handle:
-        handle.seek(10)
-        handle.write(b"\xff\xfe")
-    result = ws.run("unpack", "vols", "--out", "damaged", expect=1)
-    assert f"MISSING volume {deleted}" in result.stdout and f"CORRUPT volume {corrupted}" in result.stdout
-    touched = {d for d, b in index["blobs"].items() if any(volumes[v] in (deleted, corrupted) for v, _, _ in b["segments"])}
-    intact = set(index["blobs"]) - touched
-    assert intact, "the damage should leave some blobs whole"
-    store = ws.root / "damaged" / "blobs" / "sha256"
-    assert {p.name for p in store.iterdir()} == intact
-    assert f"{len(intact)} blobs recovered" in result.stdout
-    assert "LOST" in result.stdout
-
-
-def test_delta_bundle_holds_only_changed_blobs(ws, hub):
-    base = {"config.json": b'{"v": 1}\n', "model.safetensors": pseudo_random(1_500_000, 131), "tokenizer.json": b"{}\n"}
-    hub.add_repo("model", "acme/delta-model", files=base)
-    spec = ws.write("delta.yaml", "name: delta\nmodels:\n  - hf: acme/delta-model\n")
-    ws.run("build", str(spec), "--out", "v1")
-    hub.add_repo("model", "acme/delta-model", files={**base, "config.json": b'{"v": 2}\n'})
-    out = ws.run("build", str(spec), "--out", "v2", "--since", "v1").stdout
-    assert "delta since v1" in out
-    new_blobs = list((ws.root / "v2" / "blobs" / "sha256").iterdir())
-    assert len(new_blobs) == 1 and new_blobs[0].read_bytes() == b'{"v": 2}\n'
-    manifest = json.loads((ws.root / "v2" / "manifest.json").read_text())
-    import hashlib
-
-    assert manifest["since"]["manifest_sha256"] == hashlib.sha256((ws.root / "v1" / "manifest.json").read_bytes()).hexdigest()
-    assert len(manifest["artifacts"][0]["files"]) == 3  # the manifest is complete
-    missing = problems(verified(ws.root / "v2", ok=False))
-    assert "model.safetensors: missing" in missing and "tokenizer.json: missing" in missing
-    assert verified(ws.root / "v2", store=ws.root / "v1").ok
-
-
-def test_signature_refuses_a_tampered_manifest_and_receipt_records_the_check(ws, hub):
-    _bundle(ws, hub, "signed", seed=141, weights=200_000)
-    ws.run("keygen", "--out", "keys/site")
-    assert oct((ws.root / "keys" / "site.key").stat().st_mode & 0o777) == "0o600"
-    ws.run("sign", "bundle", "--key", "keys/site.key")
-    ok = ws.run("verify", "bundle", "--pubkey", "keys/site.pub", "--receipt", "receipts").stdout
-    assert "signature: valid" in ok
-    receipt = json.loads(next((ws.root / "receipts").glob("*.json")).read_text())
-    assert receipt["ok"] is True and receipt["signature"].startswith("valid")
-    assert {a["id"] for a in receipt["artifacts"]} == {"models/acme/signed-model", "datasets/acme/signed-data"}
-    assert all(a["files"] > 0 and a["bytes"] > 0 for a in receipt["artifacts"])
-    assert receipt["host"] and receipt["checked_at"] and len(receipt["manifest_sha256"]) == 64
-    assert next((ws.root / "receipts").glob("*.md")).read_text().startswith("# Verification receipt: PASSED")
-
-    ws.run("keygen", "--out", "keys/other")
-    wrong = ws.run("verify", "bundle", "--pubkey", "keys/other.pub", expect=1)
-    assert "does not match its signature" in wrong.stderr
-    manifest = ws.root / "bundle" / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"name": "signed"', '"name": "evil"'))
-    tampered = ws.run("verify", "bundle", "--pubkey", "keys/site.pub", expect=1)
-    assert "does not match its signature" in tampered.stderr and "Traceback" not in tampered.stderr

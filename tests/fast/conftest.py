@@ -259,6 +259,35 @@ def serving(app: object) -> Iterator[str]:
 
 
 @pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a CLI subprocess would have had: its own cache, no API URL, cwd `tmp_path`; main()'s env defaults undone afterwards."""
+    monkeypatch.setenv("AIRLIFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for name in ("PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "DO_NOT_TRACK"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`airlift ARGS` in this process (use with `cli_env`): exit code, stdout and stderr as a process would give them.
+
+    Only for commands refused before their flow (bad input, a refused signature): the fast tier runs no Prefect.
+    """
+    import contextlib
+
+    from airlift.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's errors exit
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["airlift", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
 def small_bundle(tmp_path: Path) -> Built:
     """A bundle of an HF model, a single URL file, a directory tree and a wheel."""
     return build_bundle(tmp_path / "bundle", [hf_model(), url_file(), path_tree(), wheels()])

@@ -6,8 +6,6 @@ starts); what the process would print on stderr and exit with is what is asserte
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -15,8 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from airlift.cli.main import main
+from tests.fast.conftest import run_cli
 
 GOOD_SPEC = """name: demo
 models:
@@ -35,25 +36,12 @@ jobs:
 
 
 @pytest.fixture(autouse=True)
-def _cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """What the subprocess would have had: its own cache, no API URL; main()'s env defaults undone afterwards."""
-    monkeypatch.setenv("AIRLIFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    for name in ("PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "DO_NOT_TRACK"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _cli(cli_env: None) -> None:
+    """Every case here runs the CLI in-process (tests/fast/conftest.py: cli_env, run_cli)."""
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """`airlift ARGS` in this process, from `tmp_path`: exit code, stdout and stderr as a process would give them."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's errors exit
-            code = exc.code if isinstance(exc.code, int) else 1
-    return subprocess.CompletedProcess(["airlift", *args], code, out.getvalue(), err.getvalue())
+    return run_cli(*args)
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -163,3 +151,44 @@ def test_hostile_manifest_ids_and_sizes(tmp_path):
         Manifest.parse(b"[1,2]", origin="m")
     with pytest.raises(ManifestError):
         Manifest.parse(json.dumps({**base, "schema_version": 99}).encode(), origin="m")
+
+
+# -- moved from tests/test_reliability.py and tests/test_sources.py: refused before any flow, so in-process ----------
+KEYS = ["name", "platform", "models", "datasets", "images", "repos", "wheels", "jobs", "hf", "revision", "url", "path", "ref", "typo"]
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12) | st.sampled_from(["a/b", "x", "../..", "https://h/f", "linux/amd64"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
+def test_fuzzed_specs_fail_only_with_input_errors(tmp_path_factory, document):
+    from airlift.config.spec import load_spec
+    from airlift.util.errors import InputError
+
+    path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        load_spec(path)
+    except InputError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("bad", ["name: x\nmodels: [{hf: a/b, revision: 1}]\n", "name: x\nimages: [{ref: ''}]\n", "- just\n- a list\n"])
+def test_more_malformed_specs_are_exit_2(tmp_path, bad):
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = run(tmp_path, "build", str(tmp_path / "bad.yaml"), "--out", "b")
+    assert result.returncode == 2, result.stderr
+    assert "bad.yaml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ngc_without_a_key_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "ngc.yaml").write_text("name: ngc\nmodels:\n  - ngc: nvidia/nemo/tiny-nemo:1.0\n")
+    for name in [k for k in os.environ if k.startswith("NGC_")]:
+        monkeypatch.delenv(name)
+    proc = run(tmp_path, "build", str(tmp_path / "ngc.yaml"), "--out", "b")
+    assert proc.returncode == 1
+    assert "NGC_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

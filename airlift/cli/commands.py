@@ -50,9 +50,9 @@ def _check_credentials(spec) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from airlift.config.spec import load_spec
+    from airlift.fetch.prepare import prepare_build
 
-    _check_credentials(load_spec(args.spec))
+    prepare_build(args.spec)  # the plan flow makes the same call
     plan = _flow("plan")(spec=str(args.spec))
     totals = plan.totals
     if args.json:

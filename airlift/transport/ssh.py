@@ -130,11 +130,6 @@ def remote_state(location: SshPlace, opts: SshOptions, *, create: bool) -> tuple
     return _parse_listing(found), parse_stamps(recorded.encode())
 
 
-def remote_inventory(location: SshPlace, opts: SshOptions) -> dict[str, int]:
-    """The remote bundle's blobs with their sizes."""
-    return {d: stamp[2] for d, stamp in remote_state(location, opts, create=False)[0].items()}
-
-
 def remote_hash(location: SshPlace, opts: SshOptions, digests: list[str]) -> dict[str, Stamp | None]:
     """Hash blobs on the far side with `sha256sum`, each between two `find` stats.
 

@@ -296,3 +296,29 @@ def test_a_delta_transfers_to_a_fresh_directory(tmp_path):
     _verified(tmp_path / "fresh", store=tmp_path / "v1")
     alone = _verified(tmp_path / "fresh", ok=False)
     assert "model.safetensors: missing" in alone and "tokenizer.json: missing" in alone
+
+
+def test_transfer_sends_only_missing_blobs_and_verifies(tmp_path):
+    """Moved from tests/test_transfer_ingest.py (a directory DEST needs no service); fields as `--json` prints them."""
+    model = hf_model("acme/xfer-model", {
+        "config.json": b'{"architectures": ["TinyForCausalLM"]}\n', "tokenizer.json": b'{"version": "1.0"}\n',
+        "model.safetensors": random.Random(21).randbytes(800_000), "nested/dir/notes.txt": b"generated\n",
+    })
+    src = build_bundle(tmp_path / "bundle", [model])
+    first = _transfer(src.bundle, tmp_path / "dest").model_dump(mode="json")
+    assert first["blobs_sent"] == 4  # returned only once DEST verified
+    sums = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=tmp_path / "dest", capture_output=True, text=True)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    assert (tmp_path / "dest" / "manifest.json").read_bytes() == (tmp_path / "bundle" / "manifest.json").read_bytes()
+
+    second = _transfer(src.bundle, tmp_path / "dest").model_dump(mode="json")
+    assert (second["blobs_sent"], second["bytes_sent"], second["blobs_present"]) == (0, 0, 4)
+
+    # A blob lost at DEST is the only one sent again.
+    victim = next((tmp_path / "dest" / "blobs" / "sha256").iterdir())
+    victim_size = victim.stat().st_size
+    victim.unlink()
+    third = _transfer(src.bundle, tmp_path / "dest").model_dump(mode="json")
+    assert (third["blobs_sent"], third["blobs_present"]) == (1, 3)
+    assert third["bytes_sent"] == victim_size and sum(a["blobs_sent"] for a in third["artifacts"].values()) == 1
+    _verified(tmp_path / "dest")

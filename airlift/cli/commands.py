@@ -26,7 +26,7 @@ def _flow(name: str):
 def cmd_build(args: argparse.Namespace) -> int:
     from airlift.fetch.prepare import prepare_build
 
-    prepare_build(args.spec, args.since)  # the flow makes the same call: one place decides what is valid
+    prepare_build(args.spec, args.since, hand_off=True)  # the flow's same call takes this: read once, one place decides
     build_bundle = _flow("build")
     if args.dask:
         from airlift.cli.compose import build_task_runner
@@ -52,7 +52,7 @@ def _check_credentials(spec) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from airlift.fetch.prepare import prepare_build
 
-    prepare_build(args.spec)  # the plan flow makes the same call
+    prepare_build(args.spec, hand_off=True)  # the plan flow's same call takes this: read once
     plan = _flow("plan")(spec=str(args.spec))
     totals = plan.totals
     if args.json:
@@ -213,7 +213,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.ingest.prepare import prepare_ingest
 
-    prepare_ingest(args.bundle, args.site, [str(k) for k in args.pubkey])  # the flow makes the same call
+    prepare_ingest(args.bundle, args.site, [str(k) for k in args.pubkey], hand_off=True)  # the flow's same call takes this
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
     if getattr(args, "json", False):

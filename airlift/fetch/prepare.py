@@ -7,6 +7,9 @@ from pathlib import Path
 
 from airlift.config.spec import NgcModel, Spec, load_spec
 from airlift.util.errors import InputError
+from airlift.util.handoff import Handoff, fingerprint
+
+_HANDOFF = Handoff()
 
 
 def check_credentials(spec: Spec) -> None:
@@ -17,15 +20,26 @@ def check_credentials(spec: Spec) -> None:
         api_key()
 
 
-def prepare_build(spec: str | Path, since: str | Path | None = None) -> Spec:
+def prepare_build(spec: str | Path, since: str | Path | None = None, *, hand_off: bool = False) -> Spec:
     """The spec, validated, with its credentials present; `since`, when given, must be a bundle.
+
+    Args:
+        spec: The spec file.
+        since: The older bundle of a delta build.
+        hand_off: Keep the result for the flow this process starts next (the CLI sets it); that flow's
+            own call with the same arguments takes it if the spec file did not change (airlift/util/handoff.py).
 
     Raises:
         InputError: The spec is invalid or `since` is not a bundle (exit 2).
         WorkError: A source's credential is missing from the environment.
     """
-    parsed = load_spec(spec)
-    check_credentials(parsed)
+    key = (str(Path(spec).resolve()), fingerprint(spec), str(since) if since else None)
+    parsed = None if hand_off else _HANDOFF.take(key)
+    if parsed is None:
+        parsed = load_spec(spec)
+    check_credentials(parsed)  # the environment is read each time: it is cheap and may differ
     if since and not Path(since, "manifest.json").is_file():
         raise InputError(f"--since {since}: not a bundle (no manifest.json)")
+    if hand_off:
+        _HANDOFF.put(key, parsed)
     return parsed

@@ -3,6 +3,7 @@ whether a cached artifact may be reused, which store lends a blob, and what an i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,33 @@ def test_ingest_summary_rows_name_artifact_and_sink() -> None:
         {"artifact": "models/a", "sink": "shared_root", "artifact_id": "models/a", "skipped": False, "files": 3, "bytes": 30, "location": "/root/hf"},
     ]
     assert IngestSummary.of(artifacts=1, reports=reports).results == []  # without labels, no rows (the totals stand)
+
+
+# -- read once: the CLI hands what it prepared to the flow it starts ------------------------------------------------
+def test_the_flow_takes_what_the_cli_prepared_once_and_only_unchanged(tmp_path: Path) -> None:
+    built = build_bundle(tmp_path / "bundle", [url_file()])
+    site = _site(tmp_path)
+    cli = prepare_ingest(built.root, site, hand_off=True)
+    assert prepare_ingest(str(built.root), str(site)) is cli  # the flow's call: same arguments, nothing changed
+    assert prepare_ingest(built.root, site) is not cli  # taken once: a second caller reads for itself
+
+    stale = prepare_ingest(built.root, site, hand_off=True)
+    manifest = built.bundle.manifest_path
+    info = manifest.stat()
+    os.utime(manifest, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))  # touched: what was prepared may be stale
+    fresh = prepare_ingest(built.root, site)
+    assert fresh is not stale and fresh.opened.sha256 == built.bundle.manifest_sha256()
+    kept = prepare_ingest(built.root, site, hand_off=True)
+    assert prepare_ingest(built.root, site, []) is kept  # no --pubkey: [] and None are the same arguments
+    prepare_ingest(built.root, site, hand_off=True)
+    with pytest.raises(InputError, match="no such file"):  # other arguments: not handed over, checked afresh
+        prepare_ingest(built.root, site, [str(tmp_path / "absent.pub")])
+
+
+def test_the_build_flow_takes_the_spec_the_cli_loaded(tmp_path: Path) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    cli = prepare_build(tmp_path / "spec.yaml", hand_off=True)
+    assert prepare_build(str(tmp_path / "spec.yaml")) is cli
+    prepare_build(tmp_path / "spec.yaml", hand_off=True)
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("name: prep", "name: prep2"))
+    assert prepare_build(tmp_path / "spec.yaml").name == "prep2"  # the file changed: read again

@@ -72,6 +72,30 @@ def compatible_platforms(platform: str) -> tuple[str, ...]:
     return (*older, f"manylinux2014_{arch}") if minor >= 17 else older
 
 
+def marker_gaps(report: list[dict], python: str) -> list[str]:
+    """Requirements the target may need that pip left out: pip evaluates markers for the interpreter it
+    runs in, not for --python-version, so `python_full_version < "3.11.3"` (redis' async-timeout) is
+    dropped by a 3.11.7 build for a 3.11.2 far side. Any micro version of the target counts."""
+    from packaging.markers import default_environment
+
+    have = {item["metadata"]["name"].lower().replace("_", "-") for item in report}
+    envs = []
+    for micro in range(0, 31):
+        env = dict(default_environment())
+        env.update(python_version=python, python_full_version=f"{python}.{micro}", implementation_version=f"{python}.{micro}", extra="")
+        envs.append(env)
+    out = set()
+    for item in report:
+        for line in item["metadata"].get("requires_dist", ()):
+            requirement = Requirement(line)
+            name = requirement.name.lower().replace("_", "-")
+            if name in have or requirement.marker is None or "extra" in str(requirement.marker):
+                continue
+            if any(requirement.marker.evaluate(env) for env in envs):
+                out.add(f"{name}{requirement.specifier}")
+    return sorted(out)
+
+
 def resolve(entry: Installer, *, artifact_id: str, ctx: FetchContext) -> Resolved:
     """Build airlift's wheel into the cache, then pin every dependency wheel for the target."""
     python, platform = entry.target()
@@ -81,7 +105,17 @@ def resolve(entry: Installer, *, artifact_id: str, ctx: FetchContext) -> Resolve
     script = ctx.cache.store.put_bytes(render_install_sh())
     target = Wheels(requirements=runtime_requirements(), python=python, platform=platform)
     constraints = pins()
-    report = with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: wheels._pip_report(target, constraints, compatible_platforms(platform)))
+
+    def report_for(requirements: list[str]) -> list[dict]:
+        wanted = target.model_copy(update={"requirements": requirements})
+        return with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: wheels._pip_report(wanted, constraints, compatible_platforms(platform)))
+
+    report = report_for(target.requirements)
+    for _round in range(3):  # each round may add a dependency that itself has one
+        missing = marker_gaps(report, python)
+        if not missing:
+            break
+        report += report_for(missing)
     files = [
         RemoteFile(path=wheel_path.name, size=own.size, sha256=own.sha256),
         RemoteFile(path=INSTALL_SH_PATH, size=script.size, sha256=script.sha256, executable=True),
@@ -93,7 +127,7 @@ def resolve(entry: Installer, *, artifact_id: str, ctx: FetchContext) -> Resolve
         filename = unquote(posixpath.basename(urlparse(url).path))
         if not filename.endswith(".whl"):
             raise WorkError(f"{artifact_id}: pip chose a non-wheel {filename}")
-        if filename.startswith("airlift-"):
+        if filename.startswith("airlift-") or filename in pinned:
             continue  # never fetched: the running airlift's own wheel is the one carried
         sha256 = info.get("archive_info", {}).get("hashes", {}).get("sha256")
         files.append(RemoteFile(path=filename, size=wheels._size(url), sha256=sha256))

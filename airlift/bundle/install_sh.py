@@ -111,6 +111,8 @@ while [ "$#" -gt 0 ]; do
 done
 [ -n "$prefix" ] || usage
 case "$prefix" in /*) ;; *) prefix="$(pwd -P)/$prefix" ;; esac
+# pip writes DIR into the sh launcher of bin/airlift inside double quotes: these would be expanded there.
+case "$prefix" in *'$'*|*'`'*|*'"'*|*'\'*) printf 'install.sh: --prefix must not contain $ ` " or \\\n' >&2; exit 2 ;; esac
 bundle="$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)"
 [ -f "$bundle/manifest.json" ] || die "no manifest.json beside install.sh (run it from inside the bundle)"
 if [ -e "$prefix" ] && [ -n "$(ls -A -- "$prefix")" ]; then die "--prefix $prefix exists and is not empty"; fi

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,22 @@ def test_wheel_from_python_m_build_runs_outside_the_checkout(tmp_path) -> None:
     assert (tmp_path / "shared" / "files" / "data.txt").read_text() == "from an installed wheel\n"
     where = _ok(_run([str(venv / "bin" / "python"), "-c", "import airlift_tasks; print(airlift_tasks.__file__)"], cwd=tmp_path, env=env))
     assert where.startswith(str(venv))
+    # An installed airlift carries itself on: its wheel is recreated from the installed RECORD, the same
+    # files as the wheel it was installed from, byte-identical each time.
+    again = tmp_path / "again"
+    again.mkdir()
+    probe = (
+        "import hashlib, sys; from pathlib import Path; from airlift.fetch.installer_wheel import build_airlift_wheel\n"
+        "for d in ('a', 'b'):\n"
+        "    (Path(sys.argv[1]) / d).mkdir()\n"
+        "    p, how = build_airlift_wheel(Path(sys.argv[1]) / d); print(how, p, hashlib.sha256(p.read_bytes()).hexdigest())\n"
+    )
+    lines = _ok(_run([str(venv / "bin" / "python"), "-c", probe, str(again)], cwd=tmp_path, env=env)).split("\n")
+    (how_a, path_a, sha_a), (how_b, _, sha_b) = lines[0].split(), lines[1].split()
+    assert how_a == how_b == "installed" and sha_a == sha_b
+    with zipfile.ZipFile(wheel) as original, zipfile.ZipFile(path_a) as recreated:
+        def names(z: zipfile.ZipFile) -> set[str]:
+            return {n for n in z.namelist() if not n.endswith("/RECORD")}
+        assert names(original) == names(recreated)
+        for name in names(original):
+            assert original.read(name) == recreated.read(name), name

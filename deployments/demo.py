@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on this machine, with no internet.
 
 It starts the project's hub stand-in (generated model, dataset and a plain file), then runs the
-real CLI: build → verify → transfer (to a directory standing in for removable media) → ingest into
+real CLI: build (airlift itself included) → sign → transfer (to a directory standing in for removable
+media) → install airlift from the bundle with its install.sh → ingest with that airlift into
 the local S3 server and a shared root → read the model back with huggingface_hub, offline.
 """
 
@@ -22,6 +23,8 @@ from airlift.testing.hubserver import HubServer
 
 OUT = Path(os.environ.get("AIRLIFT_DEMO_DIR", "demo-out")).resolve()
 BIN = Path(sys.executable).parent / "airlift"
+# The far side's airlift: installed from the bundle by its own install.sh (step 5), not from this checkout.
+FAR = OUT / "far-side" / "bin" / "airlift"
 
 
 def demo_image() -> str:
@@ -40,7 +43,8 @@ def step(title: str) -> None:
 
 
 def sh(*args: str, env: dict[str, str]) -> str:
-    print(f"$ {shlex.join(['airlift' if a == str(BIN) else a for a in args])}", flush=True)
+    names = {str(BIN): "airlift", str(FAR): "far-side/bin/airlift"}
+    print(f"$ {shlex.join([names.get(a, a) for a in args])}", flush=True)
     started = time.monotonic()
     proc = subprocess.run(list(args), env=env, capture_output=True, text=True)
     print(proc.stdout.rstrip())
@@ -80,6 +84,7 @@ datasets:
     sha256: {hashlib.sha256(tarball).hexdigest()}
 images:
   - {image}
+installer: {{}}                    # airlift itself travels too (this host's Python and platform)
 jobs:
   - name: finetune
     image: {image}
@@ -115,16 +120,23 @@ docker: {{host: "{os.environ.get('AIRLIFT_DOCKER_HOST', 'unix:///var/run/docker.
     step("3. The bundle checks with plain sha256sum, and with airlift verify")
     print(subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=OUT / "bundle", capture_output=True, text=True).stdout or "   sha256sum -c SHA256SUMS: OK")
     sh(str(BIN), "inspect", str(OUT / "bundle"), env=env)
-    step("4. Transfer to the removable disk (only missing blobs; verified at the destination)")
+    step("4. Sign, then transfer to the removable disk (only missing blobs; verified at the destination)")
+    if not (OUT / "demo.key").exists():
+        sh(str(BIN), "keygen", "--out", str(OUT / "demo"), env=env)
+    sh(str(BIN), "sign", str(OUT / "bundle"), "--key", str(OUT / "demo.key"), env=env)
     sh(str(BIN), "transfer", str(OUT / "bundle"), "--to", str(OUT / "usb-disk"), env=env)
-    step("5. Inside the air gap: verify, push the image (same digest), upload to S3 and materialize the shared root")
-    sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
-    step("6. Ingest again: nothing is re-uploaded")
-    sh(str(BIN), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
+    step("5. Inside the air gap: install airlift from the bundle itself (signature and wheels checked first, no network)")
+    if not FAR.exists():
+        sh("sh", str(OUT / "usb-disk" / "install.sh"), "--prefix", str(FAR.parents[1]), "--pubkey", str(OUT / "demo.pub"), env=env)
+    sh(str(FAR), "--version", env=env)
+    step("6. With that airlift: verify, push the image (same digest), upload to S3 and materialize the shared root")
+    sh(str(FAR), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
+    step("6b. Ingest again: nothing is re-uploaded")
+    sh(str(FAR), "ingest", str(OUT / "usb-disk"), "--site", str(site), env=env)
     hub.stop()
 
     step("7. Submit the spec's job to Slurm: preflight, then a container from the air-gapped registry, offline")
-    sh(str(BIN), "submit", str(OUT / "usb-disk"), "--site", str(site), "--wait", env=env)
+    sh(str(FAR), "submit", str(OUT / "usb-disk"), "--site", str(site), "--wait", env=env)
     log = sorted((OUT / "gpfs" / "airgap" / "logs").glob("nemotron-sft-finetune-*.out"))[-1]
     print(f"   job log {log}:\n" + "".join(f"     {line}\n" for line in log.read_text().splitlines()))
 

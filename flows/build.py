@@ -10,6 +10,7 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from airlift.bundle.manifest import Artifact
+from airlift.config.installer import Installer
 from airlift.config.spec import Spec
 from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
@@ -58,7 +59,7 @@ def task_runner_for(dask: str | None):
 
 
 @flow(name="build-bundle", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_files: int = 8) -> BuildResult:
+def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_files: int = 8, installer: bool = False) -> BuildResult:
     """Build (or complete) the bundle for `spec` at `out`; with `since`, write only blobs OLD lacks.
 
     Args:
@@ -66,8 +67,12 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
         out: Bundle directory to write or complete.
         since: An older bundle; the new one is a delta that carries only blobs the old one lacks.
         max_parallel_files: Parallel file downloads inside one artifact.
+        installer: Carry airlift itself (tools/airlift) for this host's Python and platform when the
+            spec has no `installer:` of its own.
     """
     parsed = prepare_build(spec, since)  # the same core call the CLI made
+    if installer and parsed.installer is None:
+        parsed = parsed.model_copy(update={"installer": Installer()})
     cache_dir = str(Cache().root)
     resolved = resolve_all(parsed, cache_dir)
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)

@@ -10,12 +10,13 @@ import hashlib
 import os
 from pathlib import Path
 
+from airlift.bundle.install_sh import INSTALL_SH, INSTALL_SH_PATH
 from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
 from airlift.bundle.oci_layout import (
     INDEX,
+    LAYOUT_FILES,
     MAX_IMAGE_MANIFEST,
     MAX_INDEX_BYTES,
-    OCI_LAYOUT,
     index_bytes,
     layout_files,
     listed_ids,
@@ -28,12 +29,15 @@ from airlift.util.fs import write_bytes_atomic
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
+# Every top-level file derived from the manifest (and the blobs it names), written before SHA256SUMS,
+# which pins them. The one list: writers, checkers and every transport read it. A bundle holds only
+# those that apply to it (install.sh needs tools/airlift).
+DERIVED_FILES: tuple[str, ...] = (*LAYOUT_FILES, INSTALL_SH)
 # Every top-level small file a bundle may hold besides its manifest, in the order a transfer sends them
 # (the manifest goes last, so a half-sent bundle is never taken for a whole one). Transports read this
-# list and spell no name themselves: a file added here travels everywhere. At a local DEST the DERIVED
-# ones are rewritten from the manifest (`write_sums`) rather than copied.
-TOP_FILES: tuple[str, ...] = (OCI_LAYOUT, INDEX, SUMS, SIGNATURE)
-DERIVED_FILES: frozenset[str] = frozenset({OCI_LAYOUT, INDEX, SUMS})
+# list and spell no name themselves: a file added here travels everywhere. At a local DEST the derived
+# ones and SHA256SUMS are rewritten from the manifest (`write_sums`) rather than copied.
+TOP_FILES: tuple[str, ...] = (*DERIVED_FILES, SUMS, SIGNATURE)
 
 
 class Bundle:
@@ -87,8 +91,8 @@ class Bundle:
         # (a delta bundle lends the rest from its --store).
         lines = [f"{digest}  blobs/sha256/{digest}\n" for digest in sorted(manifest.all_blobs()) if self.store.has(digest)]
         # The OCI layout files go first, so SHA256SUMS (written last) pins them as well.
-        for name, data in layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob).items():
-            write_bytes_atomic(self.root / name, data)
+        for name, data in self.derived_files(manifest).items():
+            write_bytes_atomic(self.root / name, data, mode=0o755 if name == INSTALL_SH else 0o644)
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
         lines.append(f"{manifest_sha256}  {MANIFEST}\n")
         write_bytes_atomic(self.root / SUMS, "".join(lines).encode())
@@ -102,6 +106,16 @@ class Bundle:
         if lender is not None and not own.exists() and lender.has(sha256):
             return lender.blob_path(sha256), True
         return own, False
+
+    def derived_files(self, manifest: Manifest) -> dict[str, bytes]:
+        """`{name: bytes}` of the DERIVED_FILES this bundle has, in the order they are written."""
+        files = layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob)
+        tools = manifest.artifact("tools/airlift")
+        script = next((f for f in tools.files if f.path == INSTALL_SH_PATH), None) if tools is not None else None
+        data = self.read_small_blob(script.sha256) if script is not None else None
+        if data is not None:  # a delta that lends the blob from its store has no install.sh of its own
+            files[INSTALL_SH] = data
+        return files
 
     def blob_size(self, sha256: str) -> int | None:
         """The size of a blob this bundle holds, or None when it does not hold it."""
@@ -138,7 +152,7 @@ class Bundle:
         except (FileNotFoundError, UnicodeDecodeError):
             listed = set()
         problems = {}
-        for name, expected in layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob).items():
+        for name, expected in self.derived_files(manifest).items():
             path = self.root / name
             if not path.exists() and not path.is_symlink():
                 if name in listed:

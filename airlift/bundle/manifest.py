@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from airlift import __version__
 from airlift.bundle.sources import Source, source_record
 from airlift.util.errors import InputError
 from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM
@@ -21,7 +22,8 @@ from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLAT
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
 MAX_MANIFEST_BYTES = 256 << 20
-ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$")
+VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$"
+ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$|^tools/airlift$")
 
 
 class ManifestError(InputError):
@@ -81,7 +83,7 @@ class Artifact(Model):
     """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
 
     id: str
-    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image"]
+    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image", "installer"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
     source: Source
@@ -138,6 +140,9 @@ class Manifest(Model):
     name: str
     created: str
     tool: str = "airlift"
+    # The airlift that wrote it (absent in bundles older than the field): the far side names it when it
+    # cannot read the schema, so the operator knows which airlift to install.
+    airlift_version: str | None = Field(default=None, max_length=64, pattern=VERSION_RE)
     since: Lineage | None = None
     # sha256 over every resolved reference (commit, digest, ETag...): equal means nothing changed upstream.
     resolution: str | None = None
@@ -181,7 +186,15 @@ class Manifest(Model):
             raise ManifestError(f"{origin}: not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ManifestError(f"{origin}: expected a JSON object")
-        if raw.get("schema_version") != SCHEMA_VERSION:
+        version = raw.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            built_by = raw.get("airlift_version")
+            by = f" (written by airlift {built_by})" if isinstance(built_by, str) and len(built_by) <= 64 and re.match(VERSION_RE, built_by) else ""
+            raise ManifestError(
+                f"{origin}: schema_version {version}{by} is newer than this airlift {__version__} reads "
+                f"(schema_version {SCHEMA_VERSION}); install the airlift the bundle carries (sh install.sh) or a newer one"
+            )
+        if version != SCHEMA_VERSION:
             raise ManifestError(f"{origin}: schema_version {raw.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
         try:
             manifest = cls.model_validate(raw)

@@ -207,6 +207,27 @@ class WheelsSource(SourceRecord):
         return " ".join(sorted(self.wheels))
 
 
+class InstallerSource(SourceRecord):
+    """airlift itself (`tools/airlift`): the target, the airlift version built, and every dependency wheel pip pinned.
+
+    airlift's own wheel is built by the airlift that runs the build (never fetched), so it has no URL:
+    `built_from` says whether it came from a checkout or was recreated from an installed distribution.
+    """
+
+    python: str = Field(pattern=r"^3\.\d+$")
+    platform: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    implementation: Literal["cp"] = "cp"
+    airlift_version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$", max_length=64)
+    airlift_wheel: str = Field(pattern=SAFE_NAME)
+    airlift_sha256: Hex64
+    built_from: Literal["checkout", "installed"]
+    wheels: dict[Annotated[str, Field(pattern=SAFE_NAME)], WheelPin] = Field(default_factory=dict)
+
+    @property
+    def pinned(self) -> str:
+        return f"airlift {self.airlift_version} + {len(self.wheels)} wheels for cp{self.python} {self.platform}"
+
+
 class ImageSource(SourceRecord):
     """An image: its reference as written, and what pins it (the manifest digest, or the engine's image id)."""
 
@@ -225,7 +246,7 @@ class ImageSource(SourceRecord):
         return self.digest or self.image_id or ""
 
 
-Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource
+Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource | InstallerSource
 
 SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "hf-model": HfSource,
@@ -237,6 +258,7 @@ SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "git": GitSource,
     "wheels": WheelsSource,
     "image": ImageSource,
+    "installer": InstallerSource,
 }
 
 

@@ -32,7 +32,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         from airlift.cli.compose import build_task_runner
 
         build_bundle = build_bundle.with_options(task_runner=build_task_runner(args.dask))
-    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since)
+    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since, installer=args.installer)
     print(
         f"built {result.bundle}: {result.artifacts} artifacts, {result.files} files, {human(result.bytes)}; "
         f"{result.blobs_written} blobs written, manifest sha256 {result.manifest_sha256}"

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from airlift import __version__
 from airlift.cli import commands
 from airlift.util.errors import AirliftError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = _Parser(prog="airlift", description="Move everything an ML workload needs across an air gap.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    parser.add_argument("--version", action="version", version=f"airlift {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's task logs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--since", help="older bundle: write only blobs it lacks (a delta)")
     p.add_argument("--dask", default=os.environ.get("AIRLIFT_DASK_ADDRESS"), help="run per-artifact tasks on Dask: a scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--installer", action="store_true", help="carry airlift itself (tools/airlift, install.sh) for this host's Python and platform when the spec has no installer:")
     p.set_defaults(func=commands.cmd_build)
 
     p = sub.add_parser("verify", help="rehash a bundle and name what is broken")

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from airlift.config.installer import Installer
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
 
@@ -305,6 +306,7 @@ class Spec(Strict):
     repos: list[GitRepo] = Field(default_factory=list)
     wheels: list[Wheels] = Field(default_factory=list)
     jobs: list[Job] = Field(default_factory=list)
+    installer: Installer | None = None
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-field checks pydantic cannot express per field: (location, problem) pairs."""
@@ -336,6 +338,8 @@ class Spec(Strict):
                 out.append(((section, index), artifact_id_of(entry, section)))
         if self.wheels:
             out.append((("wheels",), "wheels"))
+        if self.installer is not None:
+            out.append((("installer",), "tools/airlift"))
         return out
 
     def redacted(self) -> Spec:
@@ -356,6 +360,8 @@ class Spec(Strict):
             out += [(section, entry) for entry in getattr(self, section)]
         if self.wheels:
             out.append(("wheels", tuple(self.wheels)))
+        if self.installer is not None:
+            out.append(("installer", self.installer))
         return out
 
 
@@ -378,6 +384,8 @@ def artifact_id_of(entry: Any, section: str) -> str:
         return f"repos/{entry.repo_name}"
     if isinstance(entry, (Wheels, tuple)):
         return "wheels"
+    if isinstance(entry, Installer):
+        return "tools/airlift"
     raise TypeError(f"unknown spec entry {entry!r}")
 
 

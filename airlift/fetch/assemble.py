@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from airlift import __version__
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
@@ -53,6 +54,7 @@ def assemble_bundle(
     manifest = Manifest(
         name=spec.name,
         created=now_iso(),
+        airlift_version=__version__,
         since=lineage,
         resolution=resolution,
         artifacts=ordered,

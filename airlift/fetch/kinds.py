@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 from airlift.bundle.manifest import Artifact
+from airlift.config.installer import Installer
 from airlift.config.spec import (
     GitRepo,
     HfRepo,
@@ -56,6 +57,7 @@ KINDS: tuple[SourceKind, ...] = (
     SourceKind((GitRepo,), ("git",), "git"),
     SourceKind((tuple,), ("wheels",), "wheels"),  # every `wheels:` entry of a spec makes one artifact
     SourceKind((str, ImageRef), ("image",), "image"),
+    SourceKind((Installer,), ("installer",), "installer"),  # airlift itself, tools/airlift
 )
 _BY_KIND = {kind: source for source in KINDS for kind in source.artifact_kinds}
 

@@ -45,7 +45,9 @@ def _pip_failed_on_network(stderr: str, log: Path) -> bool:
         return False
 
 
-def _pip_report(entry: Wheels) -> list[dict]:
+def _pip_report(entry: Wheels, constraints: tuple[str, ...] = (), platforms: tuple[str, ...] = ()) -> list[dict]:
+    """pip's dry-run install report for `entry`, each version held to `constraints` (`name==version` lines),
+    taking wheels for `platforms` too (pip does not widen one --platform to the older tags it implies)."""
     with tempfile.TemporaryDirectory(prefix="airlift-pip-") as work:
         report = Path(work) / "report.json"
         log = Path(work) / "pip.log"
@@ -53,11 +55,14 @@ def _pip_report(entry: Wheels) -> list[dict]:
         # wrote, so no spec value is ever a pip argument.
         requirements = Path(work) / "requirements.txt"
         requirements.write_text("".join(f"{line}\n" for line in entry.requirement_lines()))
+        pinned = Path(work) / "constraints.txt"
+        pinned.write_text("".join(f"{line}\n" for line in constraints))
         argv = [
             sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
             "--report", str(report), "--target", str(Path(work) / "target"),
             "--only-binary=:all:", "--python-version", entry.python, "--platform", entry.platform,
-            "--implementation", entry.implementation, "-r", str(requirements),
+            *(arg for platform in platforms for arg in ("--platform", platform)),
+            "--implementation", entry.implementation, "-r", str(requirements), "-c", str(pinned),
             # pip's own retries (5 by default) off: the core retries the whole resolution, one layer only.
             "--retries", "0", "--log", str(log),
         ]
@@ -101,19 +106,20 @@ def _size(url: str) -> int | None:
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Download every pinned wheel, checked against pip's sha256."""
-    def one(remote: RemoteFile) -> FileEntry:
-        if remote.sha256 and ctx.cache.store.has(remote.sha256):
-            return FileEntry(path=remote.path, size=ctx.cache.store.blob_path(remote.sha256).stat().st_size, sha256=remote.sha256)
-        url = resolved.source.wheels[remote.path].url
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            blob = ctx.cache.store.add_file(Path(unquote(parsed.path)))
-            if remote.sha256 and blob.sha256 != remote.sha256:
-                raise WorkError(f"wheels: {remote.path}: sha256 {blob.sha256} does not match pip's {remote.sha256}")
-        else:
-            blob = http.download(url, ctx, label=f"wheels: {remote.path}", etag=None, size=remote.size, expected_sha256=remote.sha256)
-        ctx.progress(blob.size)
-        return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)
-
-    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+    entries = bounded_map(lambda remote: fetch_wheel(remote, resolved.source.wheels[remote.path].url, ctx), resolved.files, workers=ctx.max_parallel_files)
     return Artifact(id=resolved.artifact_id, kind="wheels", source=resolved.source, files=entries)
+
+
+def fetch_wheel(remote: RemoteFile, url: str, ctx: FetchContext) -> FileEntry:
+    """One pinned wheel into the cache (taken from it when already stored), checked against pip's sha256."""
+    if remote.sha256 and ctx.cache.store.has(remote.sha256):
+        return FileEntry(path=remote.path, size=ctx.cache.store.blob_path(remote.sha256).stat().st_size, sha256=remote.sha256)
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        blob = ctx.cache.store.add_file(Path(unquote(parsed.path)))
+        if remote.sha256 and blob.sha256 != remote.sha256:
+            raise WorkError(f"wheels: {remote.path}: sha256 {blob.sha256} does not match pip's {remote.sha256}")
+    else:
+        blob = http.download(url, ctx, label=f"wheels: {remote.path}", etag=None, size=remote.size, expected_sha256=remote.sha256)
+    ctx.progress(blob.size)
+    return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from airlift.bundle.layout import DERIVED_FILES, MANIFEST, TOP_FILES, Bundle
+from airlift.bundle.layout import DERIVED_FILES, MANIFEST, SUMS, TOP_FILES, Bundle
 from airlift.bundle.manifest import Manifest
 from airlift.bundle.stamps import Stamp
 from airlift.bundle.verify import verify_bundle
@@ -89,7 +89,7 @@ class DirEndpoint:
         return DirEndpoint(str(dest.root), workers=self.workers).put_blobs(self.bundle, digests, on_bytes=on_bytes)
 
     def finish(self, plan: TransferPlan, src: Endpoint, *, sent: Mapping[str, Stamp | None]) -> None:
-        small = {name: data for name in TOP_FILES if name not in DERIVED_FILES and (data := src.read_small(name)) is not None}
+        small = {name: data for name in TOP_FILES if name not in DERIVED_FILES and name != SUMS and (data := src.read_small(name)) is not None}
         finish_local(self.bundle, plan.manifest, plan.manifest_bytes, small=small, proven=plan.proven | set(sent), lent=plan.lent)
 
 

@@ -7,6 +7,7 @@ again. A delta bundle's blobs left to its lineage are expected absent at DEST, a
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from airlift.bundle.layout import MANIFEST, SIGNATURE, Bundle
 from airlift.bundle.manifest import Manifest
 from airlift.bundle.verify import verify_bundle
 from airlift.transport.proof import prove_local, stamp_received
+from airlift.util.confine import MAX_BLOB_BYTES, EscapeError, open_path
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import bounded_map
@@ -118,9 +120,15 @@ def blob_sizes(manifest: Manifest, bundle: Bundle) -> dict[str, tuple[str, int]]
         for digest in sorted(artifact.all_blobs()):
             if digest in out:
                 continue
-            path = bundle.store.blob_path(digest)
-            if path.exists():
-                out[digest] = (artifact.id, path.stat().st_size)
+            # The guarded opener decides (util/confine.py): a blob that is a symlink (to /dev/zero), a FIFO
+            # or a device is refused here, before any transport reads it and fills the destination.
+            try:
+                os.close(open_path(bundle.store.blob_path(digest), max_bytes=MAX_BLOB_BYTES))
+            except FileNotFoundError:
+                continue
+            except EscapeError as exc:
+                raise WorkError(f"{artifact.id}: refusing to send {exc}") from None
+            out[digest] = (artifact.id, bundle.store.blob_path(digest).stat().st_size)
     return out
 
 
@@ -180,11 +188,12 @@ def copy_blobs_to_dir(src: Bundle, dest: Path, digests: Iterable[str], *, worker
     """
     dest_bundle = Bundle(dest)
     dest_bundle.store.ensure_dirs()
+    declared = {f.sha256: f.size for a in src.read_manifest().artifacts for f in a.files}
 
     def one(digest: str) -> str | None:
         if dest_bundle.store.has(digest):
             return None
-        size = src.store.copy_blob_to(dest_bundle.store, digest)
+        size = src.store.copy_blob_to(dest_bundle.store, digest, declared.get(digest))
         if on_bytes:
             on_bytes(size)
         return digest

@@ -134,7 +134,14 @@ def cmd_sign(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()
     if not Path(args.key).is_file():
         raise InputError(f"--key {args.key}: no such file")
-    print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key))}")
+    expires_in = None
+    if getattr(args, "expires", None):
+        from airlift.fetch.cache import parse_age
+
+        expires_in = parse_age(args.expires, option="--expires")
+        if expires_in <= 0:
+            raise InputError(f"--expires {args.expires!r}: must be positive")
+    print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key), expires_in=expires_in)}")
     return 0
 
 
@@ -207,10 +214,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.config.site import load_site
 
-    keys = _trusted_keys(args, load_site(args.site))
-    _open_trusted(args.bundle, keys)
+    profile = load_site(args.site)
+    keys = _trusted_keys(args, profile)
+    opened = _open_trusted(args.bundle, keys)
+    if profile.shared_root:  # refused here too, before a flow run starts: nothing is written
+        from airlift.ingest import rollback
+
+        rollback.check(profile.shared_root, opened.manifest, opened.sha256, origin=str(args.bundle), allow_older=args.allow_older)
     ingest_bundle = _flow("ingest")
-    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
+    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey], allow_older=args.allow_older)
     print(
         f"ingested {summary.artifacts} artifacts: S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), "
         f"{summary.s3_skipped} already there; shared_root {summary.materialized} placed, {summary.materialized_skipped} already there"

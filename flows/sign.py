@@ -17,6 +17,6 @@ def keygen_flow(out: str) -> list[str]:
 
 
 @flow(name="sign-bundle")
-def sign_flow(bundle: str, key: str) -> str:
-    """Sign `bundle`'s manifest.json with the Ed25519 private key `key`."""
-    return str(sign(Bundle(bundle), Path(key)))
+def sign_flow(bundle: str, key: str, expires_in: float | None = None) -> str:
+    """Sign `bundle`'s manifest.json with the Ed25519 private key `key` (expiring after `expires_in` seconds)."""
+    return str(sign(Bundle(bundle), Path(key), expires_in=expires_in))

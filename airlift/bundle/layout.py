@@ -22,7 +22,7 @@ from airlift.bundle.oci_layout import (
     listed_ids,
 )
 from airlift.bundle.store import BlobStore
-from airlift.util.confine import EscapeError, open_regular
+from airlift.util.confine import EscapeError, read_regular
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 
@@ -38,6 +38,7 @@ DERIVED_FILES: tuple[str, ...] = (*LAYOUT_FILES, INSTALL_SH)
 # list and spell no name themselves: a file added here travels everywhere. At a local DEST the derived
 # ones and SHA256SUMS are rewritten from the manifest (`write_sums`) rather than copied.
 TOP_FILES: tuple[str, ...] = (*DERIVED_FILES, SUMS, SIGNATURE)
+MAX_SUMS_BYTES = 64 << 20  # one line per blob: far beyond any real bundle
 
 
 class Bundle:
@@ -61,16 +62,13 @@ class Bundle:
 
     def manifest_bytes(self) -> bytes:
         """The manifest's bytes, read no further than the size limit (a hostile bundle may be huge)."""
+        # The guarded opener: a FIFO, a symlink to /dev/zero or a huge file is refused before a byte is read.
         try:
-            with open(self.manifest_path, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size > MAX_MANIFEST_BYTES:  # refused before a byte is read
-                    raise ManifestError(f"{self.manifest_path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-                data = handle.read(MAX_MANIFEST_BYTES + 1)
+            return read_regular(self.root, MANIFEST, max_bytes=MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             raise ManifestError(f"{self.root}: no {MANIFEST} (not a bundle, or an unfinished one)") from None
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{self.manifest_path}: manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        return data
+        except EscapeError as exc:
+            raise ManifestError(f"{self.manifest_path}: refused: {str(exc).rpartition(': ')[2]} (at most {MAX_MANIFEST_BYTES} bytes, a regular file)") from None
 
     def read_manifest(self) -> Manifest:
         self.require()
@@ -129,12 +127,8 @@ class Bundle:
         # The bundle may be hostile (inspect runs before any check): no symlink is followed, only a regular
         # file is read (not a FIFO or /dev/zero), and never more than the bound.
         try:
-            fd = open_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)))
+            data = read_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)), max_bytes=MAX_IMAGE_MANIFEST)
         except (OSError, EscapeError):
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MAX_IMAGE_MANIFEST + 1)
-        if len(data) > MAX_IMAGE_MANIFEST:
             return None
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
@@ -147,10 +141,8 @@ class Bundle:
         fewer images than the blobs now allow (pushed from a delta onto a directory holding its lineage),
         but each entry it has must be exactly the one the manifest implies.
         """
-        try:
-            listed = {line.partition("  ")[2] for line in (self.root / SUMS).read_text().splitlines()}
-        except (FileNotFoundError, UnicodeDecodeError):
-            listed = set()
+        text = self.sums_text()
+        listed = {line.partition("  ")[2] for line in text.splitlines()} if text else set()
         problems = {}
         for name, expected in self.derived_files(manifest).items():
             path = self.root / name
@@ -158,10 +150,11 @@ class Bundle:
                 if name in listed:
                     problems[name] = "missing"
                 continue
-            if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_INDEX_BYTES:
+            try:
+                actual = read_regular(self.root, name, max_bytes=MAX_INDEX_BYTES)
+            except (OSError, EscapeError):  # a symlink, a FIFO, a device, or too large
                 problems[name] = "corrupt"
                 continue
-            actual = path.read_bytes()
             if actual == expected:
                 continue
             ids = listed_ids(actual) if name == INDEX else None
@@ -170,11 +163,18 @@ class Bundle:
                 problems[name] = "corrupt"
         return problems
 
-    def sums_manifest_digest(self) -> str | None:
+    def sums_text(self) -> str | None:
+        """SHA256SUMS as text (guarded, bounded), or None when it is absent or unreadable."""
         try:
-            text = (self.root / SUMS).read_text()
-        except FileNotFoundError:
+            return read_regular(self.root, SUMS, max_bytes=MAX_SUMS_BYTES).decode()
+        except (OSError, EscapeError, UnicodeDecodeError):
             return None
+
+    def sums_manifest_digest(self) -> str | None:
+        text = self.sums_text()
+        if text is None:
+            # Present but a symlink, a FIFO, too large or not text: a digest that matches nothing.
+            return "unreadable" if os.path.lexists(self.root / SUMS) else None
         for line in text.splitlines():
             digest, _, name = line.partition("  ")
             if name == MANIFEST:

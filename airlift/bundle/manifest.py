@@ -11,11 +11,21 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from airlift import __version__
 from airlift.bundle.sources import Source, source_record
+from airlift.util.confine import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, path_problem
 from airlift.util.errors import InputError
 from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM
 
@@ -35,11 +45,25 @@ class ManifestError(InputError):
 
 
 def check_relative_path(value: str) -> str:
-    """The value, if it is a relative POSIX path with no empty, '.' or '..' part; else ValueError."""
-    if not value or value.startswith("/") or "\\" in value or "\x00" in value:
-        raise ValueError(f"path {value!r} must be a relative POSIX path")
-    if any(part in {"", ".", ".."} for part in value.split("/")):
-        raise ValueError(f"path {value!r} has an empty, '.' or '..' component")
+    """The value, if it is a relative POSIX path airlift may write (util/confine.py path_problem: no
+    empty, '.' or '..' part, no control character, each part <= 255 bytes); else ValueError."""
+    problem = path_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def check_artifact_id(value: str) -> str:
+    """The id, if it is valid and short enough for every name built from it; else ValueError.
+
+    Checked when the manifest is read, so ingest never fails with ENAMETOOLONG after writing other
+    artifacts: the id is a path under shared_root (each part <= 255 bytes) and, quoted, the name of
+    its ingest marker (`<quoted id>.json` <= 255 bytes).
+    """
+    if not ARTIFACT_ID_RE.match(value) or path_problem(value):
+        raise ValueError(f"artifact id {value[:80]!r} is not valid" + (f": {path_problem(value)}" if path_problem(value) else ""))
+    if len(quote(value, safe="")) + len(".json") > MAX_COMPONENT_BYTES:
+        raise ValueError(f"artifact id {value[:40]!r}... is too long ({len(value)} characters; its marker name must fit in {MAX_COMPONENT_BYTES} bytes)")
     return value
 
 
@@ -108,9 +132,21 @@ class Artifact(Model):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not ARTIFACT_ID_RE.match(value) or any(part in {"", ".", ".."} for part in value.split("/")):
-            raise ValueError(f"artifact id {value!r} is not valid")
-        return value
+        return check_artifact_id(value)
+
+    @model_validator(mode="after")
+    def _unique_paths(self) -> Artifact:
+        # Two entries for one path: a reviewer signing the manifest cannot tell which bytes a job gets.
+        # Case-folded too: `Config.json` and `config.json` collide on case-insensitive media (FAT32, NTFS, APFS).
+        seen: dict[str, str] = {}
+        for entry in self.files:
+            folded = entry.path.casefold()
+            if folded in seen:
+                raise ValueError(f"path {entry.path!r} appears twice (as {seen[folded]!r}; also case-folded)")
+            seen[folded] = entry.path
+            if len(self.id) + 1 + len(entry.path.encode()) > MAX_PATH_BYTES:
+                raise ValueError(f"path {entry.path[:40]!r}... under {self.id[:40]!r} is longer than {MAX_PATH_BYTES} bytes")
+        return self
 
     def all_blobs(self) -> set[str]:
         return {f.sha256 for f in self.files} | {b.removeprefix("sha256:") for b in self.blobs}
@@ -137,8 +173,8 @@ class Manifest(Model):
     """manifest.json: schema version, name, lineage, the resolution digest, the artifacts and the (redacted) spec."""
 
     schema_version: int = SCHEMA_VERSION
-    name: str
-    created: str
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f/\\]+$")
+    created: str = Field(max_length=64)
     tool: str = "airlift"
     # The airlift that wrote it (absent in bundles older than the field): the far side names it when it
     # cannot read the schema, so the operator knows which airlift to install.

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from airlift.bundle.verify import VerifyReport
-from airlift.util.fs import write_bytes_atomic
+from airlift.util.confine import ConfinedRoot, EscapeError
 
 
 def receipt_json(report: VerifyReport) -> dict:
@@ -46,16 +46,18 @@ def write_receipt(report: VerifyReport, directory: Path | None = None) -> tuple[
     """Write `verify-<time>-<host>.{json,md}` into the bundle's receipts/ (or `directory`, or the cwd
     when the bundle is read-only, as on a DVD)."""
     stem = f"verify-{report.checked_at.replace(':', '')}-{report.host}"
-    candidates = [directory] if directory else [Path(report.bundle) / "receipts", Path.cwd()]
-    for folder in candidates:
+    # Through ConfinedRoot: a `receipts` planted in a hostile bundle as a symlink (to /etc/cron.d) is
+    # refused, and the receipt goes to the next candidate instead of through the link.
+    candidates = [(directory, "")] if directory else [(Path(report.bundle), "receipts/"), (Path.cwd(), "")]
+    for base, sub in candidates:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            confined = ConfinedRoot(base)
+            folder = confined.mkdirs(sub.rstrip("/")) if sub else confined.root
             if not os.access(folder, os.W_OK):
                 continue
-            json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-            write_bytes_atomic(json_path, (json.dumps(receipt_json(report), indent=1) + "\n").encode())
-            write_bytes_atomic(md_path, receipt_markdown(report).encode())
+            json_path = confined.write_bytes(f"{sub}{stem}.json", (json.dumps(receipt_json(report), indent=1) + "\n").encode())
+            md_path = confined.write_bytes(f"{sub}{stem}.md", receipt_markdown(report).encode())
             return json_path, md_path
-        except OSError:
+        except (OSError, EscapeError):
             continue
     raise OSError("no writable place for the verification receipt")

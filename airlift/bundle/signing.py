@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -14,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from airlift.bundle.layout import SIGNATURE, Bundle
 from airlift.bundle.manifest import Manifest
+from airlift.util.confine import EscapeError, read_regular
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 
@@ -47,13 +51,57 @@ def _load(path: Path, kind: str):
     return key
 
 
-def sign(bundle: Bundle, key_path: Path) -> Path:
-    """Sign manifest.json (which pins every blob) with the private key; write manifest.json.sig."""
+EXPIRES_PREFIX = "expires "
+_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def signed_message(manifest_bytes: bytes, expires: str | None) -> bytes:
+    """What the signature covers: the manifest bytes alone, or (with an expiry) a versioned header
+    naming the expiry, then the manifest bytes. The expiry is *under* the signature: changing or
+    removing its line makes the signature fail, and an unexpiring signature never verifies over a
+    header, so an expiring signature cannot be turned into an unexpiring one."""
+    if expires is None:
+        return manifest_bytes
+    return b"airlift-signature-v2\n" + f"{EXPIRES_PREFIX}{expires}\n".encode() + manifest_bytes
+
+
+def sign(bundle: Bundle, key_path: Path, *, expires_in: float | None = None) -> Path:
+    """Sign manifest.json (which pins every blob) with the private key; write manifest.json.sig.
+
+    Args:
+        bundle: The bundle.
+        key_path: The Ed25519 private key (PEM).
+        expires_in: Seconds from now after which ingest, submit and serve refuse the signature
+            (`airlift sign --expires 30d`); None signs without an expiry, as before.
+    """
     key = _load(key_path, "private")
-    signature = key.sign(bundle.manifest_bytes())
+    expires = None
+    if expires_in is not None:
+        expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    signature = key.sign(signed_message(bundle.manifest_bytes(), expires))
     path = bundle.root / SIGNATURE
-    write_bytes_atomic(path, base64.b64encode(signature) + b"\n")
+    body = base64.b64encode(signature) + b"\n" + (f"{EXPIRES_PREFIX}{expires}\n".encode() if expires else b"")
+    write_bytes_atomic(path, body)
     return path
+
+
+def _parse_signature_file(path: Path, raw: bytes) -> tuple[bytes, str | None]:
+    """(signature, expiry or None) from manifest.json.sig: one base64 line, optionally `expires <time>`."""
+    try:
+        if len(raw) > MAX_SIGNATURE_BYTES:
+            raise ValueError
+        lines = raw.decode("ascii").strip().split("\n")
+        if len(lines) > 2:
+            raise ValueError
+        signature = base64.b64decode(lines[0].strip(), validate=True)
+        expires = None
+        if len(lines) == 2:
+            if not lines[1].startswith(EXPIRES_PREFIX) or not _TIME_RE.match(lines[1][len(EXPIRES_PREFIX):]):
+                raise ValueError
+            expires = lines[1][len(EXPIRES_PREFIX):]
+    except (ValueError, UnicodeDecodeError):
+        raise WorkError(f"{path}: refused: not a base64 Ed25519 signature (with an optional 'expires' line)") from None
+    return signature, expires
 
 
 MAX_SIGNATURE_BYTES = 4096
@@ -81,22 +129,23 @@ def check_signature(bundle: Bundle, pub_paths: Sequence[Path], *, manifest_bytes
         raise InputError("no trusted public key given")
     path = bundle.root / SIGNATURE
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SIGNATURE_BYTES + 1)
+        raw = read_regular(bundle.root, SIGNATURE, max_bytes=MAX_SIGNATURE_BYTES)  # no FIFO, link or device
     except FileNotFoundError:
         raise WorkError(f"{bundle.root}: refused: no {SIGNATURE}; the bundle is not signed and this site trusts only signed bundles") from None
-    try:
-        if len(raw) > MAX_SIGNATURE_BYTES:
-            raise ValueError
-        signature = base64.b64decode(raw.strip(), validate=True)
-    except ValueError:
-        raise WorkError(f"{path}: refused: not a base64 Ed25519 signature") from None
-    data = bundle.manifest_bytes() if manifest_bytes is None else manifest_bytes
+    except EscapeError:
+        raise WorkError(f"{path}: refused: not a regular file of at most {MAX_SIGNATURE_BYTES} bytes") from None
+    signature, expires = _parse_signature_file(path, raw)
+    data = signed_message(bundle.manifest_bytes() if manifest_bytes is None else manifest_bytes, expires)
     for key_path, key in keys:
         try:
             key.verify(signature, data)
         except InvalidSignature:
             continue
+        if expires is not None:
+            # Checked only after the signature is valid: the expiry is signed, so it is the signer's.
+            if datetime.now(UTC) >= datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC):
+                raise WorkError(f"{path}: refused: the signature expired at {expires} (re-sign the bundle: airlift sign --expires)")
+            return f"valid until {expires} (key {key_fingerprint(key_path)})"
         return f"valid (key {key_fingerprint(key_path)})"
     names = ", ".join(str(p) for p, _ in keys)
     raise WorkError(f"{bundle.root}: refused: manifest.json does not match its signature under any trusted key ({names}): tampered, or signed by another key")
@@ -130,7 +179,7 @@ def trusted_manifest(bundle: Bundle, pub_paths: Sequence[Path]) -> TrustedManife
     if pub_paths:
         status = check_signature(bundle, pub_paths, manifest_bytes=data)
     else:
-        status = "present, not checked (no trusted keys)" if (bundle.root / SIGNATURE).exists() else "unsigned"
+        status = "present, not checked (no trusted keys)" if os.path.lexists(bundle.root / SIGNATURE) else "unsigned"
     manifest = Manifest.parse(data, origin=str(bundle.manifest_path))
     return TrustedManifest(manifest=manifest, sha256=hashlib.sha256(data).hexdigest(), signature=status)
 

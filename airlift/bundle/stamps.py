@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airlift.bundle.store import BlobStore, sha256_file
-from airlift.util.confine import ConfinedRoot
+from airlift.util.confine import ConfinedRoot, EscapeError, read_regular
 from airlift.util.errors import WorkError
 
 STAMPS = ".airlift/verified.json"
@@ -80,9 +80,8 @@ def render_stamps(stamps: Mapping[str, Stamp]) -> bytes:
 def read_stamps(root: Path) -> dict[str, Stamp]:
     """The stamps recorded in the bundle at `root` (empty when there are none or they are unreadable)."""
     try:
-        with open(Path(root) / STAMPS, "rb") as handle:
-            return parse_stamps(handle.read(MAX_STAMPS_BYTES + 1))
-    except OSError:
+        return parse_stamps(read_regular(Path(root), STAMPS, max_bytes=MAX_STAMPS_BYTES))
+    except (OSError, EscapeError):  # absent, a symlink, a FIFO or too large: no stamps
         return {}
 
 
@@ -106,6 +105,8 @@ def hash_in_place(store: BlobStore, digest: str) -> tuple[bool, Stamp | None]:
         good = sha256_file(path) == digest
         after = stamp_of(os.stat(path))
     except FileNotFoundError:
+        return False, None
+    except EscapeError:  # a symlink, FIFO or device planted as a blob: damaged, never read
         return False, None
     return good, before if before == after else None
 

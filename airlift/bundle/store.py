@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from airlift.util.confine import ConfinedRoot
+from airlift.util.confine import ConfinedRoot, hash_regular, open_path
 from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, copy_hashing, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
@@ -45,12 +45,9 @@ def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sha256_file(path: Path, size: int | None = None) -> str:
+    """sha256 of a regular file, through the guarded opener (no symlink, FIFO or device; bounded)."""
+    return hash_regular(Path(path), size=size)
 
 
 class HashingWriter:
@@ -261,21 +258,24 @@ class BlobStore:
         other.ensure_dirs()
         link_or_copy(self.blob_path(sha256), other.blob_path(sha256))
 
-    def copy_blob_to(self, other: BlobStore, sha256: str) -> int:
+    def copy_blob_to(self, other: BlobStore, sha256: str, size: int | None = None) -> int:
         """Copy one blob into `other`, re-hashing the bytes as they are written (used across machines/disks)."""
         other.ensure_dirs()
         src = self.blob_path(sha256)
+        # The guarded opener: a blob planted as a symlink to /dev/zero or as a FIFO would otherwise
+        # fill the destination disk (copy_hashing copies to EOF); it is refused before a byte is copied.
+        src_fd = open_path(src, size=size)
         fd, tmp = other._new_tmp()
         try:
-            with under_way("copy", sha256[:12]), open(src, "rb") as fin, os.fdopen(fd, "r+b") as fout:
+            with under_way("copy", sha256[:12]), os.fdopen(src_fd, "rb") as fin, os.fdopen(fd, "r+b") as fout:
                 hasher = hashlib.sha256()
-                size = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update)
+                copied = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update)
                 os.fsync(fout.fileno())
             digest = hasher.hexdigest()
-            if digest != sha256:
+            if digest != sha256 or (size is not None and copied != size):
                 raise IntegrityError(f"blob {sha256} is corrupt at the source (hashes to {digest})")
             other._commit(Path(tmp), digest)
-            return size
+            return copied
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

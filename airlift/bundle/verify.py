@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Manifest, now_iso
 from airlift.bundle.signing import TrustedManifest, trusted_manifest
-from airlift.bundle.store import BlobStore, sha256_file
+from airlift.bundle.store import BlobStore
+from airlift.util.confine import ConfinedRoot, EscapeError, SpecialFileError, hash_regular
 
 
 class Problem(BaseModel):
@@ -63,14 +65,17 @@ class VerifyReport(BaseModel):
         return not self.problems and self.manifest_matches_sums is not False
 
 
-def _check_blob(path: Path, sha256: str, size: int | None) -> str | None:
+def _check_blob(path: Path, sha256: str, size: int | None, stop: threading.Event | None = None) -> str | None:
+    # The guarded opener: a symlink (to /dev/zero), a FIFO or a device is "corrupt" at once, never read;
+    # no more than the declared size (+1) is read, so a blob that grows while hashed is "wrong size".
     try:
-        actual_size = path.stat().st_size
+        return None if hash_regular(path, size=size, stop=stop) == sha256 else "corrupt"
     except FileNotFoundError:
         return "missing"
-    if size is not None and actual_size != size:
-        return "wrong size"
-    return None if sha256_file(path) == sha256 else "corrupt"
+    except SpecialFileError as exc:
+        return "wrong size" if exc.wrong_size else "corrupt"
+    except EscapeError:
+        return "corrupt"
 
 
 def verify_bundle(
@@ -104,13 +109,15 @@ def verify_bundle(
         for blob in artifact.blobs:
             sizes.setdefault(blob.removeprefix("sha256:"), None)
 
+    stop = threading.Event()
+
     def check(sha256: str) -> tuple[str, str | None, int, bool]:
         path, lent = bundle.locate_blob(sha256, store)
         size = 0
         if trusted and sha256 in trusted and path.exists():
             reason = None if sizes[sha256] is None or path.stat().st_size == sizes[sha256] else "wrong size"
         else:
-            reason = _check_blob(path, sha256, sizes[sha256])
+            reason = _check_blob(path, sha256, sizes[sha256], stop)
         if reason is None:
             size = path.stat().st_size
             if on_bytes:
@@ -122,13 +129,22 @@ def verify_bundle(
     # first, so one big blob last does not leave the other cores idle at the end. Counts are summed
     # here, in the calling thread, not in the workers.
     order = sorted(sizes, key=lambda d: (-(sizes[d] or 0), d))
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+    # A signal (SIGTERM raised as an exception by the flow engine, Ctrl-C) reaches this thread only:
+    # `stop` tells the hashing threads to end within one chunk, and the pool is not waited on, so
+    # the process exits promptly instead of finishing every hash first.
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2)
+    try:
         for sha256, reason, size, lent in pool.map(check, order):
             report.blobs_checked += 1
             report.bytes_checked += size
             report.blobs_from_store += lent
             if reason:
                 bad[sha256] = reason
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
     report.quarantined = quarantine(bundle, [d for d, reason in bad.items() if reason in ("corrupt", "wrong size")], extra_stores=extra_stores)
 
@@ -154,29 +170,35 @@ def verify_bundle(
 def quarantine(bundle: Bundle, digests: list[str], *, extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
     """Move corrupt blobs to `<bundle>/.corrupt/`, so the next build or transfer puts good bytes back.
 
+    The move goes through ConfinedRoot: a `.corrupt` (or `blobs/sha256`) planted as a symlink is
+    refused, so a hostile bundle cannot make verify drop its bytes into /etc/cron.d.
+
     A bundle blob is often a hard link to the cache's: when the cache (or another store) holds the same
     damaged inode, or a blob that also fails its hash, it is moved aside there too, so the next build
     fetches that one blob again instead of trusting it.
     """
     moved = []
+    confined = ConfinedRoot(bundle.root)
     for digest in digests:
         path = bundle.store.blob_path(digest)
-        if not path.exists():
+        try:
+            inode = os.lstat(path).st_ino
+        except FileNotFoundError:
             continue
-        inode = path.stat().st_ino
-        aside = bundle.root / ".corrupt" / digest
-        aside.parent.mkdir(exist_ok=True)
-        os.replace(path, aside)
-        moved.append(str(aside))
+        relative = f"blobs/sha256/{digest}"
+        try:
+            moved.append(str(confined.move(relative, f".corrupt/{digest}")))
+        except (EscapeError, OSError):
+            continue  # a bundle that will not let its blob be moved aside stays reported as corrupt
         for store in extra_stores:
             other = store.blob_path(digest)
             try:
-                same = other.stat().st_ino == inode or sha256_file(other) != digest
+                same = os.lstat(other).st_ino == inode or _check_blob(other, digest, None) is not None
             except FileNotFoundError:
                 continue
             if same:
-                other_aside = store.root / ".corrupt" / digest
-                other_aside.parent.mkdir(exist_ok=True)
-                os.replace(other, other_aside)
-                moved.append(str(other_aside))
+                try:
+                    moved.append(str(ConfinedRoot(store.root).move(relative, f".corrupt/{digest}")))
+                except (EscapeError, OSError):
+                    continue
     return moved

@@ -20,7 +20,9 @@ from typing import Annotated, Literal
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
+from airlift.bundle.layout import MANIFEST, MAX_SUMS_BYTES, SIGNATURE, SUMS, Bundle
+from airlift.bundle.manifest import MAX_MANIFEST_BYTES
+from airlift.util.confine import MAX_BLOB_BYTES, EscapeError, hash_regular, open_path, read_regular
 from airlift.util.errors import InputError, IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, fsync_dir, write_bytes_atomic
 
@@ -31,6 +33,11 @@ UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**
 # Compress only when a sample shrinks below this ratio: safetensors and compressed layers do not.
 COMPRESS_WORTH = 0.9
 SAMPLE = 256 * 1024
+MAX_INDEX_BYTES = 256 << 20  # index.json: one placement per blob; far beyond any real bundle
+MAX_SIGNATURE_BYTES = 4096
+# File systems that cannot hold a file of 4 GiB or more (FAT12/16/32 as Linux mounts them).
+FAT_TYPES = {"vfat", "msdos", "fat", "umsdos"}
+FAT_MAX_FILE = (4 << 30) - 1
 
 
 class VolumeEntry(BaseModel):
@@ -142,8 +149,45 @@ class VolumeWriter:
         return self.volumes
 
 
+def filesystem_type(path: Path, mounts: Path = Path("/proc/self/mounts")) -> str | None:
+    """The type of the file system `path` lives on (the longest mount point above it), or None."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def check_target_filesystem(out: Path, volume_size: int, mounts: Path = Path("/proc/self/mounts")) -> None:
+    """Refuse up front a volume size the target cannot hold (FAT32: no file of 4 GiB or more).
+
+    Raises:
+        InputError: The volumes would not fit on the target's file system (exit 2, before any is written).
+    """
+    kind = filesystem_type(out, mounts)
+    if kind in FAT_TYPES and volume_size > FAT_MAX_FILE:
+        raise InputError(f"--volume-size {volume_size}: {out} is on {kind} (FAT), which holds no file of 4 GiB or more; use --volume-size 4000MiB or less")
+
+
+def _bounded(handle, size: int) -> Iterator[bytes]:  # noqa: ANN001 - a binary file
+    """The file's first `size` bytes (its size when opened): a blob that grows meanwhile is cut there."""
+    left = size
+    while left > 0 and (chunk := handle.read(min(CHUNK, left))):
+        left -= len(chunk)
+        yield chunk
+
+
 def _compressible(path: Path) -> bool:
-    with open(path, "rb") as handle:
+    with os.fdopen(open_path(path, max_bytes=MAX_BLOB_BYTES), "rb") as handle:
         sample = handle.read(SAMPLE)
     if len(sample) < 4096:
         return False
@@ -162,38 +206,41 @@ def pack(bundle: Bundle, *, out: Path, volume_size: int, zstd: bool = False, on_
     """Cut the bundle's blobs into fixed-size volumes under `out`, with index.json and VOLUMES.SHA256SUMS."""
     manifest = bundle.read_manifest()
     out.mkdir(parents=True, exist_ok=True)
+    check_target_filesystem(out, volume_size)
     for stale in list(out.glob("vol-*.bin")) + [out / INDEX, out / VOLUME_SUMS]:
         stale.unlink(missing_ok=True)
     writer = VolumeWriter(out, volume_size)
     blobs: dict[str, BlobPlacement] = {}
     bytes_in = compressed = 0
+    declared = {f.sha256: f.size for a in manifest.artifacts for f in a.files}
     for digest in sorted(manifest.all_blobs()):
         path = bundle.store.blob_path(digest)
-        if not path.exists():
+        if not os.path.lexists(path):
             continue  # a delta bundle: this blob travels with the older one
-        size = path.stat().st_size
         codec = "zstd" if zstd and _compressible(path) else "raw"
         segments: list[list[int]] = []
-        with open(path, "rb") as handle:
+        with os.fdopen(open_path(path, size=declared.get(digest), max_bytes=MAX_BLOB_BYTES), "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
             if codec == "zstd":
                 compressor = zstandard.ZstdCompressor(level=3).compressobj()
-                while chunk := handle.read(CHUNK):
+                for chunk in _bounded(handle, size):
                     segments += writer.write(compressor.compress(chunk))
                     if on_bytes:
                         on_bytes(len(chunk))
                 segments += writer.write(compressor.flush())
                 compressed += 1
             else:
-                while chunk := handle.read(CHUNK):
+                for chunk in _bounded(handle, size):
                     segments += writer.write(chunk)
                     if on_bytes:
                         on_bytes(len(chunk))
         bytes_in += size
         blobs[digest] = BlobPlacement(size=size, codec=codec, segments=[tuple(s) for s in _merge(segments)])
     volumes = writer.finish()
+    limits = {MANIFEST: MAX_MANIFEST_BYTES, SUMS: MAX_SUMS_BYTES, SIGNATURE: MAX_SIGNATURE_BYTES}
     for name in (MANIFEST, SUMS, SIGNATURE):
-        if (bundle.root / name).exists():
-            write_bytes_atomic(out / name, (bundle.root / name).read_bytes())
+        if os.path.lexists(bundle.root / name):
+            write_bytes_atomic(out / name, _small(bundle.root, name, limits[name]))
     index = VolumeIndex(volume_size=volume_size, volumes=volumes, blobs=blobs)
     write_bytes_atomic(out / INDEX, index.model_dump_json(indent=1).encode())
     sums = [f"{v.sha256}  {v.name}\n" for v in volumes]
@@ -240,9 +287,11 @@ def read_index(directory: Path) -> VolumeIndex:
     """
     path = directory / INDEX
     try:
-        data = path.read_bytes()
+        data = read_regular(directory, INDEX, max_bytes=MAX_INDEX_BYTES)  # a FIFO index.json must not hang unpack
     except FileNotFoundError:
         raise InputError(f"{directory}: no {INDEX}; not a packed bundle") from None
+    except EscapeError as exc:
+        raise InputError(f"{path}: refused: {str(exc).rpartition(': ')[2]}") from None
     try:
         return VolumeIndex.model_validate_json(data)
     except ValidationError as exc:
@@ -252,19 +301,17 @@ def read_index(directory: Path) -> VolumeIndex:
 
 
 def _volume_state(directory: Path, volume: VolumeEntry) -> str | None:
-    path = directory / volume.name
-    if not path.exists():
+    try:
+        return None if hash_regular(directory / volume.name, size=volume.size) == volume.sha256 else "corrupt"
+    except FileNotFoundError:
         return "missing"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return None if digest.hexdigest() == volume.sha256 and path.stat().st_size == volume.size else "corrupt"
+    except EscapeError:  # a symlink, a FIFO, a device, or not the size the index says
+        return "corrupt"
 
 
 def _segments(directory: Path, volumes: list[VolumeEntry], segments: list[tuple[int, int, int]]) -> Iterator[bytes]:
     for vol, offset, length in segments:
-        with open(directory / volumes[vol].name, "rb") as handle:
+        with os.fdopen(open_path(directory / volumes[vol].name, size=volumes[vol].size), "rb") as handle:
             handle.seek(offset)
             remaining = length
             while remaining:
@@ -273,6 +320,14 @@ def _segments(directory: Path, volumes: list[VolumeEntry], segments: list[tuple[
                     raise WorkError(f"{volumes[vol].name}: shorter than its index says")
                 remaining -= len(chunk)
                 yield chunk
+
+
+def _small(directory: Path, name: str, limit: int) -> bytes:
+    """A small file of the volume set (manifest, signature), through the guarded opener."""
+    try:
+        return read_regular(directory, name, max_bytes=limit)
+    except EscapeError as exc:
+        raise InputError(f"{directory / name}: refused: {str(exc).rpartition(': ')[2]}") from None
 
 
 def _at_most(chunks: Iterator[bytes], limit: int, digest: str) -> Iterator[bytes]:
@@ -317,10 +372,10 @@ def unpack(directory: Path, out: Path) -> UnpackResult:
             continue
         result.recovered += 1
     manifest_path = directory / MANIFEST
-    if manifest_path.exists():
-        write_bytes_atomic(out / MANIFEST, manifest_path.read_bytes())
-        if (directory / SIGNATURE).exists():
-            write_bytes_atomic(out / SIGNATURE, (directory / SIGNATURE).read_bytes())
+    if os.path.lexists(manifest_path):
+        write_bytes_atomic(out / MANIFEST, _small(directory, MANIFEST, MAX_MANIFEST_BYTES))
+        if os.path.lexists(directory / SIGNATURE):
+            write_bytes_atomic(out / SIGNATURE, _small(directory, SIGNATURE, MAX_SIGNATURE_BYTES))
         manifest = bundle.read_manifest()
         bundle.write_sums(manifest, bundle.manifest_sha256())
         lost = set(result.lost_blobs)

@@ -140,7 +140,14 @@ def cmd_sign(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()
     if not Path(args.key).is_file():
         raise InputError(f"--key {args.key}: no such file")
-    print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key))}")
+    expires_in = None
+    if getattr(args, "expires", None):
+        from airlift.fetch.cache import parse_age
+
+        expires_in = parse_age(args.expires, option="--expires")
+        if expires_in <= 0:
+            raise InputError(f"--expires {args.expires!r}: must be positive")
+    print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key), expires_in=expires_in)}")
     return 0
 
 
@@ -213,9 +220,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.ingest.prepare import prepare_ingest
 
-    prepare_ingest(args.bundle, args.site, [str(k) for k in args.pubkey], hand_off=True)  # the flow's same call takes this
+    prepared = prepare_ingest(args.bundle, args.site, [str(k) for k in args.pubkey], hand_off=True)  # the flow's same call takes this
+    if prepared.site.shared_root:  # refused here too, before a flow run starts: nothing is written
+        from airlift.ingest import rollback
+
+        rollback.check(prepared.site.shared_root, prepared.opened.manifest, prepared.opened.sha256, origin=str(args.bundle), allow_older=args.allow_older)
     ingest_bundle = _flow("ingest")
-    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
+    summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey], allow_older=args.allow_older)
     if getattr(args, "json", False):
         _print_json("ingest", summary.model_dump(mode="json") | {"ok": True})
         return 0

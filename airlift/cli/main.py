@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sign", help="sign a bundle's manifest")
     p.add_argument("bundle", type=Path)
     p.add_argument("--key", required=True, type=Path)
+    p.add_argument("--expires", metavar="DURATION", help="the signature expires after this long (e.g. 30d, 12h, 2w); ingest, submit and serve refuse it then")
     p.set_defaults(func=commands.cmd_sign)
 
     p = sub.add_parser("inspect", help="list a bundle's artifacts")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", required=True, type=Path)
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable), besides the site's trust.keys")
     p.add_argument("--json", action="store_true", help="print the result as JSON (counts, bytes, per-artifact results)")
+    p.add_argument("--allow-older", action="store_true", help="ingest a bundle older than the one already ingested under its name (recorded)")
     p.set_defaults(func=commands.cmd_ingest)
     return parser
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from airlift.bundle.sources import Source, source_record
 from airlift.fetch.cache import Cache
+from airlift.util.confine import path_problem
+from airlift.util.errors import InputError, WorkError
 from airlift.util.net import ATTEMPTS
 
 
@@ -23,6 +25,26 @@ class RemoteFile:
     etag: str | None = None
     git_sha1: str | None = None
     executable: bool = False
+
+
+def check_listing(artifact_id: str, kind: str, files: tuple[RemoteFile, ...]) -> None:
+    """Refuse, before anything is downloaded, a listing whose paths the manifest would refuse.
+
+    One line naming the file: a control character (a newline in an rfilename or S3 key), a part over
+    255 bytes, a name that is not UTF-8 (a `path:` file), a duplicate, including case-folded ones
+    (`Config.json` and `config.json` collide on case-insensitive media). A local `path:` source is
+    the user's input (exit 2); an upstream's listing is a failure of the upstream (exit 1).
+    """
+    error = InputError if kind == "path" else WorkError
+    seen: dict[str, str] = {}
+    for remote in files:
+        problem = path_problem(remote.path)
+        if problem:
+            raise error(f"{artifact_id}: file {remote.path!r}: refused: {problem}")
+        folded = remote.path.casefold()
+        if folded in seen:
+            raise error(f"{artifact_id}: file {remote.path!r}: refused: listed twice (also as {seen[folded]!r}, case-folded)")
+        seen[folded] = remote.path
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class Resolved:
     def __post_init__(self) -> None:
         # Sources hand in plain dicts; the record is validated and typed here, once.
         object.__setattr__(self, "source", source_record(self.kind, self.source))
+        check_listing(self.artifact_id, self.kind, self.files)
 
     @property
     def cache_key(self) -> str:

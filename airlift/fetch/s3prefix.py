@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 from airlift.bundle.manifest import Artifact, FileEntry, check_relative_path
 from airlift.config.spec import S3Prefix
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import WorkError
+from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK
 from airlift.util.net import bounded_map
 from airlift.util.s3 import client
@@ -47,6 +48,20 @@ def resolve(entry: S3Prefix, *, artifact_id: str, ctx: FetchContext) -> Resolved
     return Resolved(artifact_id, "s3", {"url": entry.s3, "bucket": bucket, "prefix": prefix, "listing": stamp}, tuple(files))
 
 
+def capped(body, size: int | None, label: str) -> Iterator[bytes]:  # noqa: ANN001 - a botocore StreamingBody
+    """The body's chunks, stopping one byte past the listed size (permanent: the listing lied).
+
+    An object listed at 10 B that streams forever would otherwise fill the cache's disk first and be
+    compared with its listing only at the end.
+    """
+    seen = 0
+    while chunk := body.read(CHUNK if size is None else min(CHUNK, size + 1 - seen)):
+        seen += len(chunk)
+        if size is not None and seen > size:
+            raise IntegrityError(f"{label}: the object is larger than the {size} bytes its listing says; stopped at {seen}")
+        yield chunk
+
+
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Stream each object into the cache store, hashing while writing."""
     s3 = client()
@@ -58,7 +73,10 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
         def get() -> FileEntry:
             body = s3.get_object(Bucket=bucket, Key=prefix + remote.path)["Body"]
-            blob = ctx.cache.store.put_stream(iter(lambda: body.read(CHUNK), b""))
+            try:
+                blob = ctx.cache.store.put_stream(capped(body, remote.size, f"{resolved.artifact_id}: {remote.path}"))
+            finally:
+                body.close()
             if remote.size is not None and blob.size != remote.size:
                 raise WorkError(f"{resolved.artifact_id}: {remote.path}: got {blob.size} bytes, listing said {remote.size}")
             ctx.progress(blob.size)

@@ -12,8 +12,10 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from airlift.bundle.manifest import Artifact
+from airlift.util.confine import EscapeError, read_path
 
 MARKER_DIR = ".airlift/ingested"
+MAX_MARKER_BYTES = 64 << 20  # a marker holds one artifact's file list: 64 MiB is ~300k files
 
 
 def marker_path(root: Path, artifact_id: str) -> Path:
@@ -49,7 +51,9 @@ def read_marker(root: Path, artifact_id: str) -> IngestMarker | None:
 
 def load_marker(path: Path) -> IngestMarker | None:
     """The marker in `path`, or None when it is missing or does not validate."""
+    # A job can plant a FIFO (which would stop `serve` from ever listening) or /dev/zero here: the
+    # guarded opener refuses both without blocking, and no marker is read past MAX_MARKER_BYTES.
     try:
-        return IngestMarker.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
+        return IngestMarker.model_validate_json(read_path(path, max_bytes=MAX_MARKER_BYTES))
+    except (OSError, ValueError, EscapeError):
         return None

@@ -16,6 +16,7 @@ so a pull or push that outlives the token (Docker Hub's last 300 s) goes on. Sec
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import threading
@@ -30,6 +31,29 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airlift.util.errors import InputError, WorkError
 from airlift.util.http import raise_for_status
+
+MAX_TOKEN_RESPONSE = 1 << 20  # a token answer is a few KiB (a JWT and its metadata); 1 MiB is far beyond
+
+
+def read_capped(response: httpx.Response, limit: int, label: str) -> bytes:
+    """A streamed response's body, never more than `limit` bytes read, then closed.
+
+    Raises:
+        WorkError: The announced or actual body is larger (permanent: a retry gets the same answer).
+    """
+    try:
+        announced = response.headers.get("content-length")
+        if announced is not None and announced.isdigit() and int(announced) > limit:
+            raise WorkError(f"{label}: the answer announces {announced} bytes, more than the {limit} allowed; not read")
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise WorkError(f"{label}: the answer is larger than {limit} bytes; stopped reading there")
+        return bytes(data)
+    finally:
+        response.close()
+
 
 # Docker assumes 60 s when a token response has no `expires_in` (the distribution token spec's default).
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -220,21 +244,25 @@ class RegistryAuth:
             # A challenge can name any realm: credentials for an https registry never travel in clear text.
             raise WorkError(f"{self.registry}: token realm {realm.scheme}://{realm.netloc} is plain http; credentials are not sent there")
         # No redirects with credentials: a 307 would carry them (or the POSTed refresh token) to another host.
+        # Streamed, and read no further than MAX_TOKEN_RESPONSE: a hostile token server cannot fill memory.
         if creds is not None and creds.identity_token.get_secret_value():
-            response = self._http.post(challenge.realm, follow_redirects=False, data={
+            request = self._http.build_request("POST", challenge.realm, data={
                 "grant_type": "refresh_token", "refresh_token": creds.identity_token.get_secret_value(),
                 "service": challenge.service, "scope": " ".join(scopes), "client_id": OAUTH_CLIENT_ID,
             })
+            response = self._http.send(request, stream=True, follow_redirects=False)
         else:
             params = [("service", challenge.service), *(("scope", s) for s in scopes)]
             auth = (creds.username, creds.password.get_secret_value()) if creds is not None and creds.has_basic else None
-            response = self._http.get(challenge.realm, params=params, auth=auth, follow_redirects=auth is None)
+            request = self._http.build_request("GET", challenge.realm, params=params)
+            response = self._http.send(request, stream=True, auth=auth, follow_redirects=auth is None)
         if response.is_redirect:
             response.close()
             raise WorkError(f"{label}: {realm.scheme}://{realm.netloc} redirects (HTTP {response.status_code}); not followed with credentials")
         raise_for_status(response, label, origin=f"{realm.scheme}://{realm.netloc}")
+        raw = read_capped(response, MAX_TOKEN_RESPONSE, label)
         try:
-            body = response.json()
+            body = json.loads(raw)
         except ValueError:
             raise WorkError(f"{label}: the answer is not JSON") from None
         if not isinstance(body, dict):

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from airlift.bundle.oci_layout import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from airlift.bundle.oci_layout import DOCKER_MANIFEST, MAX_IMAGE_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from airlift.bundle.store import BlobStore, StoredBlob
-from airlift.oci.auth import RegistryAuth, credentials_for  # noqa: F401 - credentials_for: re-exported
+from airlift.oci.auth import RegistryAuth, credentials_for, read_capped  # noqa: F401 - credentials_for: re-exported
 from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import CHUNK
 from airlift.util.http import closing_response, raise_for_status, resumable_get
@@ -109,9 +109,12 @@ class RegistryClient:
     # -- manifests --------------------------------------------------------------------------------
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(raw bytes, media type, digest) of a manifest or index; the digest is checked against the bytes."""
-        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull", headers={"Accept": ACCEPT})
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull", headers={"Accept": ACCEPT}, stream=True,
+        )
         self.check(response, f"{repository}:{reference}")
-        raw = response.content
+        # Bounded as bundles bound image manifests: a 16 MiB answer is refused at 4 MiB, not held whole.
+        raw = read_capped(response, MAX_IMAGE_MANIFEST, f"{repository}:{reference}: manifest")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if reference.startswith("sha256:") and reference != digest:
             raise IntegrityError(f"{repository}@{reference}: registry returned a manifest hashing to {digest}")
@@ -136,8 +139,13 @@ class RegistryClient:
         return response.headers.get("docker-content-digest", "")
 
     # -- blobs ------------------------------------------------------------------------------------
-    def pull_blob(self, repository: str, digest: str, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None) -> StoredBlob:
-        """Stream a blob into the store, resuming a partial one; its sha256 must equal the digest."""
+    def pull_blob(
+        self, repository: str, digest: str, *, store: BlobStore, on_bytes: Callable[[int], None] | None = None, size: int | None = None,
+    ) -> StoredBlob:
+        """Stream a blob into the store, resuming a partial one; its sha256 must equal the digest.
+
+        `size` is the descriptor's: passed to the download, which stops a body that runs past it.
+        """
         hexdigest = digest.removeprefix("sha256:")
         if store.has(hexdigest):
             return StoredBlob(hexdigest, store.blob_path(hexdigest).stat().st_size)
@@ -148,7 +156,7 @@ class RegistryClient:
                 response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
                 return closing_response(response)
 
-            resumable_get(open_stream, partial.writer, label=label, on_bytes=on_bytes, check=self.check)
+            resumable_get(open_stream, partial.writer, label=label, on_bytes=on_bytes, check=self.check, expected_size=size)
             return partial.commit(expected_sha256=hexdigest, label=label)
 
     def has_blob(self, repository: str, digest: str) -> bool:

@@ -16,8 +16,13 @@ from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
 from airlift.layouts.shared_root import MARKER_DIR, load_marker
-from airlift.util.confine import open_regular
+from airlift.util.confine import EscapeError, hash_regular, open_regular
 from airlift.util.errors import InputError
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    # ctime cannot be set by a user: any write, rename or chmod of the blob since its rehash changes it.
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def normalize_project(name: str) -> str:
@@ -30,8 +35,9 @@ class Catalog:
     artifacts: dict[str, Artifact]
     root: Path
     from_bundle: bool
-    git_dirs: dict[str, Path] = field(default_factory=dict)
+    git_dirs: dict[str, tuple[Path, str]] = field(default_factory=dict)
     unavailable: set[str] = field(default_factory=set)
+    hashed: dict[str, tuple[int, int, int, int, int]] = field(default_factory=dict)
     _bundle: Bundle | None = None
 
     @classmethod
@@ -56,11 +62,16 @@ class Catalog:
             manifest = trusted_manifest(bundle, list(trusted_keys)).manifest
             catalog = cls({a.id: a for a in manifest.artifacts}, path, True, _bundle=bundle)
             catalog.unavailable = catalog._check_blob_sizes()
+            if trusted_keys:
+                # Signed content only: every blob is rehashed now, and served later only while its
+                # (device, inode, size, mtime, ctime) are still those it had when it hashed right.
+                catalog.unavailable |= catalog._rehash()
             # Dumb-HTTP git needs a real repository on disk: build bare repos from the bundles once.
             git_root = Path(tempfile.mkdtemp(prefix="airlift-serve-git-"))
             for artifact in manifest.artifacts:
                 if artifact.kind == "git" and artifact.files and artifact.files[0].sha256 not in catalog.unavailable:
-                    catalog.git_dirs[artifact.id.removeprefix("repos/")] = materialize_git_repo(git_root, artifact, blob_path=bundle.store.blob_path)
+                    built = materialize_git_repo(git_root, artifact, blob_path=bundle.store.blob_path)
+                    catalog.git_dirs[artifact.id.removeprefix("repos/")] = (git_root, built.relative_to(git_root).as_posix())
             return catalog
         markers = path / MARKER_DIR
         if markers.is_dir():
@@ -73,7 +84,9 @@ class Catalog:
             for artifact in artifacts.values():
                 if artifact.kind == "git":
                     name = artifact.id.removeprefix("repos/")
-                    catalog.git_dirs[name] = path / "repos" / f"{name}.git"
+                    # Relative to the served root: every component from the root down is opened without
+                    # following links, so a job that swaps repos/x.git for a symlink gets nothing served.
+                    catalog.git_dirs[name] = (path, f"repos/{name}.git")
             return catalog
         raise InputError(f"{path}: neither a bundle (manifest.json) nor an ingested shared_root ({MARKER_DIR}/)")
 
@@ -91,6 +104,32 @@ class Catalog:
                 if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
                     bad.add(entry.sha256)
         return bad
+
+    def _rehash(self) -> set[str]:
+        """Rehash every file blob through the guarded opener; those that do not hash to their name."""
+        assert self._bundle is not None
+        bad: set[str] = set()
+        for artifact in self.artifacts.values():
+            for entry in artifact.files:
+                if entry.sha256 in bad or entry.sha256 in self.hashed or entry.sha256 in self.unavailable:
+                    continue
+                path = self._bundle.store.blob_path(entry.sha256)
+                try:
+                    before = _identity(os.lstat(path))
+                    good = hash_regular(path, size=entry.size) == entry.sha256
+                    after = _identity(os.lstat(path))
+                except (OSError, EscapeError):
+                    good, before, after = False, None, None
+                if good and before == after and before is not None:
+                    self.hashed[entry.sha256] = before
+                else:
+                    bad.add(entry.sha256)
+        return bad
+
+    def open_git(self, name: str, relative: str) -> int:
+        """A file of the dumb-HTTP git repository `name`, opened with no link followed from the root down."""
+        base, prefix = self.git_dirs[name]
+        return open_regular(base, f"{prefix}/{relative}")
 
     def relative_location(self, artifact: Artifact, entry: FileEntry) -> str:
         """Where the entry's bytes are, relative to the served root (never through a symlink)."""
@@ -115,9 +154,11 @@ class Catalog:
         if entry.sha256 in self.unavailable:
             raise FileNotFoundError(entry.path)
         fd = open_regular(self.root, self.relative_location(artifact, entry))
-        if os.fstat(fd).st_size != entry.size:
+        info = os.fstat(fd)
+        if info.st_size != entry.size or (self.hashed and self.hashed.get(entry.sha256) != _identity(info)):
+            # Not the size the manifest says, or (serve --pubkey) changed since it was rehashed at start.
             os.close(fd)
-            raise FileNotFoundError(f"{entry.path}: size differs from the manifest")
+            raise FileNotFoundError(f"{entry.path}: differs from the manifest")
         return fd
 
     def hf_repo(self, kind: str, repo_id: str) -> Artifact | None:

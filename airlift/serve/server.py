@@ -25,11 +25,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.serve.catalog import Catalog, normalize_project
-from airlift.util.confine import EscapeError, open_regular
+from airlift.util.confine import EscapeError
 from airlift.util.errors import InputError
 from airlift.util.fs import CHUNK
 from airlift.util.hashing import git_blob_id
 
+MAX_RANGE_DIGITS = 19  # 2**63 has 19 digits: no file is larger
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
 
 
@@ -56,6 +57,10 @@ class OpenFileResponse(Response):
         self.start, self.end = 0, size - 1
         status = 200
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", range_header or "")
+        if match and (len(match[1]) > MAX_RANGE_DIGITS or len(match[2]) > MAX_RANGE_DIGITS):
+            # More digits than any file size has (int() of 5000 digits raises): not satisfiable, 416.
+            match, self.start, self.end, status = None, 0, -1, 416
+            headers = {**headers, "Content-Range": f"bytes */{size}"}
         if match and (match[1] or match[2]):
             if match[1]:
                 self.start, self.end = int(match[1]), min(int(match[2]), size - 1) if match[2] else size - 1
@@ -63,6 +68,7 @@ class OpenFileResponse(Response):
                 self.start = max(0, size - int(match[2]))
             if self.start > self.end:
                 self.start, self.end, status = 0, -1, 416
+                headers = {**headers, "Content-Range": f"bytes */{size}"}
             else:
                 status = 206
                 headers = {**headers, "Content-Range": f"bytes {self.start}-{self.end}/{size}"}
@@ -199,11 +205,11 @@ def build_app(catalog: Catalog) -> Starlette:
         return blob_response(catalog.file_at(request.path_params["path"]), request)
 
     async def git_dumb(request: Request) -> Response:
-        repo = catalog.git_dirs.get(request.path_params["name"])
-        if repo is None:
+        name = request.path_params["name"]
+        if name not in catalog.git_dirs:
             return _not_found("no such repository")
         try:
-            fd = open_regular(repo, request.path_params["path"])
+            fd = catalog.open_git(name, request.path_params["path"])
         except (OSError, EscapeError, InputError):
             return PlainTextResponse("not found", status_code=404)
         return OpenFileResponse(fd, headers={}, range_header=request.headers.get("range"))

@@ -6,6 +6,7 @@ rehashed (airlift/transport/proof.py); a damaged one is moved aside to `.corrupt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from airlift.bundle.stamps import Stamp
 from airlift.bundle.verify import verify_bundle
 from airlift.transport.base import Endpoint, OnBytes, Proof, TransferPlan
 from airlift.transport.proof import prove_local, stamp_received
+from airlift.util.confine import MAX_BLOB_BYTES, EscapeError, open_path
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import bounded_map
@@ -50,10 +52,19 @@ class DirEndpoint:
         manifest = self.bundle.read_manifest()
         found: dict[str, int] = {}
         for digest in sorted(manifest.all_blobs()):
+            path = self.bundle.store.blob_path(digest)
+            # The guarded opener decides (util/confine.py): a blob that is a symlink (to /dev/zero), a FIFO
+            # or a device is refused here, before any transport reads it and fills the destination.
             try:
-                found[digest] = self.bundle.store.blob_path(digest).stat().st_size
+                fd = open_path(path, max_bytes=MAX_BLOB_BYTES)
             except FileNotFoundError:
                 continue
+            except EscapeError as exc:
+                raise WorkError(f"{self.text}: refusing to send {exc}") from None
+            try:
+                found[digest] = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         return found
 
     def prove(self, wanted: Mapping[str, int], *, recheck: bool = False) -> Proof:
@@ -72,11 +83,12 @@ class DirEndpoint:
         """
         store = self.bundle.store
         store.ensure_dirs()
+        declared = {f.sha256: f.size for a in src.read_manifest().artifacts for f in a.files}
 
         def one(digest: str) -> str | None:
             if store.has(digest):
                 return None
-            size = src.store.copy_blob_to(store, digest)
+            size = src.store.copy_blob_to(store, digest, declared.get(digest))
             if on_bytes:
                 on_bytes(size)
             return digest

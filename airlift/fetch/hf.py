@@ -16,8 +16,10 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 
 from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.store import StoredBlob
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
+from airlift.util import ranged
 from airlift.util.errors import WorkError, is_transient
 from airlift.util.http import client as http_client
 from airlift.util.http import raise_for_status, resumable_get
@@ -100,22 +102,32 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         url = hf_hub_url(source.repo, remote.path, repo_type=source.repo_type, revision=source.commit)
         partial_key = hashlib.sha256(f"hf\0{url}\0{remote.etag}".encode()).hexdigest()
 
-        def attempt() -> FileEntry:
-            with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
-                if remote.size is None or partial.offset < remote.size:
-                    with host_slot(url), http_client() as http:
-                        resumable_get(
-                            lambda extra: http.stream("GET", url, headers={**headers, **extra}), partial.writer,
-                            label=label, expected_size=remote.size, on_bytes=ctx.progress, check=_hub_status,
-                        )
-                blob = partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
+        def get() -> FileEntry:
+            # A large file goes over parallel ranges, each retried alone; None: one stream instead.
+            got = ranged.download(
+                ctx.cache.store, partial_key, lambda extra: http.stream("GET", url, headers={**headers, **extra}), url=url,
+                size=remote.size, label=label, expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1,
+                on_bytes=ctx.progress, check=_hub_status, attempts=ctx.attempts,
+            )
+            blob = StoredBlob(*got) if got is not None else with_transient_retries(label, attempts=ctx.attempts, action=stream)
             if remote.git_sha1:
                 # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,
                 # so a run killed before the artifact finished does not fetch them again.
                 ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
 
-        return with_transient_retries(label, attempts=ctx.attempts, action=attempt)
+        def stream() -> StoredBlob:
+            with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
+                if remote.size is None or partial.offset < remote.size:
+                    with host_slot(url):
+                        resumable_get(
+                            lambda extra: http.stream("GET", url, headers={**headers, **extra}), partial.writer,
+                            label=label, expected_size=remote.size, on_bytes=ctx.progress, check=_hub_status,
+                        )
+                return partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
 
-    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+        return get()
+
+    with http_client() as http:  # one client (thread-safe) for every file: connections are reused
+        entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
     return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

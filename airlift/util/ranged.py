@@ -1,0 +1,327 @@
+"""Parallel byte-range downloads of one large file: Hub files, `url:`, wheels (see `download`).
+
+A file of RANGED_MIN bytes or more, whose size is known, is cut into RANGE_SIZE ranges; up to
+`max_per_host()` threads fetch them at once, each request holding one of the host's slots (the same
+`host_slot` whole files take), so eight shards and one big file share the link fairly. Each range
+is written at its offset into one partial file in the store's temp area.
+
+- Hashing: the sha256 (and git's sha1, when asked) runs over the contiguous prefix as ranges
+  complete, from the bytes in memory: a range waits, in memory, only until the ranges before it are
+  in, and no thread starts a range more than WINDOW ranges past the prefix, so memory stays under
+  WINDOW x RANGE_SIZE whatever the file size. Bytes are read back from disk only on a resume.
+- Resume: each completed range is fsynced and then recorded in `<key>.ranges` (atomic JSON) next to
+  the partial, so a kill -9 costs at most the ranges that were in flight.
+- Retries: a failed range is retried alone, in the one retry layer (`with_transient_retries`).
+- Fallback: a server that answers the first range with the whole body (200: it ignores Range) gets
+  one stream instead (the caller's `resumable_get`); the caller also keeps it for unknown sizes.
+- Bounds: a range whose body runs past its length, or a Content-Range naming another total, fails
+  permanently; the digest check and the temp-then-rename are the blob store's rules, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import httpx
+
+from airlift.util.errors import IntegrityError, TransientError, WorkError
+from airlift.util.fs import fsync_dir, write_bytes_atomic
+from airlift.util.hashing import git_blob_hasher
+from airlift.util.http import OpenStream, StatusCheck, raise_for_status
+from airlift.util.locks import FileLock
+from airlift.util.net import ATTEMPTS, host_slot, max_per_host, with_transient_retries
+from airlift.util.phase import progress, under_way
+
+RANGE_SIZE = 4 << 20  # small enough that a range lost to a kill costs little, big enough to amortise a request
+RANGED_MIN = 2 * RANGE_SIZE
+WINDOW_PER_CONNECTION = 2
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_READ = 4 << 20
+
+
+class Store(Protocol):
+    """What `download` needs of the blob store (airlift.bundle.store.BlobStore)."""
+
+    tmp_dir: Path
+
+    def ensure_dirs(self) -> None: ...
+    def blob_path(self, sha256: str) -> Path: ...
+
+
+class Fetched(NamedTuple):
+    sha256: str
+    size: int
+    git_sha1: str | None
+
+
+class _NoRanges(Exception):
+    """The server answered a range request with the whole body: fall back to one stream."""
+
+
+def worth_ranges(size: int | None) -> bool:
+    return size is not None and size >= RANGED_MIN
+
+
+def download(
+    store: Store, key: str, open_stream: OpenStream, *, url: str, size: int | None, label: str, etag: str | None = None,
+    expected_sha256: str | None = None, expected_git_sha1: str | None = None, on_bytes: Callable[[int], None] | None = None,
+    check: StatusCheck = raise_for_status, attempts: int = ATTEMPTS,
+) -> Fetched | None:
+    """Fetch a large file over parallel ranges into the store; None when one stream must do instead.
+
+    Args:
+        store: The blob store (its temp area holds the partial, its blobs the result).
+        key: Names the partial (as `BlobStore.partial` keys do); stable across runs, so a rerun resumes.
+        open_stream: Given request headers, opens a streaming GET (thread-safe: ranges run in parallel).
+        url: Only for the per-host cap (never logged).
+        size: The announced size; below RANGED_MIN or unknown, None is returned at once.
+        label: Names the file in errors and phase logs.
+        etag: A strong ETag guards each range with If-Range.
+        expected_sha256: The pin; a mismatch discards the partial (IntegrityError).
+        expected_git_sha1: The git blob id to check as well (non-LFS hub files).
+        on_bytes: Progress, bytes of the whole file (a failed range's bytes are taken back).
+        check: Classifies a response status, as for `resumable_get`.
+        attempts: Attempts per range, in `with_transient_retries`.
+
+    Returns:
+        The stored blob's digest and size, or None: too small, unknown size, or the server ignores Range.
+    """
+    if size is None or not worth_ranges(size):
+        return None
+    store.ensure_dirs()
+    base = store.tmp_dir / f"{key}-r"
+    with FileLock(Path(f"{base}.lock")), under_way("download", label):
+        job = _Job(base, size, etag, open_stream, url=url, label=label, check=check, attempts=attempts, on_bytes=on_bytes,
+                   git_blob_size=size if expected_git_sha1 else None)
+        try:
+            job.run()
+        except _NoRanges:
+            job.discard()
+            return None
+        return job.commit(store, expected_sha256=expected_sha256, expected_git_sha1=expected_git_sha1)
+
+
+@dataclass
+class _Job:
+    base: Path
+    size: int
+    etag: str | None
+    open_stream: OpenStream
+    url: str
+    label: str
+    check: StatusCheck
+    attempts: int
+    on_bytes: Callable[[int], None] | None
+    git_blob_size: int | None
+    done: set[int] = field(default_factory=set)
+    _ready: dict[int, bytearray | None] = field(default_factory=dict)  # completed, not yet hashed (None: on disk)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _failure: BaseException | None = None
+    _hashed: int = 0  # ranges in the digest so far
+    _probe: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.part, self.state = Path(f"{self.base}.part"), Path(f"{self.base}.ranges")
+        self.count = -(-self.size // RANGE_SIZE)
+        self.sha256 = hashlib.sha256()
+        self.git_sha1 = git_blob_hasher(self.git_blob_size) if self.git_blob_size is not None else None
+        self.done = self._load()
+        self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
+
+    # -- persisted state --------------------------------------------------------------------------
+    def _identity(self) -> dict[str, object]:
+        return {"size": self.size, "range_size": RANGE_SIZE, "etag": self.etag}
+
+    def _load(self) -> set[int]:
+        """The ranges a killed run completed, if its record matches this file and the partial is there."""
+        try:
+            record = json.loads(self.state.read_text()) if self.part.exists() else {}
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._identity().items()):
+            self.part.unlink(missing_ok=True)
+            return set()
+        return {i for i in record.get("done", []) if isinstance(i, int) and 0 <= i < -(-self.size // RANGE_SIZE)}
+
+    def _save(self) -> None:
+        write_bytes_atomic(self.state, json.dumps({**self._identity(), "done": sorted(self.done)}).encode(), mode=0o600)
+
+    def discard(self) -> None:
+        os.close(self.fd)
+        self.part.unlink(missing_ok=True)
+        self.state.unlink(missing_ok=True)
+
+    # -- the run ----------------------------------------------------------------------------------
+    def span(self, index: int) -> tuple[int, int]:
+        start = index * RANGE_SIZE
+        return start, min(self.size, start + RANGE_SIZE)
+
+    def run(self) -> None:
+        os.ftruncate(self.fd, self.size)
+        for index in self.done:
+            self._ready[index] = None
+        pending = [i for i in range(self.count) if i not in self.done]
+        self._todo = iter(pending)
+        workers = [threading.Thread(target=self._worker, args=(n == 0,), daemon=True) for n in range(min(max_per_host(), len(pending)))]
+        if not pending:
+            self._probe.set()
+        for worker in workers:
+            worker.start()
+        try:
+            self._hash_in_order()
+        finally:
+            with self._cond:
+                if self._failure is None and self._hashed < self.count:
+                    self._failure = WorkError(f"{self.label}: interrupted")
+                self._cond.notify_all()
+            self._probe.set()
+            for worker in workers:
+                worker.join()
+
+    def _hash_in_order(self) -> None:
+        while self._hashed < self.count:
+            with self._cond:
+                while self._hashed not in self._ready and self._failure is None:
+                    self._cond.wait()
+                if self._failure is not None:
+                    raise self._failure
+                data = self._ready.pop(self._hashed)
+            if data is None:  # completed by an earlier run: the only read-back, and only on a resume
+                start, end = self.span(self._hashed)
+                data = bytearray(os.pread(self.fd, end - start, start))
+            self.sha256.update(data)
+            if self.git_sha1 is not None:
+                self.git_sha1.update(data)
+            with self._cond:
+                self._hashed += 1
+                self._cond.notify_all()
+
+    def _next(self) -> int | None:
+        """The lowest range nobody has taken, once it is within the window past the hashed prefix."""
+        with self._cond:
+            index = next(self._todo, None)
+            window = WINDOW_PER_CONNECTION * max_per_host()
+            while index is not None and index >= self._hashed + window and self._failure is None:
+                self._cond.wait()
+            return None if self._failure is not None else index
+
+    def _worker(self, probe: bool) -> None:
+        try:
+            if not probe:
+                self._probe.wait()  # the first request tells whether the server honours Range at all
+            while (index := self._next()) is not None:
+                data = with_transient_retries(f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe: self._fetch(i, p))
+                probe = False
+                _write_all(self.fd, data, self.span(index)[0])
+                os.fdatasync(self.fd)  # on disk before the record says so
+                with self._cond:
+                    self.done.add(index)
+                    self._save()
+                    self._ready[index] = data
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the hashing thread, which raises it
+            with self._cond:
+                if self._failure is None:
+                    self._failure = exc
+                self._cond.notify_all()
+        finally:
+            if probe:
+                self._probe.set()
+
+    def _fetch(self, index: int, probe: bool) -> bytearray:
+        start, end = self.span(index)
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if self.etag and not self.etag.startswith("W/"):
+            headers["If-Range"] = self.etag
+        data = bytearray()
+        try:
+            with host_slot(self.url), under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
+                self.check(response, self.label)
+                if response.status_code == 200 and probe:
+                    raise _NoRanges
+                self._check_range(response, start, end)
+                if probe:
+                    self._probe.set()
+                for chunk in response.iter_bytes():
+                    if len(data) + len(chunk) > end - start:
+                        raise WorkError(f"{self.label}: range {start}-{end - 1} runs past its {end - start} bytes; stopped reading")
+                    data += chunk
+                    if self.on_bytes is not None:
+                        self.on_bytes(len(chunk))
+                    progress(done=len(data), total=end - start)
+                    if self._failure is not None:
+                        raise WorkError(f"{self.label}: stopped (another range failed)")
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._take_back(len(data))
+            raise TransientError(f"{self.label}: range {start}-{end - 1} dropped after {len(data)} bytes ({type(exc).__name__})") from exc
+        except BaseException:
+            self._take_back(len(data))
+            raise
+        if len(data) != end - start:
+            self._take_back(len(data))
+            raise TransientError(f"{self.label}: range {start}-{end - 1} ended at {len(data)} of {end - start} bytes")
+        return data
+
+    def _take_back(self, count: int) -> None:
+        if count and self.on_bytes is not None:
+            self.on_bytes(-count)  # these bytes will come again: the bar counts the file once
+
+    def _check_range(self, response: httpx.Response, start: int, end: int) -> None:
+        if response.status_code != 206:
+            raise WorkError(f"{self.label}: HTTP {response.status_code} to a range request (the file changed upstream?)")
+        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+        if not match or (int(match[1]), int(match[2])) != (start, end - 1):
+            raise WorkError(f"{self.label}: the server answered range {start}-{end - 1} with {response.headers.get('content-range')!r}")
+        if int(match[3]) != self.size:
+            raise WorkError(f"{self.label}: the server says the file has {match[3]} bytes, not the {self.size} announced")
+
+    # -- the result -------------------------------------------------------------------------------
+    def commit(self, store: Store, *, expected_sha256: str | None, expected_git_sha1: str | None) -> Fetched:
+        """Check the digests and move the partial to its blob name (the store's rules: 0444, rename, fsync)."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+        digest = self.sha256.hexdigest()
+        git_sha1 = self.git_sha1.hexdigest() if self.git_sha1 is not None else None
+        if expected_sha256 and digest != expected_sha256:
+            self.part.unlink(missing_ok=True)
+            self.state.unlink(missing_ok=True)
+            raise IntegrityError(f"{self.label}: sha256 {digest} does not match expected {expected_sha256}")
+        if expected_git_sha1 and git_sha1 != expected_git_sha1:
+            self.part.unlink(missing_ok=True)
+            self.state.unlink(missing_ok=True)
+            raise IntegrityError(f"{self.label}: git blob id {git_sha1} does not match expected {expected_git_sha1}")
+        final = store.blob_path(digest)
+        if final.exists():
+            self.part.unlink()
+        else:
+            os.chmod(self.part, 0o444)
+            os.replace(self.part, final)
+            fsync_dir(final.parent)
+        self.state.unlink(missing_ok=True)
+        return Fetched(digest, self.size, git_sha1)
+
+
+@contextlib.contextmanager
+def _open(open_stream: OpenStream, headers: dict[str, str], label: str) -> Iterator[httpx.Response]:
+    with contextlib.ExitStack() as stack:
+        try:
+            response = stack.enter_context(open_stream(headers))
+        except httpx.UnsupportedProtocol as exc:
+            raise WorkError(f"{label}: refused a redirect to a URL that is not http(s) ({exc})") from None
+        yield response
+
+
+def _write_all(fd: int, data: bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -12,8 +12,9 @@ is written at its offset into one partial file in the store's temp area.
 - Resume: each completed range is fsynced and then recorded in `<key>.ranges` (atomic JSON) next to
   the partial, so a kill -9 costs at most the ranges that were in flight.
 - Retries: a failed range is retried alone, in the one retry layer (`with_transient_retries`).
-- Fallback: a server that answers the first range with the whole body (200: it ignores Range) gets
-  one stream instead (the caller's `resumable_get`); the caller also keeps it for unknown sizes.
+- Fallback: a server that answers the first range with the whole body (200: it ignores Range) has
+  that body taken as one stream, hashed as it is written; when a resumed partial cannot use it,
+  the caller's `resumable_get` takes over (None). Unknown sizes stay with `resumable_get` too.
 - Bounds: a range whose body runs past its length, or a Content-Range naming another total, fails
   permanently; the digest check and the temp-then-rename are the blob store's rules, unchanged.
 """
@@ -128,6 +129,7 @@ class _Job:
     _failure: BaseException | None = None
     _hashed: int = 0  # ranges in the digest so far
     _probe: threading.Event = field(default_factory=threading.Event)
+    _single: bool = False  # the server ignores Range: the first answer is the whole file
 
     def __post_init__(self) -> None:
         self.part, self.state = Path(f"{self.base}.part"), Path(f"{self.base}.ranges")
@@ -190,10 +192,12 @@ class _Job:
     def _hash_in_order(self) -> None:
         while self._hashed < self.count:
             with self._cond:
-                while self._hashed not in self._ready and self._failure is None:
+                while self._hashed < self.count and self._hashed not in self._ready and self._failure is None:
                     self._cond.wait()
                 if self._failure is not None:
                     raise self._failure
+                if self._hashed >= self.count:  # one stream hashed it all (_whole)
+                    return
                 data = self._ready.pop(self._hashed)
             if data is None:  # completed by an earlier run: the only read-back, and only on a resume
                 start, end = self.span(self._hashed)
@@ -212,7 +216,7 @@ class _Job:
             window = WINDOW_PER_CONNECTION * max_per_host()
             while index is not None and index >= self._hashed + window and self._failure is None:
                 self._cond.wait()
-            return None if self._failure is not None else index
+            return None if self._failure is not None or self._single else index
 
     def _worker(self, probe: bool) -> None:
         try:
@@ -221,6 +225,8 @@ class _Job:
             while (index := self._next()) is not None:
                 data = with_transient_retries(f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe: self._fetch(i, p))
                 probe = False
+                if data is None:
+                    return  # the whole file came over one stream
                 _write_all(self.fd, data, self.span(index)[0])
                 os.fdatasync(self.fd)  # on disk before the record says so
                 with self._cond:
@@ -237,7 +243,7 @@ class _Job:
             if probe:
                 self._probe.set()
 
-    def _fetch(self, index: int, probe: bool) -> bytearray:
+    def _fetch(self, index: int, probe: bool) -> bytearray | None:
         start, end = self.span(index)
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if self.etag and not self.etag.startswith("W/"):
@@ -247,7 +253,7 @@ class _Job:
             with host_slot(self.url), under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
                 self.check(response, self.label)
                 if response.status_code == 200 and probe:
-                    raise _NoRanges
+                    return self._whole(response)
                 self._check_range(response, start, end)
                 if probe:
                     self._probe.set()
@@ -270,6 +276,42 @@ class _Job:
             self._take_back(len(data))
             raise TransientError(f"{self.label}: range {start}-{end - 1} ended at {len(data)} of {end - start} bytes")
         return data
+
+    def _whole(self, response: httpx.Response) -> None:
+        """The server ignores Range: this body is the whole file, so take it as one stream, hashed as written."""
+        if self.done:
+            raise _NoRanges  # a resumed partial cannot be finished by a server that sends no ranges
+        with self._cond:
+            self._single = True
+        self._probe.set()
+        self.sha256 = hashlib.sha256()  # a retry starts the file again
+        self.git_sha1 = git_blob_hasher(self.git_blob_size) if self.git_blob_size is not None else None
+        offset = 0
+        try:
+            for chunk in response.iter_bytes():
+                if offset + len(chunk) > self.size:
+                    raise WorkError(f"{self.label}: the body runs past the {self.size} bytes announced; stopped reading")
+                _write_all(self.fd, chunk, offset)
+                self.sha256.update(chunk)
+                if self.git_sha1 is not None:
+                    self.git_sha1.update(chunk)
+                offset += len(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(chunk))
+                progress(done=offset, total=self.size)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._take_back(offset)
+            raise TransientError(f"{self.label}: connection dropped after {offset} bytes ({type(exc).__name__})") from exc
+        except BaseException:
+            self._take_back(offset)
+            raise
+        if offset != self.size:
+            self._take_back(offset)
+            raise TransientError(f"{self.label}: body ended at {offset} of {self.size} bytes")
+        with self._cond:
+            self._hashed = self.count
+            self._cond.notify_all()
+        return None
 
     def _take_back(self, count: int) -> None:
         if count and self.on_bytes is not None:
@@ -320,7 +362,7 @@ def _open(open_stream: OpenStream, headers: dict[str, str], label: str) -> Itera
         yield response
 
 
-def _write_all(fd: int, data: bytearray, offset: int) -> None:
+def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)

@@ -140,7 +140,7 @@ class HubServer:
             self._server.server_close()
 
 
-_API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/(?P<what>revision|tree)/(?P<rev>[^/]+))?$")
 _RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
@@ -203,13 +203,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if match["what"] == "tree":  # huggingface_hub's snapshot_download lists the tree (one page, recursive)
+            return self._json(head, [
+                {"type": "file", "oid": item.blob_id, "size": len(item.data), "path": path,
+                 **({"lfs": {"oid": item.sha256, "size": len(item.data), "pointerSize": 134}} if item.lfs else {})}
+                for path, item in sorted(repo.commits[commit].items())
+            ])
         siblings = []
         for path, item in sorted(repo.commits[commit].items()):
             sibling = {"rfilename": path, "size": len(item.data), "blobId": item.blob_id}
             if item.lfs:
                 sibling["lfs"] = {"sha256": item.sha256, "size": len(item.data), "pointerSize": 134}
             siblings.append(sibling)
-        body = json.dumps({"id": repo.repo_id, "_id": repo.repo_id, "sha": commit, "private": False, "siblings": siblings}).encode()
+        self._json(head, {"id": repo.repo_id, "_id": repo.repo_id, "sha": commit, "private": False, "siblings": siblings})
+
+    def _json(self, head: bool, value: object) -> None:
+        body = json.dumps(value).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

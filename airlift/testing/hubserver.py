@@ -298,12 +298,21 @@ class _Handler(BaseHTTPRequestHandler):
         rate = hub.faults.bytes_per_second
         step = 64 * 1024
         open_stream = True
+        started = time.monotonic()
+        sent = 0
         try:
-            for offset in range(0, len(view), step):
-                chunk = view[offset : offset + step]
-                if rate and offset:
-                    time.sleep(step / rate)
-                if offset + step >= len(view):
+            while sent < len(view):
+                size = step
+                if rate:
+                    # Paced against the clock: each wake-up sends what is due by now (a late wake-up on a
+                    # busy machine is made up), so the connection averages its cap, never more.
+                    due = int((time.monotonic() - started) * rate) + step - sent
+                    if due <= 0:
+                        time.sleep(-due / rate)
+                        continue
+                    size = min(due, 1 << 20)
+                chunk = view[sent : sent + size]
+                if sent + len(chunk) >= len(view):
                     with hub._lock:
                         hub.streams -= 1
                     open_stream = False
@@ -311,6 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                sent += len(chunk)
                 with hub._lock:
                     hub.content_bytes += len(chunk)
         finally:

@@ -6,11 +6,13 @@ A file of RANGED_MIN bytes or more, whose size is known, is cut into RANGE_SIZE 
 is written at its offset into one partial file in the store's temp area.
 
 - Hashing: the sha256 (and git's sha1, when asked) runs over the contiguous prefix as ranges
-  complete, from the bytes in memory: a range waits, in memory, only until the ranges before it are
-  in, and no thread starts a range more than WINDOW ranges past the prefix, so memory stays under
-  WINDOW x RANGE_SIZE whatever the file size. Bytes are read back from disk only on a resume.
-- Resume: each completed range is fsynced and then recorded in `<key>.ranges` (atomic JSON) next to
-  the partial, so a kill -9 costs at most the ranges that were in flight.
+  complete, from the bytes in memory: a range waits, in its buffer, only until the ranges before it
+  are in. A range needs one of WINDOW_PER_CONNECTION x connections buffers of RANGE_SIZE, and a
+  buffer comes back once its range is hashed, so memory stays under that (64 MiB at 8 connections)
+  whatever the file size. Bytes are read back from disk only on a resume.
+- Resume: completed ranges are fsynced and then recorded in `<key>.ranges` (atomic JSON) next to
+  the partial, by the hashing thread (no connection waits on a flush), so a kill -9 costs at most
+  the ranges in flight and those written since the last record.
 - Retries: a failed range is retried alone, in the one retry layer (`with_transient_retries`).
 - Fallback: a server that answers the first range with the whole body (200: it ignores Range) has
   that body taken as one stream, hashed as it is written; when a resumed partial cannot use it,
@@ -130,6 +132,10 @@ class _Job:
     _hashed: int = 0  # ranges in the digest so far
     _probe: threading.Event = field(default_factory=threading.Event)
     _single: bool = False  # the server ignores Range: the first answer is the whole file
+    _unrecorded: list[int] = field(default_factory=list)  # written, not yet fsynced and in the record
+    _free: list[bytearray] = field(default_factory=list)  # buffers whose range is hashed, for the next ones
+    _allocated: int = 0
+    _capacity: int = 1
 
     def __post_init__(self) -> None:
         self.part, self.state = Path(f"{self.base}.part"), Path(f"{self.base}.ranges")
@@ -154,9 +160,6 @@ class _Job:
             return set()
         return {i for i in record.get("done", []) if isinstance(i, int) and 0 <= i < -(-self.size // RANGE_SIZE)}
 
-    def _save(self) -> None:
-        write_bytes_atomic(self.state, json.dumps({**self._identity(), "done": sorted(self.done)}).encode(), mode=0o600)
-
     def discard(self) -> None:
         os.close(self.fd)
         self.part.unlink(missing_ok=True)
@@ -173,7 +176,10 @@ class _Job:
             self._ready[index] = None
         pending = [i for i in range(self.count) if i not in self.done]
         self._todo = iter(pending)
-        workers = [threading.Thread(target=self._worker, args=(n == 0,), daemon=True) for n in range(min(max_per_host(), len(pending)))]
+        connections = min(max_per_host(), len(pending))
+        # The window: a range needs a buffer, and a buffer comes back only once its range is hashed.
+        self._capacity = max(1, WINDOW_PER_CONNECTION * connections)
+        workers = [threading.Thread(target=self._worker, args=(n == 0,), daemon=True) for n in range(connections)]
         if not pending:
             self._probe.set()
         for worker in workers:
@@ -188,51 +194,77 @@ class _Job:
             self._probe.set()
             for worker in workers:
                 worker.join()
+            self._record(self._unrecorded)  # what finished before a failure is kept for the next run
+
+    def _record(self, indices: list[int]) -> None:
+        """Make completed ranges durable, then say so in the record (never the other way round)."""
+        if not indices:
+            return
+        os.fdatasync(self.fd)
+        with self._cond:
+            self.done.update(indices)
+            done = sorted(self.done)
+            if indices is self._unrecorded:
+                self._unrecorded = []
+        write_bytes_atomic(self.state, json.dumps({**self._identity(), "done": done}).encode(), mode=0o600)
 
     def _hash_in_order(self) -> None:
-        while self._hashed < self.count:
+        # This thread hashes the prefix and keeps the record, so no connection waits on a disk flush.
+        while True:
             with self._cond:
-                while self._hashed < self.count and self._hashed not in self._ready and self._failure is None:
+                while not (self._hashed >= self.count or self._hashed in self._ready or self._unrecorded or self._failure):
                     self._cond.wait()
                 if self._failure is not None:
                     raise self._failure
-                if self._hashed >= self.count:  # one stream hashed it all (_whole)
-                    return
-                data = self._ready.pop(self._hashed)
-            if data is None:  # completed by an earlier run: the only read-back, and only on a resume
+                record, self._unrecorded = self._unrecorded, []
+                ready = self._hashed < self.count and self._hashed in self._ready
+                data = self._ready.pop(self._hashed) if ready else None
+            self._record(record)
+            if ready:
                 start, end = self.span(self._hashed)
-                data = bytearray(os.pread(self.fd, end - start, start))
-            self.sha256.update(data)
-            if self.git_sha1 is not None:
-                self.git_sha1.update(data)
-            with self._cond:
-                self._hashed += 1
-                self._cond.notify_all()
+                # None: completed by an earlier run, the only read-back (and only on a resume).
+                piece = memoryview(data)[: end - start] if data is not None else os.pread(self.fd, end - start, start)
+                self.sha256.update(piece)
+                if self.git_sha1 is not None:
+                    self.git_sha1.update(piece)
+                with self._cond:
+                    self._hashed += 1
+                    if data is not None:
+                        self._free.append(data)
+                    self._cond.notify_all()
+            if self._hashed >= self.count:
+                return
 
-    def _next(self) -> int | None:
-        """The lowest range nobody has taken, once it is within the window past the hashed prefix."""
+    def _next(self) -> tuple[int, bytearray] | None:
+        """The lowest range nobody has taken, with a buffer for it (waiting for one to come back)."""
         with self._cond:
             index = next(self._todo, None)
-            window = WINDOW_PER_CONNECTION * max_per_host()
-            while index is not None and index >= self._hashed + window and self._failure is None:
+            while index is not None and not self._free and self._allocated >= self._capacity and self._failure is None:
                 self._cond.wait()
-            return None if self._failure is not None or self._single else index
+            if index is None or self._failure is not None or self._single:
+                return None
+            if self._free:
+                return index, self._free.pop()
+            self._allocated += 1
+        return index, bytearray(RANGE_SIZE)
 
     def _worker(self, probe: bool) -> None:
         try:
             if not probe:
                 self._probe.wait()  # the first request tells whether the server honours Range at all
-            while (index := self._next()) is not None:
-                data = with_transient_retries(f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe: self._fetch(i, p))
+            while (job := self._next()) is not None:
+                index, buffer = job
+                got = with_transient_retries(
+                    f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe, b=buffer: self._fetch(i, p, b),
+                )
                 probe = False
-                if data is None:
+                if got is None:
                     return  # the whole file came over one stream
-                _write_all(self.fd, data, self.span(index)[0])
-                os.fdatasync(self.fd)  # on disk before the record says so
+                start, end = self.span(index)
+                _write_all(self.fd, memoryview(buffer)[: end - start], start)
                 with self._cond:
-                    self.done.add(index)
-                    self._save()
-                    self._ready[index] = data
+                    self._unrecorded.append(index)
+                    self._ready[index] = buffer
                     self._cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the hashing thread, which raises it
             with self._cond:
@@ -243,12 +275,14 @@ class _Job:
             if probe:
                 self._probe.set()
 
-    def _fetch(self, index: int, probe: bool) -> bytearray | None:
+    def _fetch(self, index: int, probe: bool, buffer: bytearray) -> int | None:
+        """Fill `buffer` with range `index`; its length, or None when the first answer was the whole file."""
         start, end = self.span(index)
+        view = memoryview(buffer)
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if self.etag and not self.etag.startswith("W/"):
             headers["If-Range"] = self.etag
-        data = bytearray()
+        got = 0
         try:
             with host_slot(self.url), under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
                 self.check(response, self.label)
@@ -258,24 +292,25 @@ class _Job:
                 if probe:
                     self._probe.set()
                 for chunk in response.iter_bytes():
-                    if len(data) + len(chunk) > end - start:
+                    if got + len(chunk) > end - start:
                         raise WorkError(f"{self.label}: range {start}-{end - 1} runs past its {end - start} bytes; stopped reading")
-                    data += chunk
+                    view[got : got + len(chunk)] = chunk
+                    got += len(chunk)
                     if self.on_bytes is not None:
                         self.on_bytes(len(chunk))
-                    progress(done=len(data), total=end - start)
+                    progress(done=got, total=end - start)
                     if self._failure is not None:
                         raise WorkError(f"{self.label}: stopped (another range failed)")
         except (httpx.TransportError, httpx.StreamError) as exc:
-            self._take_back(len(data))
-            raise TransientError(f"{self.label}: range {start}-{end - 1} dropped after {len(data)} bytes ({type(exc).__name__})") from exc
+            self._take_back(got)
+            raise TransientError(f"{self.label}: range {start}-{end - 1} dropped after {got} bytes ({type(exc).__name__})") from exc
         except BaseException:
-            self._take_back(len(data))
+            self._take_back(got)
             raise
-        if len(data) != end - start:
-            self._take_back(len(data))
-            raise TransientError(f"{self.label}: range {start}-{end - 1} ended at {len(data)} of {end - start} bytes")
-        return data
+        if got != end - start:
+            self._take_back(got)
+            raise TransientError(f"{self.label}: range {start}-{end - 1} ended at {got} of {end - start} bytes")
+        return got
 
     def _whole(self, response: httpx.Response) -> None:
         """The server ignores Range: this body is the whole file, so take it as one stream, hashed as written."""

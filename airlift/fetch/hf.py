@@ -20,9 +20,10 @@ from airlift.bundle.store import StoredBlob
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util import ranged
-from airlift.util.errors import WorkError, is_transient
+from airlift.util.errors import IntegrityError, WorkError, is_transient
+from airlift.util.hashing import git_blob_id
+from airlift.util.http import SMALL_BODY, get_small, raise_for_status, resumable_get
 from airlift.util.http import client as http_client
-from airlift.util.http import raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 from airlift.util.phase import progress
 
@@ -109,12 +110,30 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                 size=remote.size, label=label, expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1,
                 on_bytes=ctx.progress, check=_hub_status, attempts=ctx.attempts,
             )
-            blob = StoredBlob(*got) if got is not None else with_transient_retries(label, attempts=ctx.attempts, action=stream)
+            if got is not None:
+                blob = StoredBlob(*got)
+            elif remote.size is not None and remote.size <= SMALL_BODY:
+                blob = small(with_transient_retries(label, attempts=ctx.attempts, action=fetch_small))
+            else:
+                blob = with_transient_retries(label, attempts=ctx.attempts, action=stream)
             if remote.git_sha1:
                 # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,
                 # so a run killed before the artifact finished does not fetch them again.
                 ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
+
+        def fetch_small() -> bytes:
+            with host_slot(url):
+                return get_small(lambda extra: http.stream("GET", url, headers={**headers, **extra}), label=label, size=remote.size or 0, check=_hub_status)
+
+        def small(data: bytes) -> StoredBlob:
+            # Checked as a partial's commit checks, then stored in one atomic write.
+            git_sha1 = git_blob_id(data) if remote.git_sha1 else None
+            if remote.git_sha1 and git_sha1 != remote.git_sha1:
+                raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {remote.git_sha1}")
+            stored = ctx.cache.store.put_stream([data], expected_sha256=remote.sha256, label=label)
+            ctx.progress(len(data))
+            return StoredBlob(stored.sha256, stored.size, git_sha1)
 
         def stream() -> StoredBlob:
             with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:

@@ -212,3 +212,35 @@ def closing_response(response: httpx.Response) -> Iterator[httpx.Response]:
         yield response
     finally:
         response.close()
+
+
+SMALL_BODY = 256 << 10  # at most this, a file is read into memory and stored in one write (no partial, no lock)
+
+
+def get_small(open_stream: OpenStream, *, label: str, size: int, check: StatusCheck = raise_for_status) -> bytes:
+    """The whole body of a small file whose size is known, read into memory: never more than `size` bytes.
+
+    A resumable partial costs a lock file, a partial file and their syscalls; for a file of a few KB
+    (a repository of 10,000 of them) that is most of its cost, and there is nothing worth resuming.
+
+    Raises:
+        TransientError: The connection dropped or the body was short (the caller retries).
+        WorkError: The body runs past `size` (permanent), or any other HTTP failure.
+    """
+    with under_way("download", label), _opened(open_stream, {}, label) as response:
+        check(response, label)
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > size:
+            raise WorkError(f"{label}: the server announces {announced} bytes, more than the {size} bytes expected")
+        data = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                if len(data) + len(chunk) > size:
+                    raise WorkError(f"{label}: the body runs past the {size} bytes expected; stopped reading")
+                data += chunk
+                progress(done=len(data), total=size)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise TransientError(f"{label}: connection dropped after {len(data)} bytes ({type(exc).__name__})") from exc
+    if len(data) != size:
+        raise TransientError(f"{label}: body ended at {len(data)} of {size} bytes")
+    return bytes(data)

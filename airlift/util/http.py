@@ -65,7 +65,7 @@ def refuse_odd_redirect(response: httpx.Response) -> None:
     """
     if not response.has_redirect_location:
         return
-    target = response.headers.get("location", "")
+    target = response.headers.get("location", "").strip()
     scheme = target.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", target) else ""
     if scheme and scheme not in ("http", "https"):
         response.close()

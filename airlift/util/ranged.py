@@ -158,7 +158,8 @@ class _Job:
         if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._identity().items()):
             self.part.unlink(missing_ok=True)
             return set()
-        return {i for i in record.get("done", []) if isinstance(i, int) and 0 <= i < -(-self.size // RANGE_SIZE)}
+        done = record.get("done")
+        return {i for i in done if type(i) is int and 0 <= i < self.count} if isinstance(done, list) else set()
 
     def discard(self) -> None:
         os.close(self.fd)

@@ -177,3 +177,17 @@ def test_a_hub_file_above_the_threshold_is_checked_against_its_git_blob_id(tmp_p
             label="acme/ranged: tokenizer.json", expected_git_sha1=git_blob_id(data),
         )
     assert got is not None and got.git_sha1 == git_blob_id(data) and got.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("record", ['{"done": "0123"}', '{"size": 1, "done": [0]}', "not json", '[1, 2]'])
+def test_a_record_that_does_not_fit_this_file_is_ignored(tmp_path, stand_in, small_ranges, record):
+    data = _data(4 * RANGE, 12)
+    url = stand_in.add_file("rec.bin", data)
+    ctx = _ctx(tmp_path)
+    key = hashlib.sha256(f"url\0{url}\0None\0{len(data)}".encode()).hexdigest()  # fetch/http.py's partial key
+    ctx.cache.store.ensure_dirs()
+    (ctx.cache.store.tmp_dir / f"{key}-r.part").write_bytes(b"\0" * len(data))  # holes a bogus record would vouch for
+    (ctx.cache.store.tmp_dir / f"{key}-r.ranges").write_text(record)
+    blob = fetch_http.download(url, ctx, label="rec", etag=None, size=len(data), expected_sha256=None)
+    assert ctx.cache.store.blob_path(blob.sha256).read_bytes() == data
+    assert stand_in.content_bytes == len(data)

@@ -27,6 +27,8 @@ def shown(row: dict) -> tuple[str, str]:
         return f"{row['ratio']:.2f}x faster", f">= {row['target']:g}x"
     if unit == "s":
         return f"{row['ratio']:.2f} s", f"<= {row['target']:g} s"
+    if unit == "x":
+        return f"{row['ratio']:.3f}x the file", f"<= {row['target']:g}x"
     if unit == "MiB":
         return f"{row['ratio']:.0f} MiB", f"<= {row['target']:g} MB"
     return f"{row['ratio']:.2f}x the baseline", f"<= {row['target']:g}x"
@@ -87,6 +89,10 @@ def main() -> None:
         "  them; `sync` after every writer (tar, rsync, build, transfer) is inside its time. Start-up figures are",
         "  medians of 5, interleaved.",
         "- Peak RSS: the airlift process's own maximum (wait4 ru_maxrss), not the Prefect server's.",
+        "- Downloads (bench/download.py): the Hub stand-in (airlift/testing/hubserver.py) in a process of its own, on",
+        "  loopback, capping each connection at 4 MB/s as CDNs and proxies cap one connection; baselines",
+        "  `huggingface_hub.snapshot_download` and `curl` on the same file in the same run; upstream bytes are the",
+        "  stand-in's count of content bytes sent. Small files: uncapped, a few KB each. Cold cache each time.",
         "",
         *table(rows),
         "",

@@ -3,7 +3,8 @@
 Per size (GiB of random data in 8 files): build vs `tar czf` + `sha256sum`; no-op rebuild; verify vs
 `sha256sum -c`; transfer to a directory vs `rsync -a`; peak RSS of each airlift command. Once: the
 start-up figures, a flow-run command (`airlift verify` of a tiny bundle) and `airlift inspect`, each
-vs `python -c "import prefect"`. Every airlift command is the real CLI with its default, the embedded
+vs `python -c "import prefect"`; and the download figures (bench/download.py: one 128 MiB file over a
+per-connection cap vs snapshot_download and curl, 10,000 small files vs snapshot_download). Every airlift command is the real CLI with its default, the embedded
 persistent Prefect server under AIRLIFT_HOME (started and warmed first; its start is not timed).
 
 Writes $BENCH_DIR/results.json for bench/report.py. Usage: .venv/bin/python bench/suite.py [GIB ...]
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import download  # bench/download.py, beside this file
 
 REPO = Path(__file__).resolve().parent.parent
 PY = Path(sys.executable)
@@ -167,6 +170,7 @@ def main() -> None:
     started = time.time()
     try:
         startup(results)
+        download.run(results, root=ROOT, timed=timed, figure=figure, env=env, airlift=AIRLIFT)
         for gib in sizes:
             one_size(results, gib)
     finally:

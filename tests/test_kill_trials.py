@@ -101,6 +101,41 @@ def test_kill_9_in_every_phase_of_build(ws, hub):
         assert hub.content_bytes == 0
 
 
+def test_kill_9_mid_range_refetches_only_unfinished_ranges(ws, hub):
+    """A kill inside a ranged download (two connections on one 40 MiB file, ten 4 MiB ranges): the stop
+    lands inside a range that is part-way, and the rerun fetches only the ranges not recorded done."""
+    files = add_model(hub, "acme/kill-ranged", weights_size=40 << 20, seed=601)
+    total = sum(map(len, files.values()))
+    range_size = 4 << 20
+    spec = ws.write("kr.yaml", "name: kr\nmodels:\n  - hf: acme/kill-ranged\n")
+    # range: a point per network read (64 KiB or less) that leaves a range unfinished, ~64+ per range.
+    done_counts: list[int] = []
+    for trial, (phase, point) in enumerate(_plan({"range": 450}, seed=6060)):
+        point = max(point, 130)  # past the first two ranges' worth of reads, so some range is done
+        cache = ws.root / f"cache-r{trial}"
+        env = {"AIRLIFT_CACHE": str(cache), "AIRLIFT_MAX_PER_HOST": "2"}
+        _kill_in(ws, ["build", str(spec), "--out", f"r{trial}"], phase=phase, point=point, tag=f"r{trial}", extra_env=env)
+        log_text = (ws.root / f"phases-r{trial}.log").read_text()
+        stop = next(line for line in log_text.splitlines() if line.startswith("stop range "))
+        got, _, length = stop.rsplit(" ", 1)[-1].partition("/")
+        assert 0 < int(got) < int(length) <= range_size, f"the kill must land mid-range: {stop}"
+        records = list(cache.rglob("*.ranges"))  # none yet when the kill came before the first record
+        done = json.loads(records[0].read_text())["done"] if records else []
+        assert len(done) < 10, "the kill must land with ranges left to fetch"
+        done_counts.append(len(done))
+        hub.reset_counters()
+        ws.run("build", str(spec), "--out", f"r{trial}", extra_env=env)
+        weights_left = (40 << 20) - len(done) * range_size
+        # Only the ranges not recorded done crossed the wire again (plus the small files, if they were not in).
+        assert weights_left <= hub.content_bytes <= weights_left + total - (40 << 20), (trial, done, hub.content_bytes)
+        assert sha256sum_check(ws.root / f"r{trial}").returncode == 0
+        assert not list(cache.rglob("*.ranges")) and not list(cache.rglob("*-r.part"))
+        if report := os.environ.get("AIRLIFT_KILL_REPORT"):
+            with open(report, "a") as handle:
+                handle.write(json.dumps({"command": "build", "phase": "range", "point": point, "ranges_done": len(done), "refetched": hub.content_bytes}) + "\n")
+    assert any(done_counts), f"no trial landed with a range recorded done: {done_counts}"
+
+
 def _partial_bytes(cache: Path) -> int:
     return sum(p.stat().st_size for p in cache.rglob("*") if p.is_file() and "blobs" not in p.parts and p.suffix in (".part", ".tmp", ".partial"))
 

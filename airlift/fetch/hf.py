@@ -16,11 +16,14 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 
 from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.store import StoredBlob
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
-from airlift.util.errors import WorkError, is_transient
+from airlift.util import ranged
+from airlift.util.errors import IntegrityError, WorkError, is_transient
+from airlift.util.hashing import git_blob_id
+from airlift.util.http import SMALL_BODY, get_small, raise_for_status, resumable_get
 from airlift.util.http import client as http_client
-from airlift.util.http import raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 from airlift.util.phase import progress
 
@@ -100,22 +103,50 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         url = hf_hub_url(source.repo, remote.path, repo_type=source.repo_type, revision=source.commit)
         partial_key = hashlib.sha256(f"hf\0{url}\0{remote.etag}".encode()).hexdigest()
 
-        def attempt() -> FileEntry:
-            with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
-                if remote.size is None or partial.offset < remote.size:
-                    with host_slot(url), http_client() as http:
-                        resumable_get(
-                            lambda extra: http.stream("GET", url, headers={**headers, **extra}), partial.writer,
-                            label=label, expected_size=remote.size, on_bytes=ctx.progress, check=_hub_status,
-                        )
-                blob = partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
+        def get() -> FileEntry:
+            # A large file goes over parallel ranges, each retried alone; None: one stream instead.
+            got = ranged.download(
+                ctx.cache.store, partial_key, lambda extra: http.stream("GET", url, headers={**headers, **extra}), url=url,
+                size=remote.size, label=label, expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1,
+                on_bytes=ctx.progress, check=_hub_status, attempts=ctx.attempts,
+            )
+            if got is not None:
+                blob = StoredBlob(*got)
+            elif remote.size is not None and remote.size <= SMALL_BODY:
+                blob = small(with_transient_retries(label, attempts=ctx.attempts, action=fetch_small))
+            else:
+                blob = with_transient_retries(label, attempts=ctx.attempts, action=stream)
             if remote.git_sha1:
                 # Small (non-LFS) files have no sha256 upstream: remember what their blob id produced,
                 # so a run killed before the artifact finished does not fetch them again.
                 ctx.cache.remember_etag(remote.git_sha1, blob.sha256)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256, etag=remote.etag or blob.sha256)
 
-        return with_transient_retries(label, attempts=ctx.attempts, action=attempt)
+        def fetch_small() -> bytes:
+            with host_slot(url):
+                return get_small(lambda extra: http.stream("GET", url, headers={**headers, **extra}), label=label, size=remote.size or 0, check=_hub_status)
 
-    entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+        def small(data: bytes) -> StoredBlob:
+            # Checked as a partial's commit checks, then stored in one atomic write.
+            git_sha1 = git_blob_id(data) if remote.git_sha1 else None
+            if remote.git_sha1 and git_sha1 != remote.git_sha1:
+                raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {remote.git_sha1}")
+            stored = ctx.cache.store.put_stream([data], expected_sha256=remote.sha256, label=label)
+            ctx.progress(len(data))
+            return StoredBlob(stored.sha256, stored.size, git_sha1)
+
+        def stream() -> StoredBlob:
+            with ctx.cache.store.partial(partial_key, git_blob_size=remote.size if remote.git_sha1 else None) as partial:
+                if remote.size is None or partial.offset < remote.size:
+                    with host_slot(url):
+                        resumable_get(
+                            lambda extra: http.stream("GET", url, headers={**headers, **extra}), partial.writer,
+                            label=label, expected_size=remote.size, on_bytes=ctx.progress, check=_hub_status,
+                        )
+                return partial.commit(expected_sha256=remote.sha256, expected_git_sha1=remote.git_sha1, label=label)
+
+        return get()
+
+    with http_client() as http:  # one client (thread-safe) for every file: connections are reused
+        entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
     return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

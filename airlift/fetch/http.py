@@ -8,6 +8,7 @@ import httpx
 
 from airlift.bundle.store import StoredBlob
 from airlift.fetch.base import FetchContext
+from airlift.util import ranged
 from airlift.util.http import client, raise_for_status, resumable_get
 from airlift.util.net import host_slot, with_transient_retries
 
@@ -51,4 +52,13 @@ def download(url: str, ctx: FetchContext, *, label: str, etag: str | None, size:
                 )
             return partial.commit(expected_sha256=expected_sha256, label=label)
 
+    got = None
+    if ranged.worth_ranges(size):  # a large file: parallel ranges, each retried alone; None: one stream instead
+        with client() as http:
+            got = ranged.download(
+                ctx.cache.store, partial_key, lambda headers: http.stream("GET", url, headers=headers), url=url, size=size,
+                label=label, etag=etag, expected_sha256=expected_sha256, on_bytes=ctx.progress, attempts=ctx.attempts,
+            )
+    if got is not None:
+        return StoredBlob(*got)
     return with_transient_retries(label, attempts=ctx.attempts, action=attempt)

@@ -2,13 +2,17 @@
 
 It serves generated model and dataset repos the way the hub does (`/api/{models,datasets}/...`
 metadata with LFS sha256 and git blob ids, `/resolve/` downloads with X-Repo-Commit, ETag,
-X-Linked-Etag and Range), counts the content bytes it sends, and injects faults on demand:
-503s, bodies cut short, and a byte-rate throttle so a test can kill a client mid-file.
+X-Linked-Etag and Range), counts the content bytes it sends and the connections it accepts (and
+the most content streams at once), and injects faults on demand: 503s, bodies cut short, a byte-rate
+cap per connection (as CDNs and proxies cap one connection; it also lets a test kill a client
+mid-file), and a server that ignores Range. Digests are computed once per file and cached: with
+10,000 files, hashing every file on every listing and request made the stand-in the bottleneck.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -30,13 +34,17 @@ class HubFile:
     data: bytes
     lfs: bool
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
+    @functools.cached_property
+    def blob_id(self) -> str:
+        return git_blob_id(self.data)
+
     @property
     def etag(self) -> str:
-        return self.sha256 if self.lfs else git_blob_id(self.data)
+        return self.sha256 if self.lfs else self.blob_id
 
 
 @dataclass
@@ -56,7 +64,8 @@ class HubRepo:
 class Faults:
     rate: float = 0.0  # probability that a content GET fails
     seed: int = 0
-    bytes_per_second: float | None = None  # throttle for kill tests
+    bytes_per_second: float | None = None  # the cap on each connection's content bytes per second
+    ignore_range: bool = False  # answer every GET with the whole body (200), as a server without Range does
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -67,6 +76,9 @@ class HubServer:
         self.content_bytes = 0
         self.content_requests = 0
         self.faults_injected = 0
+        self.connections = 0  # TCP connections accepted
+        self.streams = 0  # content bodies being sent right now
+        self.peak_streams = 0  # the most at once since the last reset
         self.faults = Faults()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -93,14 +105,16 @@ class HubServer:
         self.files[name] = data
         return f"{self.url}/files/{name}"
 
-    def set_faults(self, *, rate: float = 0.0, seed: int = 0, bytes_per_second: float | None = None) -> None:
-        self.faults = Faults(rate, seed, bytes_per_second, random.Random(seed))
+    def set_faults(self, *, rate: float = 0.0, seed: int = 0, bytes_per_second: float | None = None, ignore_range: bool = False) -> None:
+        self.faults = Faults(rate, seed, bytes_per_second, ignore_range, random.Random(seed))
 
     def reset_counters(self) -> None:
         with self._lock:
             self.content_bytes = 0
             self.content_requests = 0
             self.faults_injected = 0
+            self.connections = 0
+            self.peak_streams = self.streams
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> HubServer:
@@ -126,7 +140,7 @@ class HubServer:
             self._server.server_close()
 
 
-_API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/(?P<what>revision|tree)/(?P<rev>[^/]+))?$")
 _RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
@@ -136,6 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet test output
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server_hub._lock:
+            self.server_hub.connections += 1
 
     def do_HEAD(self) -> None:
         self._dispatch(head=True)
@@ -184,13 +203,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if match["what"] == "tree":  # huggingface_hub's snapshot_download lists the tree (one page, recursive)
+            return self._json(head, [
+                {"type": "file", "oid": item.blob_id, "size": len(item.data), "path": path,
+                 **({"lfs": {"oid": item.sha256, "size": len(item.data), "pointerSize": 134}} if item.lfs else {})}
+                for path, item in sorted(repo.commits[commit].items())
+            ])
         siblings = []
         for path, item in sorted(repo.commits[commit].items()):
-            sibling = {"rfilename": path, "size": len(item.data), "blobId": git_blob_id(item.data)}
+            sibling = {"rfilename": path, "size": len(item.data), "blobId": item.blob_id}
             if item.lfs:
                 sibling["lfs"] = {"sha256": item.sha256, "size": len(item.data), "pointerSize": 134}
             siblings.append(sibling)
-        body = json.dumps({"id": repo.repo_id, "_id": repo.repo_id, "sha": commit, "private": False, "siblings": siblings}).encode()
+        self._json(head, {"id": repo.repo_id, "_id": repo.repo_id, "sha": commit, "private": False, "siblings": siblings})
+
+    def _json(self, head: bool, value: object) -> None:
+        body = json.dumps(value).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -217,12 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, len(data)
         status = 200
         range_header = self.headers.get("Range")
-        if range_header and (m := re.match(r"bytes=(\d+)-(\d*)$", range_header.strip())):
+        if range_header and not hub.faults.ignore_range and (m := re.match(r"bytes=(\d+)-(\d*)$", range_header.strip())):
             if_range = self.headers.get("If-Range")
             if if_range is None or if_range == etag:
                 start = int(m[1])
-                end = int(m[2]) + 1 if m[2] else len(data)
-                if start >= len(data):
+                end = min(int(m[2]) + 1, len(data)) if m[2] else len(data)
+                if start >= len(data) or start >= end:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
                     self.send_header("Content-Length", "0")
@@ -240,7 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(503, "injected fault")
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
+        if not hub.faults.ignore_range:
+            self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
         if status == 206:
@@ -253,6 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
         view = memoryview(data)[start:end]
         if fault == "cut":
             view = view[: len(view) // 2]
+        with hub._lock:
+            hub.streams += 1
+            hub.peak_streams = max(hub.peak_streams, hub.streams)
         self._send_body(view)
         if fault == "cut":
             self.close_connection = True
@@ -260,19 +292,41 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_body(self, view: memoryview) -> None:
+        """Send the body, paced per connection; the stream stops counting as open before its last write,
+        so a client that has the whole body (and moves on to its next request) was never counted twice."""
         hub = self.server_hub
         rate = hub.faults.bytes_per_second
         step = 64 * 1024
-        for offset in range(0, len(view), step):
-            chunk = view[offset : offset + step]
-            try:
-                self.wfile.write(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                return
-            with hub._lock:
-                hub.content_bytes += len(chunk)
-            if rate:
-                time.sleep(len(chunk) / rate)
+        open_stream = True
+        started = time.monotonic()
+        sent = 0
+        try:
+            while sent < len(view):
+                size = step
+                if rate:
+                    # Paced against the clock: each wake-up sends what is due by now (a late wake-up on a
+                    # busy machine is made up), so the connection averages its cap, never more.
+                    due = int((time.monotonic() - started) * rate) + step - sent
+                    if due <= 0:
+                        time.sleep(-due / rate)
+                        continue
+                    size = min(due, 1 << 20)
+                chunk = view[sent : sent + size]
+                if sent + len(chunk) >= len(view):
+                    with hub._lock:
+                        hub.streams -= 1
+                    open_stream = False
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                sent += len(chunk)
+                with hub._lock:
+                    hub.content_bytes += len(chunk)
+        finally:
+            if open_stream:
+                with hub._lock:
+                    hub.streams -= 1
 
 
 def main() -> None:  # pragma: no cover - used by the demo and by hand

@@ -5,6 +5,11 @@ over when the server answers a ranged request with the whole body (200) or canno
 (416), writes each piece as it arrives, and turns a dropped connection or a short body into a
 TransientError, so the caller's one retry layer (`airlift.util.net.with_transient_retries`) resumes it.
 Status codes are classified in one place, `raise_for_status`.
+
+Every body is bounded: never more than the announced (or pinned) size is kept, and a body that runs
+past it fails at once, permanently (a retry would only read the same lie again); with no size known,
+UNSIZED_CAP applies. A redirect to anything but http(s) (`file://`) is refused at once, not retried.
+Large files go over parallel byte ranges instead (`airlift.util.ranged`), through the same `check`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from airlift.util.phase import progress, under_way
 from airlift.util.redact import redact_url
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
+# The stated cap on a body whose size nobody announced (no pin, no listing, no Content-Length): it stops
+# a hostile upstream from filling the disk; the mission's largest single file (a 20 GB shard) fits.
+UNSIZED_CAP = 64 << 30
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(?:\d+|\*)$")
 
 
@@ -45,7 +53,23 @@ def client() -> httpx.Client:
     httpx drops the Authorization header when a redirect leaves the origin, so a hub token never
     reaches the CDN.
     """
-    return httpx.Client(timeout=TIMEOUT, follow_redirects=True, headers={"User-Agent": "airlift"})
+    return httpx.Client(
+        timeout=TIMEOUT, follow_redirects=True, headers={"User-Agent": "airlift"}, event_hooks={"response": [refuse_odd_redirect]},
+    )
+
+
+def refuse_odd_redirect(response: httpx.Response) -> None:
+    """Refuse (permanently) a redirect to anything but http(s), before httpx tries to follow it.
+
+    httpx would raise UnsupportedProtocol, which reads as a transport failure and was retried 6 times.
+    """
+    if not response.has_redirect_location:
+        return
+    target = response.headers.get("location", "").strip()
+    scheme = target.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", target) else ""
+    if scheme and scheme not in ("http", "https"):
+        response.close()
+        raise WorkError(f"{redact_url(str(response.request.url))}: redirect to a {scheme}: URL refused (only http and https are followed)")
 
 
 def raise_for_status(response: httpx.Response, label: str, *, origin: str | None = None) -> None:
@@ -118,7 +142,7 @@ def _get(
     open_stream: OpenStream, writer: ResumableWriter, *, label: str, etag: str | None, expected_size: int | None,
     on_bytes: Callable[[int], None] | None, check: StatusCheck,
 ) -> None:
-    with open_stream(_range_headers(writer.size, etag)) as response:
+    with _opened(open_stream, _range_headers(writer.size, etag), label) as response:
         if response.status_code == 416 and writer.size:
             # The partial is no prefix of what the server has now (it changed, or the partial is
             # already whole but unverified): start over rather than fail forever.
@@ -133,20 +157,44 @@ def _get(
             if not match or int(match[1]) != writer.size:
                 _restart(writer)
                 raise TransientError(f"{label}: server answered a range we did not ask for; starting over")
-        _stream(response, writer, label=label, on_bytes=on_bytes, expected_size=expected_size)
+        limit = UNSIZED_CAP if expected_size is None else expected_size
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and writer.size + int(announced) > limit:
+            _restart(writer)
+            raise WorkError(f"{label}: the server announces {writer.size + int(announced)} bytes, more than the {_limit_text(expected_size)}")
+        _stream(response, writer, label=label, on_bytes=on_bytes, expected_size=expected_size, limit=limit)
     if expected_size is not None and writer.size != expected_size:
-        if writer.size > expected_size:
-            _restart(writer)  # longer than promised: these bytes are not the file; never resume from them
         raise TransientError(f"{label}: body ended at {writer.size} of {expected_size} bytes")
 
 
+def _limit_text(expected_size: int | None) -> str:
+    return f"{UNSIZED_CAP} bytes allowed for a file of unknown size" if expected_size is None else f"{expected_size} bytes expected"
+
+
+@contextlib.contextmanager
+def _opened(open_stream: OpenStream, headers: dict[str, str], label: str) -> Iterator[httpx.Response]:
+    """Open the stream; a redirect to a scheme httpx cannot speak (file://) is a permanent refusal."""
+    with contextlib.ExitStack() as stack:
+        try:
+            response = stack.enter_context(open_stream(headers))
+        except httpx.UnsupportedProtocol as exc:
+            raise WorkError(f"{label}: refused a redirect to a URL that is not http(s) ({exc})") from None
+        yield response
+
+
 def _stream(
-    response: httpx.Response, writer: ResumableWriter, *, label: str, on_bytes: Callable[[int], None] | None, expected_size: int | None,
+    response: httpx.Response, writer: ResumableWriter, *, label: str, on_bytes: Callable[[int], None] | None,
+    expected_size: int | None, limit: int,
 ) -> None:
     # Each piece is written as it arrives (one network read, 64 KiB or less): with a chunk size,
     # httpx holds bytes back until a whole chunk is in, and a dropped connection would lose them.
     try:
         for chunk in response.iter_bytes():
+            if writer.size + len(chunk) > limit:
+                # Past the announced size: stop reading (the rest may never end) and keep none of it,
+                # since these bytes are not the file; a retry would read the same lie again.
+                _restart(writer)
+                raise WorkError(f"{label}: the body runs past the {_limit_text(expected_size)}; stopped reading")
             writer.write(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
@@ -164,3 +212,35 @@ def closing_response(response: httpx.Response) -> Iterator[httpx.Response]:
         yield response
     finally:
         response.close()
+
+
+SMALL_BODY = 256 << 10  # at most this, a file is read into memory and stored in one write (no partial, no lock)
+
+
+def get_small(open_stream: OpenStream, *, label: str, size: int, check: StatusCheck = raise_for_status) -> bytes:
+    """The whole body of a small file whose size is known, read into memory: never more than `size` bytes.
+
+    A resumable partial costs a lock file, a partial file and their syscalls; for a file of a few KB
+    (a repository of 10,000 of them) that is most of its cost, and there is nothing worth resuming.
+
+    Raises:
+        TransientError: The connection dropped or the body was short (the caller retries).
+        WorkError: The body runs past `size` (permanent), or any other HTTP failure.
+    """
+    with under_way("download", label), _opened(open_stream, {}, label) as response:
+        check(response, label)
+        announced = response.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > size:
+            raise WorkError(f"{label}: the server announces {announced} bytes, more than the {size} bytes expected")
+        data = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                if len(data) + len(chunk) > size:
+                    raise WorkError(f"{label}: the body runs past the {size} bytes expected; stopped reading")
+                data += chunk
+                progress(done=len(data), total=size)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise TransientError(f"{label}: connection dropped after {len(data)} bytes ({type(exc).__name__})") from exc
+    if len(data) != size:
+        raise TransientError(f"{label}: body ended at {len(data)} of {size} bytes")
+    return bytes(data)

@@ -9,11 +9,11 @@ from prefect import task
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.site import RegistryTarget, S3Target
-from airlift.fetch.cache import Cache
 from airlift.ingest import s3 as s3_sink
 from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
+from airlift.layouts.state import IngestStateLayout
 from airlift.util import s3 as s3_util
 
 
@@ -43,7 +43,7 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
     s3_util.ensure_bucket(client, target.bucket)
     return s3_sink.upload_artifact(
         client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
-        blob_path=_blob_locator(bundle, store), state_dir=Cache().s3_uploads_dir,
+        blob_path=_blob_locator(bundle, store), state_dir=IngestStateLayout.default().s3_uploads,
         on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),
     )
 
@@ -61,7 +61,7 @@ def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, 
 def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
     """Push one image to the site registry with its upstream digest unchanged."""
     return push_image(
-        artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=Cache().root / "uploads",
+        artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=IngestStateLayout.default().registry_uploads,
         mount_from=mount_from, on_bytes=ProgressLog(f"push {artifact.id}", artifact.image.size if artifact.image else None),
     )
 

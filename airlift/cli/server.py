@@ -30,6 +30,7 @@ from typing import Literal
 
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.settings import settings
 
 Mode = Literal["external", "ephemeral", "embedded"]
 START_TIMEOUT = 120.0
@@ -38,10 +39,7 @@ HEALTH_TIMEOUT = 3.0
 
 def airlift_home() -> Path:
     """`$AIRLIFT_HOME`, else `$XDG_DATA_HOME/airlift`, else `~/.local/share/airlift`."""
-    if os.environ.get("AIRLIFT_HOME"):
-        return Path(os.environ["AIRLIFT_HOME"])
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "airlift"
+    return settings().home_dir
 
 
 @dataclass(frozen=True)

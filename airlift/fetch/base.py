@@ -11,6 +11,7 @@ from typing import Any
 from airlift.bundle.sources import Source, source_record
 from airlift.fetch.cache import Cache
 from airlift.util.net import ATTEMPTS
+from airlift.util.settings import settings
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class FetchContext:
     on_bytes: Callable[[int], None] | None = None
     attempts: int = ATTEMPTS  # the core's one attempt count (airlift.util.net)
     platform: str = "linux/amd64"  # the spec's default image platform
+    # Upstream registries spoken to over plain HTTP (host[:port]); default AIRLIFT_INSECURE_REGISTRIES.
+    insecure_registries: frozenset[str] = field(default_factory=lambda: settings().insecure_hosts)
+
+    def plain_http(self, host: str) -> bool:
+        return host in self.insecure_registries
 
     def progress(self, count: int) -> None:
         if self.on_bytes is not None:

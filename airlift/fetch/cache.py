@@ -29,6 +29,7 @@ from airlift.bundle.store import SHA256_RE, BlobStore
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import try_lock
+from airlift.util.settings import settings
 
 DEFAULT_PRUNE_AGE = 24 * 3600.0
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -37,10 +38,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("AIRLIFT_CACHE"):
-        return Path(os.environ["AIRLIFT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "airlift"
+    return settings().cache_dir
 
 
 class Cache:

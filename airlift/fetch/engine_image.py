@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 
 from airlift.bundle.manifest import Artifact, ImageInfo
@@ -26,6 +25,7 @@ from airlift.oci.dedup import LayerBlob, LayerIndex, gzip_layer
 from airlift.oci.reference import parse_image
 from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, write_bytes_atomic
+from airlift.util.settings import settings
 
 MAX_CONFIG_BYTES = 64 << 20  # an image config is metadata: anything this large is not one
 
@@ -36,7 +36,7 @@ def _engine():
     try:
         return docker.from_env()
     except docker.errors.DockerException as exc:
-        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'default')}): {exc}") from None
+        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={settings().docker_host or 'default'}): {exc}") from None
 
 
 def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: FetchContext) -> Resolved:

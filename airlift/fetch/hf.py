@@ -9,7 +9,6 @@ and checked against the hub's LFS sha256 (or git blob id for small files) before
 from __future__ import annotations
 
 import hashlib
-import os
 
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -23,11 +22,13 @@ from airlift.util.http import client as http_client
 from airlift.util.http import raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 from airlift.util.phase import progress
+from airlift.util.settings import settings
 
 
 def _token() -> str | bool:
-    # The environment only: never the token file of whoever runs the build.
-    return os.environ.get("HF_TOKEN") or False
+    # HF_TOKEN only (util/settings.py): never the token file of whoever runs the build.
+    token = settings().hf_token
+    return token.get_secret_value() if token else False
 
 
 def _api() -> HfApi:

@@ -1,16 +1,16 @@
 """`ngc:` models through the NVIDIA NGC SDK (`ngcsdk`).
 
 NGC publishes no checksums, so files are hashed locally as they enter the store and the manifest
-records the result. The SDK client is created in one place, `ngc_client()`, the only seam where a
-test may substitute a double (`AIRLIFT_NGC_CLIENT=module:factory`): NGC needs a real account.
+records the result. The SDK client is created in one place, `ngc_client()`, from `client_factory`:
+`ngcsdk.Client` unless a test has injected a double there (tests/ngc_cli.py does): NGC needs a real
+account. Nothing in the environment chooses the code that runs.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,25 @@ from airlift.config.spec import NgcModel
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map
+from airlift.util.settings import settings
 
 KEY_VARIABLES = ("NGC_API_KEY", "NGC_CLI_API_KEY")
+# Makes the SDK client; None means `ngcsdk.Client`. Only tests set it (to tests/ngc_double.FakeClient).
+client_factory: Callable[[], Any] | None = None
 
 
 def api_key() -> str:
-    for name in KEY_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name]
+    key = settings().ngc_api_key  # NGC_API_KEY, else NGC_CLI_API_KEY
+    if key:
+        return key.get_secret_value()
     raise WorkError("NGC needs an API key: set NGC_API_KEY (or NGC_CLI_API_KEY) in the environment")
 
 
 def ngc_client(org: str, team: str | None) -> Any:
-    """A configured `ngcsdk.Client` (or the test double named by AIRLIFT_NGC_CLIENT)."""
+    """A configured `ngcsdk.Client` (or the double a test injected as `client_factory`)."""
     key = api_key()
-    factory_path = os.environ.get("AIRLIFT_NGC_CLIENT")
-    if factory_path:
-        module, _, name = factory_path.partition(":")
-        factory = getattr(importlib.import_module(module), name)
-    else:
+    factory = client_factory
+    if factory is None:
         from ngcsdk import Client as factory
     client = factory()
     client.configure(api_key=key, org_name=org, team_name=team)

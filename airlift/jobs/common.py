@@ -54,10 +54,9 @@ def job_environment(root: Path, job: Job) -> dict[str, str]:
 
 def inherited_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The allow-listed variables of the submitter (INHERITED_VARIABLES), and nothing else."""
-    import os
+    from airlift.util.settings import inherited
 
-    source = os.environ if environ is None else environ
-    return {key: source[key] for key in INHERITED_VARIABLES if key in source}
+    return inherited(INHERITED_VARIABLES, environ)
 
 
 def spec_of(manifest: Manifest) -> Spec:

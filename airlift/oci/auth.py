@@ -16,7 +16,6 @@ so a pull or push that outlives the token (Docker Hub's last 300 s) goes on. Sec
 from __future__ import annotations
 
 import base64
-import os
 import re
 import threading
 import time
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airlift.util.errors import InputError, WorkError
 from airlift.util.http import raise_for_status
+from airlift.util.settings import settings
 
 # Docker assumes 60 s when a token response has no `expires_in` (the distribution token spec's default).
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -75,8 +75,8 @@ def config_files() -> list[Path]:
     from docker.utils.config import find_config_file
 
     files = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if settings().registry_auth_file:
+        files.append(settings().registry_auth_file)
     docker_config = find_config_file()
     if docker_config:
         files.append(Path(docker_config))

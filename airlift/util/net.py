@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from airlift.util.errors import AirliftError, TransientError, WorkError, is_transient, resource_error
+from airlift.util.settings import settings
 
 log = logging.getLogger("airlift")
 T = TypeVar("T")
@@ -74,7 +74,7 @@ _HOST_LOCK = threading.Lock()
 
 def max_per_host() -> int:
     """Parallel downloads per upstream host (AIRLIFT_MAX_PER_HOST, default 8)."""
-    return max(1, int(os.environ.get("AIRLIFT_MAX_PER_HOST", "8")))
+    return settings().max_per_host
 
 
 @contextlib.contextmanager

@@ -6,13 +6,13 @@ Arguments are always a list (never a shell string), and the caller says which fa
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from airlift.util.errors import TransientError, WorkError
+from airlift.util.settings import environ_with
 
 _USERINFO = re.compile(r"://[^/@\s]+@")
 
@@ -46,7 +46,7 @@ def run(
     """
     try:
         proc = subprocess.run(
-            list(argv), cwd=cwd, env={**os.environ, **env} if env is not None else None,
+            list(argv), cwd=cwd, env=environ_with(env),
             input=input_text, capture_output=True, text=True,
         )
     except FileNotFoundError:

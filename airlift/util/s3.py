@@ -15,8 +15,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,32 +23,28 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from airlift.util.errors import InputError, WorkError
+from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import FileLock
 from airlift.util.net import bounded_map
 from airlift.util.phase import progress, under_way
+from airlift.util.settings import DEFAULT_PART, MIN_PART, settings  # noqa: F401 - DEFAULT_PART: re-exported
 
 SHA_META = "sha256"
 PART_SIZE_ENV = "AIRLIFT_S3_PART_SIZE"
-MIN_PART = 5 << 20  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000  # S3's most parts per upload
-DEFAULT_PART = 64 << 20
 PART_WORKERS = 4  # parts in flight per file
 log = logging.getLogger(__name__)
 _PARTS_PAGE = 1000  # list_parts page size (S3's maximum)
 _IDENTITY = {"endpoint", "bucket", "key", "sha256", "size"}  # what makes a state file this upload's
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
 
 
 def client(endpoint_url: str | None = None, region: str | None = None):
-    """A boto3 S3 client: endpoint and region from the arguments or the environment, standard retries."""
+    """A boto3 S3 client: endpoint and region from the arguments or the settings, standard retries."""
     return boto3.client(
         "s3",
-        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=endpoint_url or settings().s3_endpoint_url,
+        region_name=region or settings().aws_region or "us-east-1",
         # Files x parts in flight (4 x 4) must not queue for pooled connections.
         config=Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4", max_pool_connections=32),
     )
@@ -76,21 +70,12 @@ def has_object(s3, *, bucket: str, key: str, size: int, sha256: str) -> bool:
 
 
 def part_size_default() -> int:
-    """The part size: AIRLIFT_S3_PART_SIZE (bytes, or e.g. `5MiB`, `128MB`), else 64 MiB.
+    """The part size: AIRLIFT_S3_PART_SIZE (bytes, or e.g. `5MiB`, `128MB`), else 64 MiB (util/settings.py).
 
     Raises:
         InputError: The variable is not a size, or is below S3's 5 MiB minimum.
     """
-    text = os.environ.get(PART_SIZE_ENV)
-    if not text:
-        return DEFAULT_PART
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise InputError(f"{PART_SIZE_ENV}={text!r}: expected a size such as 64MiB or 5242880")
-    size = int(match[1]) * _UNITS[(match[2] or "").lower()]
-    if size < MIN_PART:
-        raise InputError(f"{PART_SIZE_ENV}={text!r}: S3 parts must be at least 5 MiB")
-    return size
+    return settings().s3_part_size
 
 
 def _fit_part_size(size: int, wanted: int) -> int:

@@ -334,10 +334,10 @@ class _Partial:
         git_sha1 = self.writer.git_sha1.hexdigest() if self.writer.git_sha1 is not None else None
         if expected_sha256 and digest != expected_sha256:
             self.discard()
-            raise IntegrityError(f"{label}: sha256 {digest} does not match expected {expected_sha256}")
+            raise IntegrityError(f"sha256 {digest} does not match expected {expected_sha256}", artifact_id=label)
         if expected_git_sha1 and git_sha1 != expected_git_sha1:
             self.discard()
-            raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {expected_git_sha1}")
+            raise IntegrityError(f"git blob id {git_sha1} does not match expected {expected_git_sha1}", artifact_id=label)
         size = self.writer.size
         self.store._commit(self.path, digest)
         return StoredBlob(digest, size, git_sha1)

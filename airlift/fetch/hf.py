@@ -45,11 +45,11 @@ def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
         try:
             return info_fn(entry.hf, revision=entry.revision, files_metadata=True)
         except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            raise WorkError(f"{artifact_id}: {entry.hf}@{entry.revision} not found on the hub ({_status(exc)})") from None
+            raise WorkError(f"{entry.hf}@{entry.revision} not found on the hub ({_status(exc)})", artifact_id=artifact_id) from None
         except HfHubHTTPError as exc:
             if is_transient(exc):
                 raise
-            raise WorkError(f"{artifact_id}: hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}") from None
+            raise WorkError(f"hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}", artifact_id=artifact_id) from None
 
     info = with_transient_retries(artifact_id, attempts=ctx.attempts, action=ask)
     progress()  # answered, not yet recorded: a kill here must cost only this request

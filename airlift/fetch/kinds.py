@@ -68,7 +68,7 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
     """
     module = next((kind.module for kind in KINDS if isinstance(entry, kind.spec_types)), None)
     if module is None:
-        raise WorkError(f"{artifact_id}: this source kind is not supported yet")
+        raise WorkError("this source kind is not supported yet", artifact_id=artifact_id)
     with under_way("resolve", artifact_id):
         return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
 
@@ -83,9 +83,7 @@ def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
     try:
         artifact = kind.module.fetch(resolved, ctx)
     except AirliftError as exc:
-        if str(exc).startswith(resolved.artifact_id):
-            raise
-        raise type(exc)(f"{resolved.artifact_id}: {exc}") from exc.__cause__
+        raise exc.about(resolved.artifact_id) from exc.__cause__
     ctx.cache.save(resolved.cache_key, artifact)
     return artifact
 

@@ -67,7 +67,7 @@ def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved
         client = ngc_client(org, team)
         version = _latest_version(client.registry.model.info(entry.ngc))
         if not version:
-            raise WorkError(f"{artifact_id}: NGC did not say which version is latest; pin one as {entry.ngc}:<version>")
+            raise WorkError(f"NGC did not say which version is latest; pin one as {entry.ngc}:<version>", artifact_id=artifact_id)
     target = f"{org}/{team + '/' if team else ''}{name}:{version}"
     source = {"target": target, "org": org, "team": team, "name": name, "version": version, "allow": entry.allow}
     return Resolved(artifact_id, "ngc-model", {k: v for k, v in source.items() if v is not None})
@@ -84,13 +84,13 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         result = client.registry.model.download_version(source.target, destination=str(workdir), file_patterns=source.allow)
         status = getattr(result, "status", "completed")
         if status not in (None, "completed", "COMPLETED"):
-            raise WorkError(f"{resolved.artifact_id}: NGC download ended with status {status!r}")
+            raise WorkError(f"NGC download ended with status {status!r}", artifact_id=resolved.artifact_id)
         root = Path(getattr(result, "path", "") or workdir)
         if not root.is_relative_to(workdir):
-            raise WorkError(f"{resolved.artifact_id}: NGC SDK reported a path outside its destination: {root}")
+            raise WorkError(f"NGC SDK reported a path outside its destination: {root}", artifact_id=resolved.artifact_id)
         files = sorted(p for p in root.rglob("*") if p.is_file())
         if not files:
-            raise WorkError(f"{resolved.artifact_id}: NGC download of {source.target} produced no files")
+            raise WorkError(f"NGC download of {source.target} produced no files", artifact_id=resolved.artifact_id)
 
         def one(path: Path) -> FileEntry:
             blob = ctx.cache.store.add_file(path)  # NGC gives no checksums: hash here, record it

@@ -18,6 +18,7 @@ from airlift.bundle.manifest import Artifact
 from airlift.config.site import RegistryTarget
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, push_target
+from airlift.util.errors import IntegrityError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
 from airlift.util.phase import under_way
@@ -106,7 +107,12 @@ def push_image(
         for reference in (manifest_digest, tag):
             pushed = with_transient_retries(label, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
             if pushed and pushed != manifest_digest:
-                report.notes.append(f"registry reports {pushed} for {reference}, expected {manifest_digest}")
+                # The contract's central promise is an unchanged digest: a registry that stored other
+                # bytes (or rewrote them) has broken it, and the push must not look done.
+                raise IntegrityError(
+                    f"registry {host} answered the manifest PUT of {repository}:{reference} with digest {pushed}, expected {manifest_digest}",
+                    artifact_id=artifact.id,
+                )
         report.manifest_pushed = True
         return report
     finally:

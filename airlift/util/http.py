@@ -64,10 +64,10 @@ def raise_for_status(response: httpx.Response, label: str, *, origin: str | None
     if response.status_code < 400:
         return
     response.close()
-    message = f"{label}: HTTP {response.status_code} from {origin or redact_url(str(response.request.url))}"
+    message = f"HTTP {response.status_code} from {origin or redact_url(str(response.request.url))}"
     if is_transient_status(response.status_code):
-        raise TransientError(message)
-    raise WorkError(message)
+        raise TransientError(message, artifact_id=label)
+    raise WorkError(message, artifact_id=label)
 
 
 def _range_headers(offset: int, etag: str | None) -> dict[str, str]:
@@ -132,12 +132,12 @@ def _get(
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if not match or int(match[1]) != writer.size:
                 _restart(writer)
-                raise TransientError(f"{label}: server answered a range we did not ask for; starting over")
+                raise TransientError("server answered a range we did not ask for; starting over", artifact_id=label)
         _stream(response, writer, label=label, on_bytes=on_bytes, expected_size=expected_size)
     if expected_size is not None and writer.size != expected_size:
         if writer.size > expected_size:
             _restart(writer)  # longer than promised: these bytes are not the file; never resume from them
-        raise TransientError(f"{label}: body ended at {writer.size} of {expected_size} bytes")
+        raise TransientError(f"body ended at {writer.size} of {expected_size} bytes", artifact_id=label)
 
 
 def _stream(
@@ -152,7 +152,7 @@ def _stream(
                 on_bytes(len(chunk))
             progress(done=writer.size, total=expected_size)
     except (httpx.TransportError, httpx.StreamError) as exc:
-        raise TransientError(f"{label}: connection dropped after {writer.size} bytes ({type(exc).__name__})") from exc
+        raise TransientError(f"connection dropped after {writer.size} bytes ({type(exc).__name__})", artifact_id=label) from exc
     finally:
         writer.flush()
 

@@ -60,8 +60,9 @@ def with_transient_retries(label: str, *, action: Callable[[], T], attempts: int
             if not is_transient(exc):
                 raise
             if attempt == attempts:
-                detail = str(exc) if isinstance(exc, AirliftError) else f"{label}: {type(exc).__name__}: {exc}"
-                raise TransientError(f"{detail} (gave up after {attempts} attempts)") from exc
+                if isinstance(exc, AirliftError):
+                    raise TransientError(f"{exc.message} (gave up after {attempts} attempts)", artifact_id=exc.artifact_id) from exc
+                raise TransientError(f"{type(exc).__name__}: {exc} (gave up after {attempts} attempts)", artifact_id=label) from exc
             delay = backoff(attempt)
         log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
         time.sleep(delay)

@@ -1,0 +1,146 @@
+"""Settings are read in one model; errors carry their artifact as an attribute; a registry that
+answers a manifest PUT with another digest fails the push, naming both."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+
+from airlift.bundle.manifest import Artifact
+from airlift.config.site import RegistryTarget
+from airlift.fetch import ngc
+from airlift.fetch.base import FetchContext
+from airlift.fetch.cache import Cache
+from airlift.ingest import registry as registry_sink
+from airlift.oci.client import is_plain_http
+from airlift.util.errors import InputError, IntegrityError, TransientError, WorkError, describe
+from airlift.util.net import with_transient_retries
+from airlift.util.settings import settings
+
+CORE = Path(__file__).resolve().parents[2] / "airlift"
+
+
+def test_the_core_reads_the_environment_only_in_the_settings_module():
+    readers = sorted(
+        path.relative_to(CORE).as_posix() for path in CORE.rglob("*.py")
+        if path.relative_to(CORE).parts[0] not in {"cli", "testing"}
+        and re.search(r"os\.environ|getenv", path.read_text())
+    )
+    assert readers == ["util/settings.py"]
+
+
+def test_settings_parse_sizes_lists_and_secrets(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRLIFT_S3_PART_SIZE", "8MiB")
+    monkeypatch.setenv("AIRLIFT_MAX_PER_HOST", "3")
+    monkeypatch.setenv("AIRLIFT_INSECURE_REGISTRIES", " mirror.lan:5000, ,other ")
+    monkeypatch.setenv("HF_TOKEN", "hf_settings_secret")
+    monkeypatch.setenv("AIRLIFT_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("AIRLIFT_HOME", str(tmp_path / "h"))
+    read = settings()
+    assert (read.s3_part_size, read.max_per_host) == (8 << 20, 3)
+    assert read.insecure_hosts == {"mirror.lan:5000", "other"}
+    assert read.hf_token is not None and read.hf_token.get_secret_value() == "hf_settings_secret"
+    assert "hf_settings_secret" not in repr(read)
+    assert Cache().root == tmp_path / "c" and read.home_dir == tmp_path / "h"
+    assert FetchContext(cache=Cache()).plain_http("mirror.lan:5000") and not FetchContext(cache=Cache()).plain_http("x:1")
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("AIRLIFT_MAX_PER_HOST", "0")
+    with pytest.raises(InputError, match=r"^AIRLIFT_MAX_PER_HOST: ") as caught:
+        settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_insecure_registries_apply_only_where_the_caller_says(monkeypatch):
+    # Inside the gap the site's `registry.insecure` alone decides: the variable no longer leaks in there.
+    monkeypatch.setenv("AIRLIFT_INSECURE_REGISTRIES", "mirror.lan:5000")
+    assert not is_plain_http("mirror.lan:5000")
+    assert is_plain_http("mirror.lan:5000", insecure=True) and is_plain_http("127.0.0.1:5000")
+
+
+def test_the_ngc_client_is_an_injected_factory(monkeypatch):
+    calls: list[dict] = []
+
+    class Double:
+        def configure(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setenv("NGC_API_KEY", "nvapi-injected")
+    monkeypatch.setenv("AIRLIFT_NGC_CLIENT", "os:getcwd")  # no longer a way to choose the code that runs
+    monkeypatch.setattr(ngc, "client_factory", Double)
+    assert isinstance(ngc.ngc_client("nvidia", None), Double)
+    assert calls == [{"api_key": "nvapi-injected", "org_name": "nvidia", "team_name": None}]
+
+
+def test_errors_carry_the_artifact_once():
+    error = WorkError("ref v9 not found", artifact_id="repos/tool")
+    assert str(error) == "repos/tool: ref v9 not found" and error.message == "ref v9 not found"
+    assert str(error.about("repos/other")) == "repos/tool: ref v9 not found"  # already named: unchanged
+    assert str(WorkError("no objects").about("files/run7")) == "files/run7: no objects"
+    assert describe(ValueError("boom"), "wheels") == "wheels: boom"
+    assert describe(error, "repos/tool") == "repos/tool: ref v9 not found"
+    again = pickle.loads(pickle.dumps(error))  # a failure carried across processes keeps its artifact
+    assert (type(again), again.artifact_id, str(again)) == (WorkError, "repos/tool", str(error))
+
+
+def test_retries_keep_the_artifact_of_the_last_failure():
+    def flaky():
+        raise TransientError("HTTP 503 from the hub", artifact_id="models/acme/x/weights.bin")
+
+    with pytest.raises(TransientError) as caught:
+        with_transient_retries("models/acme/x", action=flaky, attempts=1)
+    assert caught.value.artifact_id == "models/acme/x/weights.bin"
+    assert str(caught.value) == "models/acme/x/weights.bin: HTTP 503 from the hub (gave up after 1 attempts)"
+
+    def reset():
+        raise ConnectionResetError("reset by peer")
+
+    with pytest.raises(TransientError) as caught:
+        with_transient_retries("models/acme/x", action=reset, attempts=1)
+    assert str(caught.value) == "models/acme/x: ConnectionResetError: reset by peer (gave up after 1 attempts)"
+
+
+class _Registry:
+    """The calls push_image makes, answering the manifest PUT with another digest than the bytes'."""
+
+    answer: str = "sha256:" + "f" * 64
+
+    def __init__(self, host: str, *, insecure: bool = False) -> None:
+        self.host = host
+
+    def head_manifest(self, repository: str, reference: str) -> str | None:
+        return None
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return True
+
+    def put_manifest(self, repository: str, reference: str, *, raw: bytes, media_type: str) -> str:
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_manifest_put_answered_with_another_digest_fails_the_push(monkeypatch, tmp_path):
+    raw = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+    digest = hashlib.sha256(raw).hexdigest()
+    (tmp_path / digest).write_bytes(raw)
+    artifact = Artifact.model_validate({
+        "id": "images/acme/app:1", "kind": "image",
+        "source": {"ref": "acme/app:1", "from": "registry", "registry": "docker.io", "repository": "acme/app", "tag": "1", "digest": f"sha256:{digest}", "platform": "linux/amd64"},
+        "files": [{"path": f"sha256:{digest}", "size": len(raw), "sha256": digest}],
+        "image": {"ref": "acme/app:1", "digest": f"sha256:{digest}", "platform": "linux/amd64",
+                  "media_type": "application/vnd.oci.image.manifest.v1+json", "size": len(raw),
+                  "config": f"sha256:{'c' * 64}", "repository": "acme/app", "tag": "1"},
+    })
+    monkeypatch.setattr(registry_sink, "RegistryClient", _Registry)
+    with pytest.raises(IntegrityError) as caught:
+        registry_sink.push_image(artifact, target=RegistryTarget(url="reg.lan:5000/site"), blob_path=lambda d: tmp_path / d, state_dir=tmp_path / "st")
+    text = str(caught.value)
+    assert caught.value.artifact_id == "images/acme/app:1"
+    assert f"sha256:{digest}" in text and _Registry.answer in text and "\n" not in text

@@ -44,7 +44,7 @@ def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[
     for done, entry in enumerate(artifact.files, 1):
         blob = f"{repo_dir}/blobs/{entry.etag or entry.sha256}"
         # A copy, not a hard link: jobs write under shared_root and must never alter a bundle blob.
-        root.copy_in(blob, blob_path(entry.sha256))
+        root.copy_in(blob, blob_path(entry.sha256), sha256=entry.sha256)
         link = f"{snapshot}/{entry.path}"
         root.symlink(link, os.path.relpath(root.root / blob, (root.root / link).parent))
         progress(done=done, total=len(artifact.files))
@@ -59,10 +59,10 @@ def _materialize_files(root: ConfinedRoot, artifact: Artifact, blob_path: Callab
     base = artifact.id  # files/<name>
     if artifact.layout == "file":
         entry = artifact.files[0]
-        root.copy_in(base, blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
+        root.copy_in(base, blob_path(entry.sha256), sha256=entry.sha256, mode=0o755 if entry.executable else 0o644)
         return root.path(base)
     for done, entry in enumerate(artifact.files, 1):
-        root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644)
+        root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), sha256=entry.sha256, mode=0o755 if entry.executable else 0o644)
         progress(done=done, total=len(artifact.files))
     return root.path(base)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import tempfile
@@ -18,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import CHUNK, fsync_dir
+from airlift.util.errors import InputError, IntegrityError, WorkError
+from airlift.util.fs import copy_hashing, fsync_dir
 
 
 class EscapeError(WorkError):
@@ -123,17 +124,24 @@ class ConfinedRoot:
                 handle.write(chunk)
         return self.root / relative
 
-    def copy_in(self, relative: str, source: Path, *, mode: int = 0o644) -> Path:
-        """Copy the regular file `source` to `relative` (a copy, never a link), atomically and confined.
+    def copy_in(self, relative: str, source: Path, *, sha256: str, mode: int = 0o644) -> Path:
+        """Copy the regular file `source` to `relative` (a copy, never a link), atomically and confined,
+        hashing the bytes as the copy holds them: bytes that changed after verify never land.
 
         Raises:
             EscapeError: `source` is not a regular file (a symlink is not followed).
+            IntegrityError: The copied bytes do not hash to `sha256` (nothing is placed).
         """
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise EscapeError(f"refusing to copy {source}: not a regular file")
-            return self.write_chunks(relative, iter(lambda: handle.read(CHUNK), b""), mode=mode)
+            digest = hashlib.sha256()
+            with self.writer(relative, mode=mode) as out:
+                copy_hashing(handle.fileno(), out.fileno(), update=digest.update)
+                if digest.hexdigest() != sha256:
+                    raise IntegrityError(f"{relative}: the bytes copied from {source} hash to {digest.hexdigest()}, expected {sha256}; not placed")
+        return self.root / relative
 
     def symlink(self, relative: str, target: str) -> Path:
         """Point the symlink `relative` at `target` (relative to the link's directory), confined.

@@ -144,3 +144,49 @@ def test_a_manifest_put_answered_with_another_digest_fails_the_push(monkeypatch,
     text = str(caught.value)
     assert caught.value.artifact_id == "images/acme/app:1"
     assert f"sha256:{digest}" in text and _Registry.answer in text and "\n" not in text
+
+
+def test_materializing_refuses_bytes_that_changed_after_verify(tmp_path):
+    from airlift.ingest.sharedfs import materialize
+    from tests.fast.conftest import build_bundle, url_file
+
+    built = build_bundle(tmp_path / "b", [url_file("notes.txt", b"the verified bytes\n")])
+    artifact = built.manifest.artifacts[0]
+    blob = built.bundle.store.blob_path(artifact.files[0].sha256)
+    blob.chmod(0o644)
+    blob.write_bytes(b"bytes swapped in after verify\n")
+    with pytest.raises(IntegrityError, match="expected " + artifact.files[0].sha256) as caught:
+        materialize(tmp_path / "root", artifact, blob_path=built.bundle.store.blob_path)
+    assert "not placed" in str(caught.value)
+    assert not (tmp_path / "root" / artifact.id).exists()
+    assert [p.name for p in (tmp_path / "root").rglob("*") if p.is_file()] == []  # no temp file left either
+
+
+def test_s3_uploads_send_sha256_checksums_the_server_keeps(monkeypatch, tmp_path):
+    # moto (the S3 of the service tier) stores the checksums it is sent and answers them on HEAD and
+    # ListParts; it does not refuse a wrong one, which AWS, MinIO and SeaweedFS do (BadDigest).
+    import base64
+
+    from moto import mock_aws
+
+    from airlift.util import s3 as s3_util
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "airlift-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "airlift-test-secret")
+    small, large = b"small blob\n", bytes(range(256)) * (20 << 10) + b"tail"  # two parts: 5 MiB and 4 bytes
+    with mock_aws():
+        client = s3_util.client(None, "us-east-1")
+        client.create_bucket(Bucket="checksums")
+        for name, data in (("small", small), ("large", large)):
+            (tmp_path / name).write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            s3_util.upload_file_resumable(client, path=tmp_path / name, bucket="checksums", key=name, sha256=digest,
+                                          part_size=5 << 20, state_dir=tmp_path / "st")
+        head = client.head_object(Bucket="checksums", Key="small", ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(small).digest()).decode()
+        assert s3_util.checksum_sha256(hashlib.sha256(small).hexdigest()) == head["ChecksumSHA256"]
+        # A multipart object's checksum is S3's composite: the SHA-256 of the parts' SHA-256s, and their count.
+        parts = [hashlib.sha256(large[i:i + (5 << 20)]).digest() for i in range(0, len(large), 5 << 20)]
+        composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+        head = client.head_object(Bucket="checksums", Key="large", ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] in (composite, f"{composite}-{len(parts)}")

@@ -68,7 +68,7 @@ def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: Fet
 def _record_path(ctx: FetchContext, image_id: str):  # noqa: ANN202 - a Path
     hexdigest = image_id.removeprefix("sha256:")
     ctx.cache.store.blob_path(hexdigest)  # validates the hex digest before it becomes a file name
-    return ctx.cache.root / "engine" / f"{hexdigest}.json"
+    return ctx.cache.layout.engine_record(hexdigest)
 
 
 def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:

@@ -15,7 +15,7 @@ from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
-from airlift.layouts.shared_root import MARKER_DIR, load_marker
+from airlift.layouts.shared_root import MARKER_DIR, SharedRootLayout, load_marker
 from airlift.util.confine import open_regular
 from airlift.util.errors import InputError
 
@@ -73,7 +73,7 @@ class Catalog:
             for artifact in artifacts.values():
                 if artifact.kind == "git":
                     name = artifact.id.removeprefix("repos/")
-                    catalog.git_dirs[name] = path / "repos" / f"{name}.git"
+                    catalog.git_dirs[name] = SharedRootLayout(path).git_repo(name)
             return catalog
         raise InputError(f"{path}: neither a bundle (manifest.json) nor an ingested shared_root ({MARKER_DIR}/)")
 
@@ -97,10 +97,8 @@ class Catalog:
         if self._bundle is not None:
             return f"blobs/sha256/{entry.sha256}"
         if artifact.kind in ("hf-model", "hf-dataset"):
-            kind = "models" if artifact.kind == "hf-model" else "datasets"
-            repo = artifact.source.repo.replace("/", "--")
             # The snapshot entry is a symlink into blobs/: serve the blob itself.
-            return f"hf/hub/{kind}--{repo}/blobs/{entry.etag or entry.sha256}"
+            return f"{SharedRootLayout.hf_artifact_relative(artifact)}/blobs/{entry.etag or entry.sha256}"
         if artifact.layout == "file":
             return artifact.id
         return f"{artifact.id}/{entry.path}"

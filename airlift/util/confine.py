@@ -14,13 +14,12 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from airlift.util.errors import InputError, IntegrityError, WorkError
-from airlift.util.fs import copy_hashing, fsync_dir
+from airlift.util.fs import atomic_writer, copy_hashing
 
 
 class EscapeError(WorkError):
@@ -95,21 +94,11 @@ class ConfinedRoot:
     def writer(self, relative: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         """A file that becomes `relative` only if the block finishes: unique temp name, fsync, rename."""
         target = self.path(relative)
-        parent = self.mkdirs(str(PurePosixPath(relative).parent)) if "/" in relative else self.root
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            self.path(relative)  # re-check: a symlink planted meanwhile must not be replaced blindly
-            os.replace(tmp, target)
-            fsync_dir(parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        if "/" in relative:
+            self.mkdirs(str(PurePosixPath(relative).parent))
+        # re-checked before the rename: a symlink planted meanwhile must not be replaced blindly
+        with atomic_writer(target, mode, before_replace=lambda: self.path(relative)) as handle:
+            yield handle
 
     def write_bytes(self, relative: str, data: bytes, *, mode: int = 0o644) -> Path:
         """Write `data` to `relative` atomically, confined."""

@@ -1,4 +1,6 @@
-"""The `airlift` command line. Every command runs a Prefect flow (ephemeral unless PREFECT_API_URL is set).
+"""The `airlift` command line. Every command runs a Prefect flow: on PREFECT_API_URL's server when it
+is set, else on the embedded local server the CLI starts once and reuses (cli/server.py), or on an
+ephemeral one only when AIRLIFT_PREFECT=ephemeral.
 
 Input is validated here, before Prefect starts, so a bad spec, site or argument costs no flow run
 and gets exit 2 with one line naming the file and field. This module imports no Prefect at load

@@ -18,10 +18,9 @@ from airlift.fetch.cache import Cache
 
 def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
     """One resolve task per artifact; fails naming every artifact that could not be resolved."""
-    ids = parsed.artifact_ids()
-    entries = [entry for _, entry in parsed.entries()]
-    futures = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in zip(ids, entries, strict=True)]
-    return gather(futures, ids)
+    artifacts = parsed.artifacts()
+    futures = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in artifacts]
+    return gather(futures, [i for i, _ in artifacts])
 
 
 def fetch_all(resolved: list[Resolved], cache_dir: str, max_parallel_files: int = 8) -> list[Artifact]:

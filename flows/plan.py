@@ -16,9 +16,9 @@ def plan_bundle(spec: str) -> Plan:
     """Resolve `spec` (revision -> commit, tag -> digest, ref -> commit, requirements -> exact wheels) and size it."""
     parsed = load_spec(spec)
     cache = Cache()
-    ids = parsed.artifact_ids()
+    artifacts = parsed.artifacts()
     futures = [
         resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=str(cache.root), platform=parsed.platform)
-        for i, (_, e) in zip(ids, parsed.entries(), strict=True)
+        for i, e in artifacts
     ]
-    return Plan([plan_artifact(resolved, cache) for resolved in gather(futures, ids)])
+    return Plan([plan_artifact(resolved, cache) for resolved in gather(futures, [i for i, _ in artifacts])])

@@ -46,7 +46,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _check_credentials(spec) -> None:
     """Fail before any work when a source needs a credential that is not in the environment."""
-    if any(type(m).__name__ == "NgcModel" for m in spec.models):
+    from airlift.config.spec import NgcModel
+
+    if any(isinstance(m, NgcModel) for m in spec.models):
         from airlift.fetch.ngc import api_key
 
         api_key()

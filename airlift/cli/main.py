@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             if full := resource_error(exc, getattr(exc, "filename", None) or "disk"):
                 print(f"airlift: error: {full}", file=sys.stderr)
                 return 1
-        if type(exc).__name__ == "NoCredentialsError":
+        from botocore.exceptions import NoCredentialsError  # (imported on failure only: the CLI starts fast)
+
+        if isinstance(exc, NoCredentialsError):
             print("airlift: error: S3: no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", file=sys.stderr)
             return 1
         print(f"airlift: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -330,12 +330,20 @@ class Spec(Strict):
         return problems
 
     def located_artifact_ids(self) -> list[tuple[tuple[str | int, ...], str]]:
-        out: list[tuple[tuple[str | int, ...], str]] = []
+        return [(loc, artifact_id) for loc, artifact_id, _ in self._artifacts()]
+
+    def artifacts(self) -> list[tuple[str, Any]]:
+        """(artifact id, entry) for every artifact, paired where they are made (never zipped by index);
+        all `wheels` entries form one artifact, a tuple."""
+        return [(artifact_id, entry) for _, artifact_id, entry in self._artifacts()]
+
+    def _artifacts(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        out: list[tuple[tuple[str | int, ...], str, Any]] = []
         for section in ("models", "datasets", "images", "repos"):
             for index, entry in enumerate(getattr(self, section)):
-                out.append(((section, index), artifact_id_of(entry, section)))
+                out.append(((section, index), artifact_id_of(entry, section), entry))
         if self.wheels:
-            out.append((("wheels",), "wheels"))
+            out.append((("wheels",), "wheels", tuple(self.wheels)))
         return out
 
     def redacted(self) -> Spec:
@@ -351,12 +359,7 @@ class Spec(Strict):
 
     def entries(self) -> list[tuple[str, Any]]:
         """(section, entry) for every artifact; all `wheels` entries form one artifact, a tuple."""
-        out: list[tuple[str, Any]] = []
-        for section in ("models", "datasets", "images", "repos"):
-            out += [(section, entry) for entry in getattr(self, section)]
-        if self.wheels:
-            out.append(("wheels", tuple(self.wheels)))
-        return out
+        return [(str(loc[0]), entry) for loc, _, entry in self._artifacts()]
 
 
 def image_ref(entry: str | ImageRef) -> ImageRef:

@@ -6,7 +6,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from airlift.bundle.sources import Source, source_record
 from airlift.fetch.cache import Cache
@@ -35,7 +34,6 @@ class Resolved:
     source: Source
     files: tuple[RemoteFile, ...] = ()
     layout: str = "tree"
-    extra: dict[str, Any] = field(default_factory=dict)
     # The URL with its credentials (userinfo, a signed query), for the request only: excluded from the
     # cache key, the repr and every record, so it never reaches a manifest, a log or a persisted result.
     fetch_url: str | None = field(default=None, repr=False, compare=False)

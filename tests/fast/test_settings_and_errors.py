@@ -190,3 +190,17 @@ def test_s3_uploads_send_sha256_checksums_the_server_keeps(monkeypatch, tmp_path
         composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
         head = client.head_object(Bucket="checksums", Key="large", ChecksumMode="ENABLED")
         assert head["ChecksumSHA256"] in (composite, f"{composite}-{len(parts)}")
+
+
+def test_spec_pairs_each_artifact_id_with_its_entry():
+    from airlift.config.spec import Spec
+
+    spec = Spec.model_validate({
+        "name": "pairs", "models": [{"hf": "acme/m"}], "datasets": [{"url": "https://example.invalid/d.tar", "sha256": "a" * 64}],
+        "repos": [{"git": "https://example.invalid/tool.git", "ref": "main"}],
+        "wheels": [{"requirements": ["six==1.16.0"]}],
+    })
+    pairs = spec.artifacts()
+    assert [i for i, _ in pairs] == spec.artifact_ids() == ["models/acme/m", "files/d.tar", "repos/tool", "wheels"]
+    assert pairs[0][1] is spec.models[0] and pairs[2][1] is spec.repos[0] and pairs[3][1] == tuple(spec.wheels)
+    assert [section for section, _ in spec.entries()] == ["models", "datasets", "repos", "wheels"]

@@ -25,19 +25,13 @@ from airlift.util.fs import CHUNK, copy_hashing, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
 from airlift.util.locks import FileLock, try_lock
 from airlift.util.phase import under_way
+from airlift.util.proc import pid_alive
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = pid_alive
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

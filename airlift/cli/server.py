@@ -30,6 +30,7 @@ from typing import Literal
 
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.proc import pid_alive
 from airlift.util.settings import settings
 
 Mode = Literal["external", "ephemeral", "embedded"]
@@ -173,14 +174,7 @@ def use_embedded_server() -> Mode:
     return "embedded"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = pid_alive
 
 
 def _terminate(pid: int) -> None:

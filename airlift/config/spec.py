@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
+from airlift.util.names import no_control, ref_name
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 HF_REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -25,23 +26,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# A git ref or hub revision as a name: no leading '-' (it would read as an option), no '..', no control
-# characters, no '@{', no trailing '/' or '.lock' (git check-ref-format's rules, minus the rare ones).
-REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+# A git ref or hub revision as a name: util/names.py `ref_name` (git check-ref-format's rules, minus the rare ones).
 ENV_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 GIT_SCHEMES = {"https", "ssh", "git", "file"}
 
 
-def _ref_name(value: str) -> str:
-    if not REF_RE.match(value) or ".." in value or "//" in value or value.endswith(("/", ".lock", ".")):
-        raise ValueError(f"{value!r} is not a valid revision or ref name")
-    return value
-
-
-def _no_control(value: str, what: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{what} must not contain control characters")
-    return value
+_ref_name, _no_control = ref_name, no_control  # the one definition of each, shared with the manifest records
 
 
 def requirement(line: str) -> str:

@@ -6,6 +6,7 @@ Arguments are always a list (never a shell string), and the caller says which fa
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +14,17 @@ from pathlib import Path
 
 from airlift.util.errors import TransientError, WorkError
 from airlift.util.settings import environ_with
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 _USERINFO = re.compile(r"://[^/@\s]+@")
 

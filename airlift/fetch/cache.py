@@ -31,6 +31,7 @@ from airlift.oci.dedup import LayerIndex
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import try_lock
+from airlift.util.names import Digest
 from airlift.util.settings import settings
 
 DEFAULT_PRUNE_AGE = 24 * 3600.0
@@ -340,7 +341,7 @@ def prune_cache(
     for directory, field in ((cache.layout.layers, "digest"), (cache.layout.engine, "manifest")):
         for entry in directory.glob("*.json") if directory.is_dir() else []:
             try:
-                target = str(json.loads(entry.read_bytes())[field]).removeprefix("sha256:")
+                target = Digest(str(json.loads(entry.read_bytes())[field])).hex
             except (OSError, ValueError, KeyError, TypeError):
                 target = ""
             if gone(target):

@@ -44,10 +44,10 @@ def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags
     """Yield a docker-archive (manifest.json + config + layer tars) streamed from the blob files."""
     image = artifact.image
     assert image is not None
-    config_hex = image.config.removeprefix("sha256:")
+    config_hex = image.config.hex
     layer_names = [f"{layer.removeprefix('sha256:')}/layer.tar" for layer in image.layers]
     for layer, name in zip(image.layers, layer_names, strict=True):
-        path = blob_path(layer.removeprefix("sha256:"))
+        path = blob_path(layer.hex)
         size = path.stat().st_size
         yield _member(name, size)
         with open(path, "rb") as handle:

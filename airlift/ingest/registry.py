@@ -20,6 +20,7 @@ from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, push_target
 from airlift.util.errors import IntegrityError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.names import Digest
 from airlift.util.net import with_transient_retries
 from airlift.util.phase import under_way
 
@@ -103,7 +104,7 @@ def push_image(
             with under_way("push", digest[:19]):  # one unit per layer, retries included (kill trials)
                 report.bytes += with_transient_retries(label, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
             report.uploaded += 1
-        raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
+        raw = blob_path(manifest_digest.hex).read_bytes()
         for reference in (manifest_digest, tag):
             pushed = with_transient_retries(label, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
             if pushed and pushed != manifest_digest:
@@ -120,7 +121,7 @@ def push_image(
 
 
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
-    path = blob_path(digest.removeprefix("sha256:"))
+    path = blob_path(Digest(digest).hex)
     state = _UploadState(state_dir, host, repository, digest)
     location = state.load()
     offset = client.upload_status(repository, location) if location else None

@@ -204,3 +204,23 @@ def test_spec_pairs_each_artifact_id_with_its_entry():
     assert [i for i, _ in pairs] == spec.artifact_ids() == ["models/acme/m", "files/d.tar", "repos/tool", "wheels"]
     assert pairs[0][1] is spec.models[0] and pairs[2][1] is spec.repos[0] and pairs[3][1] == tuple(spec.wheels)
     assert [section for section, _ in spec.entries()] == ["models", "datasets", "repos", "wheels"]
+
+
+def test_one_digest_type_with_both_spellings_and_the_json_unchanged():
+    from airlift.bundle.manifest import ImageInfo
+    from airlift.util.names import Digest
+
+    hexdigest = "ab" * 32
+    assert Digest(hexdigest) == Digest(f"sha256:{hexdigest}") == f"sha256:{hexdigest}"
+    assert Digest(hexdigest).hex == hexdigest
+    with pytest.raises(ValueError, match="not a sha256 digest"):
+        Digest("sha256:../../etc")
+    data = {"ref": "acme/app:1", "digest": f"sha256:{hexdigest}", "platform": "linux/amd64",
+            "media_type": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+            "config": f"sha256:{'c' * 64}", "layers": [f"sha256:{'d' * 64}"], "repository": "acme/app"}
+    image = ImageInfo.model_validate(data)
+    assert isinstance(image.config, Digest) and image.layers[0].hex == "d" * 64
+    dumped = image.model_dump(exclude_none=True)
+    assert dumped == data and type(dumped["digest"]) is str  # the manifest's JSON keeps its spelling (contract)
+    with pytest.raises(ValueError):
+        ImageInfo.model_validate({**data, "config": "c" * 64})  # the manifest spells digests one way only

@@ -11,8 +11,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.spec import Spec, load_spec
-from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
+from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.cache import Cache
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from airlift.bundle.sources import Source, source_record
+from airlift.bundle.source_records import Source, source_record
 from airlift.util.errors import InputError
 from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM, Digest
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airlift.bundle.sources import Source, source_record
+from airlift.bundle.source_records import Source, source_record
 from airlift.fetch.cache import Cache
 from airlift.util.net import ATTEMPTS
 from airlift.util.settings import settings

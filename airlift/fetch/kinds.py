@@ -30,7 +30,7 @@ class SourceKind:
     `fetch(resolved, ctx) -> Artifact` (content into the cache), and may have
     `still_sound(cached, ctx) -> bool` to hold records an older version wrote to a newer standard
     (without it, a record whose blobs are all stored is reused). Adding a kind is a module here plus
-    one entry in KINDS (and its source record in airlift/bundle/sources.py). Modules are named, and
+    one entry in KINDS (and its source record in airlift/bundle/source_records.py). Modules are named, and
     imported on first use: a build of local paths does not pay for boto3, huggingface_hub or docker.
     """
 

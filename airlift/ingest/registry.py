@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from airlift.bundle.manifest import Artifact
@@ -36,7 +36,6 @@ class PushReport:
     bytes: int = 0
     manifest_pushed: bool = False
     already_present: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect.futures import PrefectFuture, wait
 
-from airlift.util.errors import AirliftError, WorkError
+from airlift.util.errors import AirliftError, WorkError, describe
 
 
 def gather(futures: Sequence[PrefectFuture], labels: Sequence[str]) -> list[Any]:
@@ -21,8 +21,7 @@ def gather(futures: Sequence[PrefectFuture], labels: Sequence[str]) -> list[Any]
             results.append(future.result())
         except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
             first = first or exc
-            text = str(exc)
-            failures.append(text if text.startswith(label) else f"{label}: {text}")
+            failures.append(describe(exc, label))
     if failures:
         exit_code = first.exit_code if isinstance(first, AirliftError) else 1
         error = WorkError("; ".join(failures))

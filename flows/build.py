@@ -12,18 +12,18 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from airlift.bundle.manifest import Artifact
 from airlift.config.installer import Installer
 from airlift.config.spec import Spec
-from airlift.fetch.assemble import BuildResult, resolution_digest
+from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
+from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.cache import Cache
 from airlift.fetch.prepare import prepare_build
 
 
 def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
     """One resolve task per artifact; fails naming every artifact that could not be resolved."""
-    ids = parsed.artifact_ids()
-    entries = [entry for _, entry in parsed.entries()]
-    futures = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in zip(ids, entries, strict=True)]
-    return gather(futures, ids)
+    artifacts = parsed.artifacts()
+    futures = [resolve_artifact.submit(artifact_id=i, entry=e, cache_dir=cache_dir, platform=parsed.platform) for i, e in artifacts]
+    return gather(futures, [i for i, _ in artifacts])
 
 
 def fetch_all(resolved: list[Resolved], cache_dir: str, max_parallel_files: int = 8) -> list[Artifact]:

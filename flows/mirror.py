@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from airlift.config.spec import load_spec
-from airlift.fetch.assemble import resolution_digest
+from airlift.fetch.bundle_writer import resolution_digest
 from airlift.fetch.cache import Cache
 from airlift.fetch.mirror import MirrorResult, complete, plan_refresh
 

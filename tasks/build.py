@@ -12,8 +12,8 @@ from prefect.cache_policies import NONE
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.spec import Spec
-from airlift.fetch.assemble import BuildResult, assemble_bundle
 from airlift.fetch.base import FetchContext, Resolved
+from airlift.fetch.bundle_writer import BuildResult, assemble_bundle
 from airlift.fetch.cache import Cache
 from airlift.fetch.kinds import fetch_resolved, resolve_entry
 

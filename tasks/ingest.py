@@ -14,11 +14,12 @@ from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact
 from airlift.bundle.store import BlobStore
 from airlift.config.site import RegistryTarget, S3Target
-from airlift.fetch.cache import Cache
 from airlift.ingest import s3 as s3_sink
 from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
+from airlift.layouts.state import IngestStateLayout
+from airlift.util import s3 as s3_util
 
 
 def _blob_locator(bundle: str, store: str | None) -> Callable[[str], Path]:
@@ -36,7 +37,7 @@ def upload_to_s3(*, bundle: str, store: str | None, artifact: Artifact, target: 
     """Upload one artifact's files with the run's client; objects whose size and sha256 metadata match are skipped."""
     return s3_sink.upload_artifact(
         client, bucket=target.bucket, prefix=target.prefix, artifact=artifact,
-        blob_path=_blob_locator(bundle, store), state_dir=Cache().s3_uploads_dir,
+        blob_path=_blob_locator(bundle, store), state_dir=IngestStateLayout.default().s3_uploads,
         on_bytes=ProgressLog(f"s3 {artifact.id}", artifact.total_bytes),
     )
 
@@ -54,7 +55,7 @@ def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, 
 def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
     """Push one image to the site registry with its upstream digest unchanged."""
     return push_image(
-        artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=Cache().root / "uploads",
+        artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=IngestStateLayout.default().registry_uploads,
         mount_from=mount_from, on_bytes=ProgressLog(f"push {artifact.id}", artifact.image.size if artifact.image else None),
     )
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -107,10 +107,15 @@ def prefect_server(airlift_home):
 class Workspace:
     root: Path
     env: dict[str, str]
+    program: tuple[str, ...] = (AIRLIFT,)
+
+    def with_ngc_double(self) -> Workspace:
+        """This workspace, running the CLI with the NGC SDK double injected (tests/ngc_cli.py)."""
+        return replace(self, program=(sys.executable, "-m", "tests.ngc_cli"))
 
     def run(self, *args: str, expect: int | None = 0, timeout: float = COMMAND_TIMEOUT, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
+            [*self.program, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
             capture_output=True, text=True, timeout=timeout,
         )
         if expect is not None and proc.returncode != expect:
@@ -131,7 +136,7 @@ class Workspace:
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(
-            [AIRLIFT, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
+            [*self.program, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -157,7 +162,7 @@ def ws(tmp_path, hub, prefect_server, services) -> Workspace:
         "AWS_ACCESS_KEY_ID": "airlift-test",
         "AWS_SECRET_ACCESS_KEY": "airlift-test-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONPATH": str(REPO),  # so AIRLIFT_NGC_CLIENT can name the SDK double in tests/
+        "PYTHONPATH": str(REPO),  # so `python -m tests.ngc_cli` finds the SDK double in tests/
         **START_TIMEOUTS,
     }
     env.pop("HF_TOKEN", None)

@@ -65,8 +65,8 @@ def test_secrets_never_reach_bundles_logs_results_or_artifacts(ws, hub, s3_endpo
     }
     add_model(hub, "acme/secret-model", weights_size=100_000, seed=901)
     spec = ws.write("sec.yaml", "name: sec\nmodels:\n  - hf: acme/secret-model\n  - ngc: nvidia/nemo/tiny-nemo:1.0\n")
-    env = {**secrets, "AIRLIFT_NGC_CLIENT": "tests.ngc_double:FakeClient"}
-    ws.run("build", str(spec), "--out", "bundle", "-v", extra_env=env)
+    env = secrets
+    ws.with_ngc_double().run("build", str(spec), "--out", "bundle", "-v", extra_env=env)
     bucket = f"sec-{uuid.uuid4().hex[:8]}"
     ws.run("transfer", "bundle", "--to", f"s3://{bucket}/drop", "--s3-endpoint", s3_endpoint, "-v", extra_env=env)
     site = ws.write("site.yaml", f"s3: {{endpoint_url: '{s3_endpoint}', bucket: {bucket}, prefix: up}}\nshared_root: {ws.root / 'root'}\n")

@@ -16,7 +16,7 @@ import boto3
 from tests.conftest import verified
 from tests.fixtures import add_model, pseudo_random
 
-NGC_ENV = {"NGC_API_KEY": "nvapi-test-secret-key-do-not-log", "AIRLIFT_NGC_CLIENT": "tests.ngc_double:FakeClient"}
+NGC_ENV = {"NGC_API_KEY": "nvapi-test-secret-key-do-not-log"}  # runs go through ws.with_ngc_double()
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -81,6 +81,7 @@ wheels:
 """)
     env = {**NGC_ENV, "AWS_ENDPOINT_URL": s3_endpoint, "DOCKER_HOST": upstream.docker_host}
     hub.reset_counters()
+    ws = ws.with_ngc_double()  # the spec has an ngc: model
     out = ws.run("plan", str(spec), extra_env=env).stdout
     assert hub.content_bytes == 0, "plan downloaded content from the hub stand-in"
     assert not (ws.root / "cache" / "blobs").exists() or not any((ws.root / "cache" / "blobs" / "sha256").iterdir())
@@ -161,7 +162,7 @@ def test_s3_prefix_source(ws, s3_endpoint):
 def test_ngc_model_through_the_sdk_boundary(ws, prefect_server):
     log = ws.root / "ngc-calls.jsonl"
     spec = ws.write("ngc.yaml", 'name: ngc\nmodels:\n  - ngc: nvidia/nemo/tiny-nemo\n    allow: ["*.yaml", "weights/*"]\n')
-    ws.run("build", str(spec), "--out", "bundle", extra_env={**NGC_ENV, "AIRLIFT_NGC_DOUBLE_LOG": str(log)})
+    ws.with_ngc_double().run("build", str(spec), "--out", "bundle", extra_env={**NGC_ENV, "AIRLIFT_NGC_DOUBLE_LOG": str(log)})
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"call": "configure", "api_key_given": True, "org_name": "nvidia", "team_name": "nemo"} in calls
     assert {"call": "registry.model.info", "target": "nvidia/nemo/tiny-nemo"} in calls

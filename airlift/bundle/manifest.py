@@ -24,10 +24,10 @@ from pydantic import (
 )
 
 from airlift import __version__
-from airlift.bundle.sources import Source, source_record
+from airlift.bundle.source_records import Source, source_record
 from airlift.util.confine import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, path_problem
 from airlift.util.errors import InputError
-from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM
+from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM, Digest
 
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
@@ -92,12 +92,12 @@ class ImageInfo(Model):
     """An image artifact: manifest digest, platform, config and layers (each a blob), repository and tag."""
 
     ref: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-    digest: str = Field(pattern=DIGEST)
+    digest: Digest
     platform: str = Field(pattern=PLATFORM)
     media_type: str = Field(pattern=MEDIA_TYPE, max_length=255)
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
-    config: str = Field(pattern=DIGEST)
-    layers: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list)
+    config: Digest
+    layers: list[Digest] = Field(default_factory=list)
     index_digest: str | None = Field(default=None, pattern=DIGEST)
     repository: str = Field(pattern=OCI_REPOSITORY, max_length=255)
     tag: str | None = Field(default=None, pattern=OCI_TAG)
@@ -113,7 +113,7 @@ class Artifact(Model):
     source: Source
     files: list[FileEntry] = Field(default_factory=list)
     image: ImageInfo | None = None
-    blobs: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers), as sha256:<hex>")
+    blobs: list[Digest] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers), as sha256:<hex>")
 
     @field_validator("source", mode="before")
     @classmethod
@@ -149,7 +149,7 @@ class Artifact(Model):
         return self
 
     def all_blobs(self) -> set[str]:
-        return {f.sha256 for f in self.files} | {b.removeprefix("sha256:") for b in self.blobs}
+        return {f.sha256 for f in self.files} | {b.hex for b in self.blobs}
 
     @property
     def total_bytes(self) -> int:

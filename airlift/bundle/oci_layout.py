@@ -108,7 +108,7 @@ def _listed_manifest(artifact: Artifact, read_blob: Callable[[str], bytes | None
     assert image is not None
     if image.media_type != DOCKER_MANIFEST:
         return image.media_type, image.digest
-    raw = read_blob(image.digest.removeprefix("sha256:"))
+    raw = read_blob(image.digest.hex)
     converted = oci_form(raw) if raw is not None else None
     if converted is not None:
         digest = "sha256:" + hashlib.sha256(converted).hexdigest()
@@ -141,7 +141,7 @@ def index_bytes(
         image = artifact.image
         if image is None or (only is not None and artifact.id not in only):
             continue
-        if any(blob_size(d) is None for d in artifact.all_blobs() | {image.digest.removeprefix("sha256:")}):
+        if any(blob_size(d) is None for d in artifact.all_blobs() | {image.digest.hex}):
             continue
         listed = _listed_manifest(artifact, read_blob)
         if listed is None:

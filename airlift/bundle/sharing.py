@@ -29,7 +29,7 @@ def _descriptor_sizes(bundle: Bundle, manifest: Manifest) -> dict[str, int]:
     for artifact in manifest.artifacts:
         if artifact.image is None:
             continue
-        digest = artifact.image.digest.removeprefix("sha256:")
+        digest = artifact.image.digest.hex
         raw = bundle.read_small_blob(digest)
         if raw is None:
             continue  # absent or damaged (verify says so): a report just skips it

@@ -25,19 +25,13 @@ from airlift.util.fs import CHUNK, copy_hashing, fsync_dir, link_or_copy
 from airlift.util.hashing import git_blob_hasher
 from airlift.util.locks import FileLock, try_lock
 from airlift.util.phase import under_way
+from airlift.util.proc import pid_alive
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _HOST = socket.gethostname().replace(".", "-")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = pid_alive
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -334,10 +328,10 @@ class _Partial:
         git_sha1 = self.writer.git_sha1.hexdigest() if self.writer.git_sha1 is not None else None
         if expected_sha256 and digest != expected_sha256:
             self.discard()
-            raise IntegrityError(f"{label}: sha256 {digest} does not match expected {expected_sha256}")
+            raise IntegrityError(f"sha256 {digest} does not match expected {expected_sha256}", artifact_id=label)
         if expected_git_sha1 and git_sha1 != expected_git_sha1:
             self.discard()
-            raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {expected_git_sha1}")
+            raise IntegrityError(f"git blob id {git_sha1} does not match expected {expected_git_sha1}", artifact_id=label)
         size = self.writer.size
         self.store._commit(self.path, digest)
         return StoredBlob(digest, size, git_sha1)

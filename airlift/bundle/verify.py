@@ -107,7 +107,7 @@ def verify_bundle(
         for entry in artifact.files:
             sizes[entry.sha256] = entry.size
         for blob in artifact.blobs:
-            sizes.setdefault(blob.removeprefix("sha256:"), None)
+            sizes.setdefault(blob.hex, None)
 
     stop = threading.Event()
 
@@ -155,7 +155,7 @@ def verify_bundle(
                 report.problems.append(Problem(artifact_id=artifact.id, path=entry.path, sha256=entry.sha256, reason=bad[entry.sha256]))
                 broken = True
         for blob in artifact.blobs:
-            digest = blob.removeprefix("sha256:")
+            digest = blob.hex
             if digest in bad:
                 report.problems.append(Problem(artifact_id=artifact.id, path=f"blob {digest[:12]}", sha256=digest, reason=bad[digest]))
                 broken = True

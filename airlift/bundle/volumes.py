@@ -380,7 +380,7 @@ def unpack(directory: Path, out: Path) -> UnpackResult:
         bundle.write_sums(manifest, bundle.manifest_sha256())
         lost = set(result.lost_blobs)
         for artifact in manifest.artifacts:
-            hit = sorted({f.path for f in artifact.files if f.sha256 in lost} | {f"blob {b[7:19]}" for b in artifact.blobs if b.removeprefix("sha256:") in lost})
+            hit = sorted({f.path for f in artifact.files if f.sha256 in lost} | {f"blob {b[7:19]}" for b in artifact.blobs if b.hex in lost})
             if hit:
                 result.lost_artifacts[artifact.id] = hit
     bundle.store.cleanup_tmp()

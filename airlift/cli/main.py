@@ -1,4 +1,6 @@
-"""The `airlift` command line. Every command runs a Prefect flow (ephemeral unless PREFECT_API_URL is set).
+"""The `airlift` command line. Every command runs a Prefect flow: on PREFECT_API_URL's server when it
+is set, else on the embedded local server the CLI starts once and reuses (cli/server.py), or on an
+ephemeral one only when AIRLIFT_PREFECT=ephemeral.
 
 Input is validated here, before Prefect starts, so a bad spec, site or argument costs no flow run
 and gets exit 2 with one line naming the file and field. This module imports no Prefect at load
@@ -186,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             if full := resource_error(exc, getattr(exc, "filename", None) or "disk"):
                 print(f"airlift: error: {full}", file=sys.stderr)
                 return 1
-        if type(exc).__name__ == "NoCredentialsError":
+        from botocore.exceptions import NoCredentialsError  # (imported on failure only: the CLI starts fast)
+
+        if isinstance(exc, NoCredentialsError):
             print("airlift: error: S3: no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", file=sys.stderr)
             return 1
         print(f"airlift: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -30,6 +30,8 @@ from typing import Literal
 
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.proc import pid_alive
+from airlift.util.settings import settings
 
 Mode = Literal["external", "ephemeral", "embedded"]
 # How long a command waits for the local server to answer. A first start migrates its database, which
@@ -40,10 +42,7 @@ HEALTH_TIMEOUT = 3.0
 
 def airlift_home() -> Path:
     """`$AIRLIFT_HOME`, else `$XDG_DATA_HOME/airlift`, else `~/.local/share/airlift`."""
-    if os.environ.get("AIRLIFT_HOME"):
-        return Path(os.environ["AIRLIFT_HOME"])
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "airlift"
+    return settings().home_dir
 
 
 @dataclass(frozen=True)
@@ -177,14 +176,7 @@ def use_embedded_server() -> Mode:
     return "embedded"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = pid_alive
 
 
 def _terminate(pid: int) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from airlift.config.installer import Installer
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
+from airlift.util.names import no_control, ref_name
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 HF_REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -26,23 +27,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# A git ref or hub revision as a name: no leading '-' (it would read as an option), no '..', no control
-# characters, no '@{', no trailing '/' or '.lock' (git check-ref-format's rules, minus the rare ones).
-REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+# A git ref or hub revision as a name: util/names.py `ref_name` (git check-ref-format's rules, minus the rare ones).
 ENV_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 GIT_SCHEMES = {"https", "ssh", "git", "file"}
 
 
-def _ref_name(value: str) -> str:
-    if not REF_RE.match(value) or ".." in value or "//" in value or value.endswith(("/", ".lock", ".")):
-        raise ValueError(f"{value!r} is not a valid revision or ref name")
-    return value
-
-
-def _no_control(value: str, what: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{what} must not contain control characters")
-    return value
+_ref_name, _no_control = ref_name, no_control  # the one definition of each, shared with the manifest records
 
 
 def requirement(line: str) -> str:
@@ -332,14 +322,22 @@ class Spec(Strict):
         return problems
 
     def located_artifact_ids(self) -> list[tuple[tuple[str | int, ...], str]]:
-        out: list[tuple[tuple[str | int, ...], str]] = []
+        return [(loc, artifact_id) for loc, artifact_id, _ in self._artifacts()]
+
+    def artifacts(self) -> list[tuple[str, Any]]:
+        """(artifact id, entry) for every artifact, paired where they are made (never zipped by index);
+        all `wheels` entries form one artifact, a tuple."""
+        return [(artifact_id, entry) for _, artifact_id, entry in self._artifacts()]
+
+    def _artifacts(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        out: list[tuple[tuple[str | int, ...], str, Any]] = []
         for section in ("models", "datasets", "images", "repos"):
             for index, entry in enumerate(getattr(self, section)):
-                out.append(((section, index), artifact_id_of(entry, section)))
+                out.append(((section, index), artifact_id_of(entry, section), entry))
         if self.wheels:
-            out.append((("wheels",), "wheels"))
+            out.append((("wheels",), "wheels", tuple(self.wheels)))
         if self.installer is not None:
-            out.append((("installer",), "tools/airlift"))
+            out.append((("installer",), "tools/airlift", self.installer))
         return out
 
     def redacted(self) -> Spec:
@@ -355,14 +353,7 @@ class Spec(Strict):
 
     def entries(self) -> list[tuple[str, Any]]:
         """(section, entry) for every artifact; all `wheels` entries form one artifact, a tuple."""
-        out: list[tuple[str, Any]] = []
-        for section in ("models", "datasets", "images", "repos"):
-            out += [(section, entry) for entry in getattr(self, section)]
-        if self.wheels:
-            out.append(("wheels", tuple(self.wheels)))
-        if self.installer is not None:
-            out.append(("installer", self.installer))
-        return out
+        return [(str(loc[0]), entry) for loc, _, entry in self._artifacts()]
 
 
 def image_ref(entry: str | ImageRef) -> ImageRef:

@@ -6,13 +6,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from airlift.bundle.sources import Source, source_record
+from airlift.bundle.source_records import Source, source_record
 from airlift.fetch.cache import Cache
 from airlift.util.confine import path_problem
 from airlift.util.errors import InputError, WorkError
 from airlift.util.net import ATTEMPTS
+from airlift.util.settings import settings
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,6 @@ class Resolved:
     source: Source
     files: tuple[RemoteFile, ...] = ()
     layout: str = "tree"
-    extra: dict[str, Any] = field(default_factory=dict)
     # The URL with its credentials (userinfo, a signed query), for the request only: excluded from the
     # cache key, the repr and every record, so it never reaches a manifest, a log or a persisted result.
     fetch_url: str | None = field(default=None, repr=False, compare=False)
@@ -86,6 +85,11 @@ class FetchContext:
     on_bytes: Callable[[int], None] | None = None
     attempts: int = ATTEMPTS  # the core's one attempt count (airlift.util.net)
     platform: str = "linux/amd64"  # the spec's default image platform
+    # Upstream registries spoken to over plain HTTP (host[:port]); default AIRLIFT_INSECURE_REGISTRIES.
+    insecure_registries: frozenset[str] = field(default_factory=lambda: settings().insecure_hosts)
+
+    def plain_http(self, host: str) -> bool:
+        return host in self.insecure_registries
 
     def progress(self, count: int) -> None:
         if self.on_bytes is not None:

@@ -13,6 +13,7 @@ again just before any blob is removed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,9 +27,12 @@ from pydantic import BaseModel
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact
 from airlift.bundle.store import SHA256_RE, BlobStore
+from airlift.oci.dedup import LayerIndex
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import try_lock
+from airlift.util.names import Digest
+from airlift.util.settings import settings
 
 DEFAULT_PRUNE_AGE = 24 * 3600.0
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -37,10 +41,31 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("AIRLIFT_CACHE"):
-        return Path(os.environ["AIRLIFT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "airlift"
+    return settings().cache_dir
+
+
+class CacheLayout:
+    """Every folder of the build cache, named here once (the blob store's `blobs/` and `.tmp/` are
+    BlobStore's own)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.records = self.root / "records"  # resolved artifact -> its files
+        self.etags = self.root / "etags"  # upstream ETag / git blob id -> sha256
+        self.uploads = self.root / "uploads"  # pending uploads' state (S3 multipart, under s3/)
+        self.s3_uploads = self.uploads / "s3"
+        self.layers = self.root / LayerIndex.FOLDER  # diff_id -> compressed layer (oci/dedup.py)
+        self.engine = self.root / "engine"  # engine image id -> synthesized manifest (fetch/engine_image.py)
+        self.stamps = self.root / "stamps"  # `path:` sources' stat stamps (fetch/path_stamps.py)
+
+    def record(self, key: str) -> Path:
+        return self.records / f"{key}.json"
+
+    def engine_record(self, hexdigest: str) -> Path:
+        return self.engine / f"{hexdigest}.json"
+
+    def stamp(self, source_root: str) -> Path:
+        return self.stamps / f"path-{hashlib.sha256(source_root.encode()).hexdigest()}.json"
 
 
 class Cache:
@@ -48,14 +73,15 @@ class Cache:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
+        self.layout = CacheLayout(self.root)
         self.store = BlobStore(self.root)
-        self.records_dir = self.root / "records"
-        self.etags_dir = self.root / "etags"
-        self.uploads_dir = self.root / "uploads"  # pending uploads' state (registry sessions, S3 multipart)
-        self.s3_uploads_dir = self.uploads_dir / "s3"
+        self.records_dir = self.layout.records
+        self.etags_dir = self.layout.etags
+        self.uploads_dir = self.layout.uploads
+        self.s3_uploads_dir = self.layout.s3_uploads
 
     def _record_path(self, key: str) -> Path:
-        return self.records_dir / f"{key}.json"
+        return self.layout.record(key)
 
     def load_record(self, key: str) -> Artifact | None:
         """The artifact recorded for `key`, whether or not its blobs are still present."""
@@ -312,10 +338,10 @@ def prune_cache(
                 entry.unlink(missing_ok=True)
     # The engine-image dedup indexes (oci/dedup.py, fetch/engine_image.py) check the store on every
     # lookup, so a stale entry is harmless; it is removed so the cache does not grow without bound.
-    for directory, field in ((cache.root / "layers", "digest"), (cache.root / "engine", "manifest")):
+    for directory, field in ((cache.layout.layers, "digest"), (cache.layout.engine, "manifest")):
         for entry in directory.glob("*.json") if directory.is_dir() else []:
             try:
-                target = str(json.loads(entry.read_bytes())[field]).removeprefix("sha256:")
+                target = Digest(str(json.loads(entry.read_bytes())[field])).hex
             except (OSError, ValueError, KeyError, TypeError):
                 target = ""
             if gone(target):

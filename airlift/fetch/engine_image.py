@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 
 from airlift.bundle.manifest import Artifact, ImageInfo
@@ -26,6 +25,7 @@ from airlift.oci.dedup import LayerBlob, LayerIndex, gzip_layer
 from airlift.oci.reference import parse_image
 from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, write_bytes_atomic
+from airlift.util.settings import settings
 
 MAX_CONFIG_BYTES = 64 << 20  # an image config is metadata: anything this large is not one
 
@@ -36,7 +36,7 @@ def _engine():
     try:
         return docker.from_env()
     except docker.errors.DockerException as exc:
-        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'default')}): {exc}") from None
+        raise WorkError(f"cannot reach the Docker engine (DOCKER_HOST={settings().docker_host or 'default'}): {exc}") from None
 
 
 def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: FetchContext) -> Resolved:
@@ -47,7 +47,7 @@ def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: Fet
     try:
         image = client.images.get(entry.ref)
     except docker.errors.ImageNotFound:
-        raise WorkError(f"{artifact_id}: image {entry.ref} is not in the local Docker engine") from None
+        raise WorkError(f"image {entry.ref} is not in the local Docker engine", artifact_id=artifact_id) from None
     finally:
         client.close()
     name = parse_image(entry.ref)
@@ -68,7 +68,7 @@ def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: Fet
 def _record_path(ctx: FetchContext, image_id: str):  # noqa: ANN202 - a Path
     hexdigest = image_id.removeprefix("sha256:")
     ctx.cache.store.blob_path(hexdigest)  # validates the hex digest before it becomes a file name
-    return ctx.cache.root / "engine" / f"{hexdigest}.json"
+    return ctx.cache.layout.engine_record(hexdigest)
 
 
 def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
@@ -154,7 +154,7 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
                 blob_name = name.removeprefix("blobs/sha256/") if name.startswith("blobs/sha256/") else None
                 if blob_name == image_hex or name == f"{image_hex}.json":
                     if member.size > MAX_CONFIG_BYTES:
-                        raise IntegrityError(f"{resolved.artifact_id}: image config is {member.size} bytes")
+                        raise IntegrityError(f"image config is {member.size} bytes", artifact_id=resolved.artifact_id)
                     handle = archive.extractfile(member)
                     assert handle is not None
                     config_raw = handle.read()
@@ -171,13 +171,13 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
     finally:
         client.close()
     if config_raw is None or hashlib.sha256(config_raw).hexdigest() != image_hex:
-        raise IntegrityError(f"{resolved.artifact_id}: docker save did not yield the config of {image_id}")
+        raise IntegrityError(f"docker save did not yield the config of {image_id}", artifact_id=resolved.artifact_id)
     config_blob = store.put_bytes(config_raw)
     layers = []
     for diff_id in json.loads(config_raw).get("rootfs", {}).get("diff_ids", []):
         blob = produced.get(diff_id) or index.lookup(diff_id, checked_only=True)
         if blob is None:
-            raise WorkError(f"{resolved.artifact_id}: docker save did not yield layer {diff_id}")
+            raise WorkError(f"docker save did not yield layer {diff_id}", artifact_id=resolved.artifact_id)
         layers.append(blob.descriptor())
     manifest = {
         "schemaVersion": 2,

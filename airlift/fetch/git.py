@@ -32,7 +32,7 @@ def resolve(entry: GitRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
             refs[name] = sha
         candidates = [n for n in refs if n in (entry.ref, f"refs/heads/{entry.ref}", f"refs/tags/{entry.ref}", f"refs/tags/{entry.ref}^{{}}")]
         if not candidates:
-            raise WorkError(f"{artifact_id}: ref {entry.ref!r} not found in {entry.git}")
+            raise WorkError(f"ref {entry.ref!r} not found in {entry.git}", artifact_id=artifact_id)
         peeled = [n for n in candidates if n.endswith("^{}")]
         full_ref = next((n for n in candidates if not n.endswith("^{}")), candidates[0])
         commit = refs[peeled[0]] if peeled else refs[full_ref]
@@ -62,7 +62,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             git("update-ref", "refs/airlift/pinned", source.commit, cwd=work, what=resolved.artifact_id)
         got = git("rev-parse", f"{full_ref or 'refs/airlift/pinned'}^{{commit}}", cwd=work, what=resolved.artifact_id).strip()
         if got != source.commit:
-            raise WorkError(f"{resolved.artifact_id}: {source.ref} moved to {got} after it was resolved to {source.commit}; build again")
+            raise WorkError(f"{source.ref} moved to {got} after it was resolved to {source.commit}; build again", artifact_id=resolved.artifact_id)
         # Only the tags whose commits are in the ref's history travel with it.
         tags = git("tag", "--merged", got, cwd=work, what=resolved.artifact_id).split()
         refs = [full_ref or "refs/airlift/pinned", *(f"refs/tags/{t}" for t in tags if f"refs/tags/{t}" != full_ref)]

@@ -9,7 +9,6 @@ and checked against the hub's LFS sha256 (or git blob id for small files) before
 from __future__ import annotations
 
 import hashlib
-import os
 
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -26,11 +25,13 @@ from airlift.util.http import SMALL_BODY, get_small, raise_for_status, resumable
 from airlift.util.http import client as http_client
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 from airlift.util.phase import progress
+from airlift.util.settings import settings
 
 
 def _token() -> str | bool:
-    # The environment only: never the token file of whoever runs the build.
-    return os.environ.get("HF_TOKEN") or False
+    # HF_TOKEN only (util/settings.py): never the token file of whoever runs the build.
+    token = settings().hf_token
+    return token.get_secret_value() if token else False
 
 
 def _api() -> HfApi:
@@ -47,11 +48,11 @@ def resolve(entry: HfRepo, *, artifact_id: str, ctx: FetchContext) -> Resolved:
         try:
             return info_fn(entry.hf, revision=entry.revision, files_metadata=True)
         except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            raise WorkError(f"{artifact_id}: {entry.hf}@{entry.revision} not found on the hub ({_status(exc)})") from None
+            raise WorkError(f"{entry.hf}@{entry.revision} not found on the hub ({_status(exc)})", artifact_id=artifact_id) from None
         except HfHubHTTPError as exc:
             if is_transient(exc):
                 raise
-            raise WorkError(f"{artifact_id}: hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}") from None
+            raise WorkError(f"hub refused {entry.hf}@{entry.revision}: HTTP {_status(exc)}", artifact_id=artifact_id) from None
 
     info = with_transient_retries(artifact_id, attempts=ctx.attempts, action=ask)
     progress()  # answered, not yet recorded: a kill here must cost only this request

@@ -30,7 +30,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
     if entry.from_ == "docker":
         return resolve_engine(entry, artifact_id=artifact_id, platform=platform, ctx=ctx)
     name = parse_image(entry.ref)
-    client = RegistryClient(name.api_host, registry=name.registry)
+    client = RegistryClient(name.api_host, registry=name.registry, insecure=ctx.plain_http(name.api_host))
     try:
         raw, media_type, digest = with_transient_retries(artifact_id, attempts=ctx.attempts, action=lambda: client.get_manifest(name.repository, name.reference))
         index_digest = None
@@ -65,7 +65,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         return fetch_engine(resolved, ctx)
     source = resolved.source
     name = parse_image(source.ref)
-    client = RegistryClient(name.api_host, registry=name.registry)
+    client = RegistryClient(name.api_host, registry=name.registry, insecure=ctx.plain_http(name.api_host))
     store = ctx.cache.store
     try:
         raw, media_type, digest = with_transient_retries(resolved.artifact_id, attempts=ctx.attempts, action=lambda: client.get_manifest(name.repository, source.digest))

@@ -31,7 +31,7 @@ class SourceKind:
     `fetch(resolved, ctx) -> Artifact` (content into the cache), and may have
     `still_sound(cached, ctx) -> bool` to hold records an older version wrote to a newer standard
     (without it, a record whose blobs are all stored is reused). Adding a kind is a module here plus
-    one entry in KINDS (and its source record in airlift/bundle/sources.py). Modules are named, and
+    one entry in KINDS (and its source record in airlift/bundle/source_records.py). Modules are named, and
     imported on first use: a build of local paths does not pay for boto3, huggingface_hub or docker.
     """
 
@@ -70,7 +70,7 @@ def resolve_entry(entry: Any, *, artifact_id: str, ctx: FetchContext, platform: 
     """
     module = next((kind.module for kind in KINDS if isinstance(entry, kind.spec_types)), None)
     if module is None:
-        raise WorkError(f"{artifact_id}: this source kind is not supported yet")
+        raise WorkError("this source kind is not supported yet", artifact_id=artifact_id)
     with under_way("resolve", artifact_id):
         return module.resolve(entry, artifact_id=artifact_id, ctx=replace(ctx, platform=platform))
 
@@ -95,9 +95,7 @@ def fetch_resolved(resolved: Resolved, ctx: FetchContext) -> Artifact:
     try:
         artifact = kind.module.fetch(resolved, ctx)
     except AirliftError as exc:
-        if str(exc).startswith(resolved.artifact_id):
-            raise
-        raise type(exc)(f"{resolved.artifact_id}: {exc}") from exc.__cause__
+        raise exc.about(resolved.artifact_id) from exc.__cause__
     ctx.cache.save(resolved.cache_key, artifact)
     return artifact
 

@@ -92,7 +92,7 @@ def plan_refresh(directory: Path, name: str, *, resolution: str, now: datetime |
     Args:
         directory: The mirror's folder (created when a bundle is to be written).
         name: The spec's name.
-        resolution: The digest of every resolved reference now (`airlift.fetch.assemble.resolution_digest`).
+        resolution: The digest of every resolved reference now (`airlift.fetch.bundle_writer.resolution_digest`).
         now: The time that names a new bundle (default: now, UTC).
 
     Returns:

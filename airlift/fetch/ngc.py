@@ -1,16 +1,16 @@
 """`ngc:` models through the NVIDIA NGC SDK (`ngcsdk`).
 
 NGC publishes no checksums, so files are hashed locally as they enter the store and the manifest
-records the result. The SDK client is created in one place, `ngc_client()`, the only seam where a
-test may substitute a double (`AIRLIFT_NGC_CLIENT=module:factory`): NGC needs a real account.
+records the result. The SDK client is created in one place, `ngc_client()`, from `client_factory`:
+`ngcsdk.Client` unless a test has injected a double there (tests/ngc_cli.py does): NGC needs a real
+account. Nothing in the environment chooses the code that runs.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,25 @@ from airlift.config.spec import NgcModel
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map
+from airlift.util.settings import settings
 
 KEY_VARIABLES = ("NGC_API_KEY", "NGC_CLI_API_KEY")
+# Makes the SDK client; None means `ngcsdk.Client`. Only tests set it (to tests/ngc_double.FakeClient).
+client_factory: Callable[[], Any] | None = None
 
 
 def api_key() -> str:
-    for name in KEY_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name]
+    key = settings().ngc_api_key  # NGC_API_KEY, else NGC_CLI_API_KEY
+    if key:
+        return key.get_secret_value()
     raise WorkError("NGC needs an API key: set NGC_API_KEY (or NGC_CLI_API_KEY) in the environment")
 
 
 def ngc_client(org: str, team: str | None) -> Any:
-    """A configured `ngcsdk.Client` (or the test double named by AIRLIFT_NGC_CLIENT)."""
+    """A configured `ngcsdk.Client` (or the double a test injected as `client_factory`)."""
     key = api_key()
-    factory_path = os.environ.get("AIRLIFT_NGC_CLIENT")
-    if factory_path:
-        module, _, name = factory_path.partition(":")
-        factory = getattr(importlib.import_module(module), name)
-    else:
+    factory = client_factory
+    if factory is None:
         from ngcsdk import Client as factory
     client = factory()
     client.configure(api_key=key, org_name=org, team_name=team)
@@ -67,7 +67,7 @@ def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved
         client = ngc_client(org, team)
         version = _latest_version(client.registry.model.info(entry.ngc))
         if not version:
-            raise WorkError(f"{artifact_id}: NGC did not say which version is latest; pin one as {entry.ngc}:<version>")
+            raise WorkError(f"NGC did not say which version is latest; pin one as {entry.ngc}:<version>", artifact_id=artifact_id)
     target = f"{org}/{team + '/' if team else ''}{name}:{version}"
     source = {"target": target, "org": org, "team": team, "name": name, "version": version, "allow": entry.allow}
     return Resolved(artifact_id, "ngc-model", {k: v for k, v in source.items() if v is not None})
@@ -84,13 +84,13 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         result = client.registry.model.download_version(source.target, destination=str(workdir), file_patterns=source.allow)
         status = getattr(result, "status", "completed")
         if status not in (None, "completed", "COMPLETED"):
-            raise WorkError(f"{resolved.artifact_id}: NGC download ended with status {status!r}")
+            raise WorkError(f"NGC download ended with status {status!r}", artifact_id=resolved.artifact_id)
         root = Path(getattr(result, "path", "") or workdir)
         if not root.is_relative_to(workdir):
-            raise WorkError(f"{resolved.artifact_id}: NGC SDK reported a path outside its destination: {root}")
+            raise WorkError(f"NGC SDK reported a path outside its destination: {root}", artifact_id=resolved.artifact_id)
         files = sorted(p for p in root.rglob("*") if p.is_file())
         if not files:
-            raise WorkError(f"{resolved.artifact_id}: NGC download of {source.target} produced no files")
+            raise WorkError(f"NGC download of {source.target} produced no files", artifact_id=resolved.artifact_id)
 
         def one(path: Path) -> FileEntry:
             blob = ctx.cache.store.add_file(path)  # NGC gives no checksums: hash here, record it

@@ -14,7 +14,6 @@ trust by itself: one that is missing, oversized or does not validate counts as e
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airlift.bundle.store import BlobStore
+from airlift.fetch.cache import CacheLayout
 from airlift.util.fs import write_bytes_atomic
 
 MAX_BYTES = 64 << 20
@@ -55,7 +55,7 @@ def identity_of(info: os.stat_result) -> Identity:
 
 
 def stamp_path(cache_root: Path, source_root: str) -> Path:
-    return Path(cache_root) / "stamps" / f"path-{hashlib.sha256(source_root.encode()).hexdigest()}.json"
+    return CacheLayout(cache_root).stamp(source_root)
 
 
 def load(cache_root: Path, source_root: str) -> dict[str, SourceStamp]:

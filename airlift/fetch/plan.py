@@ -63,7 +63,7 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
         # Already fetched for exactly this reference: the record knows every file and size.
         sizes = {f.sha256: f.size for f in record.files}
         for blob in record.blobs:
-            digest = blob.removeprefix("sha256:")
+            digest = blob.hex
             sizes.setdefault(digest, cache.store.blob_path(digest).stat().st_size)
         total = sum(f.size for f in record.files) + sum(size for d, size in sizes.items() if d not in {f.sha256 for f in record.files})
         count = len(record.files) + len(record.blobs)

@@ -35,14 +35,14 @@ def resolve(entry: S3Prefix, *, artifact_id: str, ctx: FetchContext) -> Resolved
 
     items = listing()  # botocore retries S3 calls (standard mode): the one retry layer for S3
     if not items:
-        raise WorkError(f"{artifact_id}: no objects under {entry.s3}")
+        raise WorkError(f"no objects under {entry.s3}", artifact_id=artifact_id)
     files = []
     for item in sorted(items, key=lambda i: i["Key"]):
         relative = item["Key"][len(prefix):]
         try:
             check_relative_path(relative)
         except ValueError as exc:
-            raise WorkError(f"{artifact_id}: object {item['Key']!r}: {exc}") from None
+            raise WorkError(f"object {item['Key']!r}: {exc}", artifact_id=artifact_id) from None
         files.append(RemoteFile(path=relative, size=item["Size"], etag=item.get("ETag", "").strip('"') or None))
     stamp = hashlib.sha256(json.dumps([[f.path, f.size, f.etag] for f in files]).encode()).hexdigest()
     return Resolved(artifact_id, "s3", {"url": entry.s3, "bucket": bucket, "prefix": prefix, "listing": stamp}, tuple(files))
@@ -78,7 +78,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             finally:
                 body.close()
             if remote.size is not None and blob.size != remote.size:
-                raise WorkError(f"{resolved.artifact_id}: {remote.path}: got {blob.size} bytes, listing said {remote.size}")
+                raise WorkError(f"{remote.path}: got {blob.size} bytes, listing said {remote.size}", artifact_id=resolved.artifact_id)
             ctx.progress(blob.size)
             return FileEntry(path=remote.path, size=blob.size, sha256=blob.sha256)
 

@@ -44,10 +44,10 @@ def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags
     """Yield a docker-archive (manifest.json + config + layer tars) streamed from the blob files."""
     image = artifact.image
     assert image is not None
-    config_hex = image.config.removeprefix("sha256:")
+    config_hex = image.config.hex
     layer_names = [f"{layer.removeprefix('sha256:')}/layer.tar" for layer in image.layers]
     for layer, name in zip(image.layers, layer_names, strict=True):
-        path = blob_path(layer.removeprefix("sha256:"))
+        path = blob_path(layer.hex)
         size = path.stat().st_size
         yield _member(name, size)
         with open(path, "rb") as handle:
@@ -77,10 +77,10 @@ def load_image(artifact: Artifact, *, docker_host: str, blob_path: Callable[[str
             pass
         for event in client.api.load_image(docker_archive(artifact, blob_path=blob_path, tags=tags)):
             if isinstance(event, dict) and event.get("error"):
-                raise WorkError(f"{artifact.id}: docker load failed: {event['error']}")
+                raise WorkError(f"docker load failed: {event['error']}", artifact_id=artifact.id)
         loaded = client.images.get(tags[-1])
         if loaded.id != image.config:
-            raise WorkError(f"{artifact.id}: docker load produced {loaded.id}, expected {image.config}")
+            raise WorkError(f"docker load produced {loaded.id}, expected {image.config}", artifact_id=artifact.id)
         return LoadReport(image.ref, tags, loaded=True, bytes=image.size)
     finally:
         client.close()

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.site import RegistryTarget
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, push_target
+from airlift.util.errors import IntegrityError
 from airlift.util.fs import write_bytes_atomic
+from airlift.util.names import Digest
 from airlift.util.net import with_transient_retries
 from airlift.util.phase import under_way
 
@@ -34,7 +36,6 @@ class PushReport:
     bytes: int = 0
     manifest_pushed: bool = False
     already_present: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
@@ -102,11 +103,16 @@ def push_image(
             with under_way("push", digest[:19]):  # one unit per layer, retries included (kill trials)
                 report.bytes += with_transient_retries(label, action=lambda d=digest: _upload(client, repository, d, blob_path, state_dir, host, on_bytes))
             report.uploaded += 1
-        raw = blob_path(manifest_digest.removeprefix("sha256:")).read_bytes()
+        raw = blob_path(manifest_digest.hex).read_bytes()
         for reference in (manifest_digest, tag):
             pushed = with_transient_retries(label, action=lambda r=reference: client.put_manifest(repository, r, raw=raw, media_type=image.media_type))
             if pushed and pushed != manifest_digest:
-                report.notes.append(f"registry reports {pushed} for {reference}, expected {manifest_digest}")
+                # The contract's central promise is an unchanged digest: a registry that stored other
+                # bytes (or rewrote them) has broken it, and the push must not look done.
+                raise IntegrityError(
+                    f"registry {host} answered the manifest PUT of {repository}:{reference} with digest {pushed}, expected {manifest_digest}",
+                    artifact_id=artifact.id,
+                )
         report.manifest_pushed = True
         return report
     finally:
@@ -114,7 +120,7 @@ def push_image(
 
 
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
-    path = blob_path(digest.removeprefix("sha256:"))
+    path = blob_path(Digest(digest).hex)
     state = _UploadState(state_dir, host, repository, digest)
     location = state.load()
     offset = client.upload_status(repository, location) if location else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from airlift.bundle.manifest import Artifact, now_iso
 from airlift.layouts.gitrepo import materialize_git_repo
-from airlift.layouts.shared_root import IngestMarker, marker_path, read_marker
+from airlift.layouts.shared_root import IngestMarker, SharedRootLayout, marker_path, read_marker
 from airlift.util.confine import ConfinedRoot
 from airlift.util.fs import fsync_dir
 from airlift.util.phase import progress, under_way
@@ -31,20 +31,15 @@ class MaterializeReport:
     location: str
 
 
-def _hf_repo_dir(artifact: Artifact) -> str:
-    repo = artifact.source.repo
-    kind = "models" if artifact.kind == "hf-model" else "datasets"
-    return f"hf/hub/{kind}--{repo.replace('/', '--')}"
-
 
 def _materialize_hf(root: ConfinedRoot, artifact: Artifact, blob_path: Callable[[str], Path]) -> Path:
-    repo_dir = _hf_repo_dir(artifact)
+    repo_dir = SharedRootLayout.hf_artifact_relative(artifact)
     commit = artifact.source.commit
     snapshot = f"{repo_dir}/snapshots/{commit}"
     for done, entry in enumerate(artifact.files, 1):
         blob = f"{repo_dir}/blobs/{entry.etag or entry.sha256}"
         # A copy, not a hard link: jobs write under shared_root and must never alter a bundle blob.
-        root.copy_in(blob, blob_path(entry.sha256), size=entry.size)
+        root.copy_in(blob, blob_path(entry.sha256), sha256=entry.sha256, size=entry.size)
         link = f"{snapshot}/{entry.path}"
         root.symlink(link, os.path.relpath(root.root / blob, (root.root / link).parent))
         progress(done=done, total=len(artifact.files))
@@ -59,10 +54,10 @@ def _materialize_files(root: ConfinedRoot, artifact: Artifact, blob_path: Callab
     base = artifact.id  # files/<name>
     if artifact.layout == "file":
         entry = artifact.files[0]
-        root.copy_in(base, blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644, size=entry.size)
+        root.copy_in(base, blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644, sha256=entry.sha256, size=entry.size)
         return root.path(base)
     for done, entry in enumerate(artifact.files, 1):
-        root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644, size=entry.size)
+        root.copy_in(f"{base}/{entry.path}", blob_path(entry.sha256), mode=0o755 if entry.executable else 0o644, sha256=entry.sha256, size=entry.size)
         progress(done=done, total=len(artifact.files))
     return root.path(base)
 
@@ -93,7 +88,7 @@ def materialize(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Pa
         elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
             location = _materialize_files(confined, artifact, blob_path)
         elif artifact.kind == "git":
-            confined.path(f"repos/{artifact.id.removeprefix('repos/')}.git")  # refuses a name or symlink that escapes
+            confined.path(SharedRootLayout.git_repo_relative(artifact.id.removeprefix("repos/")))  # refuses a name or symlink that escapes
             location = materialize_git_repo(root, artifact, blob_path=blob_path)
         else:
             return MaterializeReport(artifact.id, True, 0, 0, "")

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from airlift.bundle.manifest import Manifest
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec, artifact_id_of
-from airlift.layouts.shared_root import read_marker
+from airlift.layouts.shared_root import SharedRootLayout, read_marker
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, split_target
 from airlift.util.errors import InputError, WorkError
@@ -41,7 +41,7 @@ def job_environment(root: Path, job: Job) -> dict[str, str]:
         HF_HOME, the *_OFFLINE switches, WANDB_MODE and AIRLIFT_ROOT, then the job's `env`.
     """
     env = {
-        "HF_HOME": str(root / "hf"),
+        "HF_HOME": str(SharedRootLayout(root).hf_home),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -54,10 +54,9 @@ def job_environment(root: Path, job: Job) -> dict[str, str]:
 
 def inherited_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The allow-listed variables of the submitter (INHERITED_VARIABLES), and nothing else."""
-    import os
+    from airlift.util.settings import inherited
 
-    source = os.environ if environ is None else environ
-    return {key: source[key] for key in INHERITED_VARIABLES if key in source}
+    return inherited(INHERITED_VARIABLES, environ)
 
 
 def spec_of(manifest: Manifest) -> Spec:

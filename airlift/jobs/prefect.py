@@ -26,6 +26,7 @@ from airlift.jobs.common import (
     job_environment,
     wait_for_jobs,
 )
+from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 
 
@@ -139,7 +140,7 @@ def run_job_argv(params: RunJobParameters) -> list[str]:
 
 def job_log_path(params: RunJobParameters, *, run_id: str) -> Path:
     """Where a `run-job` run's output goes: `<shared_root>/logs/<job>-<flow run id>.out`."""
-    return Path(params.shared_root) / "logs" / f"{params.job}-{run_id}.out"
+    return SharedRootLayout(Path(params.shared_root)).logs / f"{params.job}-{run_id}.out"
 
 
 def run_job_process(params: RunJobParameters, *, run_id: str) -> Path:

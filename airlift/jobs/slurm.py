@@ -17,6 +17,7 @@ from airlift.jobs.common import (
     inherited_environment,
     job_environment,
 )
+from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
@@ -165,7 +166,7 @@ class SlurmBackend:
     def __init__(self, site: Site) -> None:
         assert site.shared_root is not None and site.slurm is not None
         self.site = site
-        self.log_dir = site.shared_root / "logs"
+        self.log_dir = SharedRootLayout(site.shared_root).logs
 
     def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
         """Write the job's script and sbatch it after those of `needs` that have not completed yet."""

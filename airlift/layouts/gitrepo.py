@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from airlift.bundle.manifest import Artifact
+from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.fs import fsync_dir
 from airlift.util.proc import git
 
@@ -15,7 +16,7 @@ from airlift.util.proc import git
 def materialize_git_repo(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Path]) -> Path:
     """A bare repository at repos/<name>.git holding the pinned ref and its tags (built aside, then renamed in)."""
     name = artifact.id.removeprefix("repos/")
-    final = root / "repos" / f"{name}.git"
+    final = SharedRootLayout(root).git_repo(name)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = final.parent / f".{name}.git.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)

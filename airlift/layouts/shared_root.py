@@ -18,9 +18,51 @@ MARKER_DIR = ".airlift/ingested"
 MAX_MARKER_BYTES = 64 << 20  # a marker holds one artifact's file list: 64 MiB is ~300k files
 
 
+class SharedRootLayout:
+    """Every path of the contract's layout under `shared_root`, named here once (as huggingface_hub's
+    `repo_folder_name` names its cache folders). The `*_relative` forms are for `ConfinedRoot`."""
+
+    HF_HOME = "hf"  # HF_HOME=<root>/hf: the hub cache is its hub/ folder
+    LOGS = "logs"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def git_repo_relative(name: str) -> str:
+        """`repos/<name>.git`: the bare repository of the `repos/<name>` artifact."""
+        return f"repos/{name}.git"
+
+    def git_repo(self, name: str) -> Path:
+        return self.root / self.git_repo_relative(name)
+
+    @staticmethod
+    def hf_repo_relative(kind: str, repo: str) -> str:
+        """`hf/hub/<models|datasets>--<org>--<name>`: a hub repository's folder in the HF cache."""
+        return f"{SharedRootLayout.HF_HOME}/hub/{kind}--{repo.replace('/', '--')}"
+
+    @staticmethod
+    def hf_artifact_relative(artifact: Artifact) -> str:
+        """The HF cache folder of an `hf-model` or `hf-dataset` artifact."""
+        return SharedRootLayout.hf_repo_relative("models" if artifact.kind == "hf-model" else "datasets", artifact.source.repo)
+
+    @property
+    def hf_home(self) -> Path:
+        return self.root / self.HF_HOME
+
+    @property
+    def logs(self) -> Path:
+        """Where job output goes (`<job>-<id>.out`)."""
+        return self.root / self.LOGS
+
+    def marker(self, artifact_id: str) -> Path:
+        """Where the ingest marker of `artifact_id` lives."""
+        return self.root / MARKER_DIR / f"{quote(artifact_id, safe='')}.json"
+
+
 def marker_path(root: Path, artifact_id: str) -> Path:
     """Where the ingest marker of `artifact_id` lives under `root`."""
-    return root / MARKER_DIR / f"{quote(artifact_id, safe='')}.json"
+    return SharedRootLayout(root).marker(artifact_id)
 
 
 class IngestMarker(BaseModel):

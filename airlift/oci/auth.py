@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airlift.util.errors import InputError, WorkError
 from airlift.util.http import raise_for_status
+from airlift.util.settings import settings
 
 MAX_TOKEN_RESPONSE = 1 << 20  # a token answer is a few KiB (a JWT and its metadata); 1 MiB is far beyond
 
@@ -99,8 +99,8 @@ def config_files() -> list[Path]:
     from docker.utils.config import find_config_file
 
     files = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if settings().registry_auth_file:
+        files.append(settings().registry_auth_file)
     docker_config = find_config_file()
     if docker_config:
         files.append(Path(docker_config))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -34,10 +33,10 @@ UPLOAD_CHUNK = 16 << 20
 
 
 def is_plain_http(host: str, insecure: bool = False) -> bool:
-    """True for loopback hosts, hosts in AIRLIFT_INSECURE_REGISTRIES, or when asked: speak HTTP, not HTTPS."""
+    """True for loopback hosts, or when the caller says so (the site's `registry.insecure`, or the
+    build's `FetchContext.insecure_registries`): speak HTTP, not HTTPS."""
     bare = host.rsplit(":", 1)[0]
-    allowed = {h.strip() for h in os.environ.get("AIRLIFT_INSECURE_REGISTRIES", "").split(",") if h.strip()}
-    return insecure or bare in {"localhost", "127.0.0.1", "::1", "[::1]"} or host in allowed
+    return insecure or bare in {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

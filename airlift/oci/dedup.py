@@ -64,8 +64,10 @@ class LayerBlob(BaseModel):
 class LayerIndex:
     """diff_id -> LayerBlob, in `<cache root>/layers/`, checked against the blob store on every lookup."""
 
+    FOLDER = "layers"  # under the cache root (fetch/cache.py CacheLayout names it from here)
+
     def __init__(self, root: Path, store: BlobStore) -> None:
-        self.dir = Path(root) / "layers"
+        self.dir = Path(root) / self.FOLDER
         self.store = store
 
     def _path(self, diff_id: str) -> Path:

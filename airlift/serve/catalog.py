@@ -15,7 +15,7 @@ from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry
 from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
-from airlift.layouts.shared_root import MARKER_DIR, load_marker
+from airlift.layouts.shared_root import MARKER_DIR, SharedRootLayout, load_marker
 from airlift.util.confine import EscapeError, hash_regular, open_regular
 from airlift.util.errors import InputError
 
@@ -86,7 +86,7 @@ class Catalog:
                     name = artifact.id.removeprefix("repos/")
                     # Relative to the served root: every component from the root down is opened without
                     # following links, so a job that swaps repos/x.git for a symlink gets nothing served.
-                    catalog.git_dirs[name] = (path, f"repos/{name}.git")
+                    catalog.git_dirs[name] = (path, SharedRootLayout.git_repo_relative(name))
             return catalog
         raise InputError(f"{path}: neither a bundle (manifest.json) nor an ingested shared_root ({MARKER_DIR}/)")
 
@@ -136,10 +136,8 @@ class Catalog:
         if self._bundle is not None:
             return f"blobs/sha256/{entry.sha256}"
         if artifact.kind in ("hf-model", "hf-dataset"):
-            kind = "models" if artifact.kind == "hf-model" else "datasets"
-            repo = artifact.source.repo.replace("/", "--")
             # The snapshot entry is a symlink into blobs/: serve the blob itself.
-            return f"hf/hub/{kind}--{repo}/blobs/{entry.etag or entry.sha256}"
+            return f"{SharedRootLayout.hf_artifact_relative(artifact)}/blobs/{entry.etag or entry.sha256}"
         if artifact.layout == "file":
             return artifact.id
         return f"{artifact.id}/{entry.path}"

@@ -14,14 +14,13 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import CHUNK, fsync_dir
+from airlift.util.errors import InputError, IntegrityError, WorkError
+from airlift.util.fs import atomic_writer, copy_hashing
 
 
 class EscapeError(WorkError):
@@ -125,21 +124,11 @@ class ConfinedRoot:
     def writer(self, relative: str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         """A file that becomes `relative` only if the block finishes: unique temp name, fsync, rename."""
         target = self.path(relative)
-        parent = self.mkdirs(str(PurePosixPath(relative).parent)) if "/" in relative else self.root
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name[:64]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            self.path(relative)  # re-check: a symlink planted meanwhile must not be replaced blindly
-            os.replace(tmp, target)
-            fsync_dir(parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        if "/" in relative:
+            self.mkdirs(str(PurePosixPath(relative).parent))
+        # re-checked before the rename: a symlink planted meanwhile must not be replaced blindly
+        with atomic_writer(target, mode, before_replace=lambda: self.path(relative)) as handle:
+            yield handle
 
     def write_bytes(self, relative: str, data: bytes, *, mode: int = 0o644) -> Path:
         """Write `data` to `relative` atomically, confined."""
@@ -154,23 +143,22 @@ class ConfinedRoot:
                 handle.write(chunk)
         return self.root / relative
 
-    def copy_in(self, relative: str, source: Path, *, mode: int = 0o644, size: int | None = None) -> Path:
-        """Copy the regular file `source` to `relative` (a copy, never a link), atomically and confined.
+    def copy_in(self, relative: str, source: Path, *, sha256: str, mode: int = 0o644, size: int | None = None) -> Path:
+        """Copy the regular file `source` to `relative` (a copy, never a link), atomically and confined,
+        hashing the bytes as the copy holds them: bytes that changed after verify never land.
 
         Raises:
             EscapeError: `source` is not a regular file (a symlink is not followed), or not `size` bytes.
+            IntegrityError: The copied bytes do not hash to `sha256` (nothing is placed).
         """
         fd = open_path(source, size=size, max_bytes=None if size is not None else MAX_BLOB_BYTES)
         with os.fdopen(fd, "rb") as handle:
-            limit = os.fstat(handle.fileno()).st_size
-
-            def chunks() -> Iterator[bytes]:
-                left = limit  # never more than the size checked at open: a file that grows is cut there
-                while left > 0 and (chunk := handle.read(min(CHUNK, left))):
-                    left -= len(chunk)
-                    yield chunk
-
-            return self.write_chunks(relative, chunks(), mode=mode)
+            digest = hashlib.sha256()
+            with self.writer(relative, mode=mode) as out:
+                copy_hashing(handle.fileno(), out.fileno(), update=digest.update)
+                if digest.hexdigest() != sha256:
+                    raise IntegrityError(f"{relative}: the bytes copied from {source} hash to {digest.hexdigest()}, expected {sha256}; not placed")
+        return self.root / relative
 
     def _open_dir(self, relative: str | None) -> int:
         """A descriptor of the directory `relative` (created if missing), every component opened with

@@ -9,9 +9,38 @@ import errno
 
 
 class AirliftError(Exception):
-    """Base class: carries the process exit code the CLI should use."""
+    """Base class: carries the process exit code the CLI should use, and the artifact it is about.
+
+    `artifact_id` is an attribute, not part of the message: `str()` (the one formatter) puts it in
+    front, once, so code that adds the artifact on the way up (`about`) never inspects the text.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, artifact_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.artifact_id = artifact_id  # the artifact (or the file within one) the failure is about
+
+    def __reduce__(self):  # noqa: ANN204 - pickle's protocol
+        # Exceptions pickle as type(*args): keep the attributes too (Prefect and Dask carry failures across).
+        return (type(self), (self.message,), self.__dict__)
+
+    def __str__(self) -> str:
+        return f"{self.artifact_id}: {self.message}" if self.artifact_id else self.message
+
+    def about(self, artifact_id: str) -> AirliftError:
+        """This error, naming `artifact_id` unless it already names an artifact (or a file of one)."""
+        if self.artifact_id is None:
+            self.artifact_id = artifact_id
+        return self
+
+
+def describe(exc: BaseException, artifact_id: str) -> str:
+    """One line for a failure of `artifact_id`: airlift's errors name it once, others get it in front."""
+    if isinstance(exc, AirliftError):
+        return str(exc.about(artifact_id))
+    return f"{artifact_id}: {exc}"
 
 
 class InputError(AirliftError):

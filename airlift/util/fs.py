@@ -29,8 +29,16 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a file that becomes `path` only if the block finishes without error."""
+def atomic_writer(path: Path, mode: int = 0o644, *, before_replace: Callable[[], object] | None = None) -> Iterator[BinaryIO]:
+    """Yield a file that becomes `path` only if the block finishes without error: the one
+    temp-file, fsync, rename, fsync-the-directory sequence of the core.
+
+    Args:
+        path: The file to write.
+        mode: Its permission bits.
+        before_replace: Called just before the rename; may raise to refuse it (util/confine.py
+            checks the path again there, so a symlink planted meanwhile is not replaced blindly).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -39,6 +47,8 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

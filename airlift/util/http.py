@@ -88,10 +88,10 @@ def raise_for_status(response: httpx.Response, label: str, *, origin: str | None
     if response.status_code < 400:
         return
     response.close()
-    message = f"{label}: HTTP {response.status_code} from {origin or redact_url(str(response.request.url))}"
+    message = f"HTTP {response.status_code} from {origin or redact_url(str(response.request.url))}"
     if is_transient_status(response.status_code):
-        raise TransientError(message)
-    raise WorkError(message)
+        raise TransientError(message, artifact_id=label)
+    raise WorkError(message, artifact_id=label)
 
 
 def _range_headers(offset: int, etag: str | None) -> dict[str, str]:
@@ -156,7 +156,7 @@ def _get(
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if not match or int(match[1]) != writer.size:
                 _restart(writer)
-                raise TransientError(f"{label}: server answered a range we did not ask for; starting over")
+                raise TransientError("server answered a range we did not ask for; starting over", artifact_id=label)
         limit = UNSIZED_CAP if expected_size is None else expected_size
         announced = response.headers.get("content-length", "")
         if announced.isdigit() and writer.size + int(announced) > limit:
@@ -164,7 +164,7 @@ def _get(
             raise WorkError(f"{label}: the server announces {writer.size + int(announced)} bytes, more than the {_limit_text(expected_size)}")
         _stream(response, writer, label=label, on_bytes=on_bytes, expected_size=expected_size, limit=limit)
     if expected_size is not None and writer.size != expected_size:
-        raise TransientError(f"{label}: body ended at {writer.size} of {expected_size} bytes")
+        raise TransientError(f"body ended at {writer.size} of {expected_size} bytes", artifact_id=label)
 
 
 def _limit_text(expected_size: int | None) -> str:
@@ -200,7 +200,7 @@ def _stream(
                 on_bytes(len(chunk))
             progress(done=writer.size, total=expected_size)
     except (httpx.TransportError, httpx.StreamError) as exc:
-        raise TransientError(f"{label}: connection dropped after {writer.size} bytes ({type(exc).__name__})") from exc
+        raise TransientError(f"connection dropped after {writer.size} bytes ({type(exc).__name__})", artifact_id=label) from exc
     finally:
         writer.flush()
 

@@ -21,6 +21,38 @@ OCI_TAG = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 REGISTRY_HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
 MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9.+/_-]*$"
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+_DIGEST = re.compile(DIGEST)
+
+
+class Digest(str):
+    """A content digest as OCI spells it, `sha256:<64 hex>`, with the bare hex the blob store names
+    blobs by (`.hex`): one type for both spellings. `Digest(x)` takes either; JSON keeps `sha256:<hex>`.
+
+    Raises:
+        ValueError: The value is neither spelling of a sha256 digest.
+    """
+
+    __slots__ = ()
+    PREFIX = "sha256:"
+
+    def __new__(cls, value: str) -> Digest:
+        text = value if value.startswith(cls.PREFIX) else cls.PREFIX + value
+        if not _DIGEST.match(text):
+            raise ValueError(f"{value!r} is not a sha256 digest")
+        return super().__new__(cls, text)
+
+    @property
+    def hex(self) -> str:
+        """The 64 hex digits: a blob's name in the store."""
+        return self[len(self.PREFIX):]
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: object) -> object:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(pattern=DIGEST), serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
 
 
 def ref_name(value: str) -> str:

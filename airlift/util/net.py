@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from airlift.util.errors import AirliftError, TransientError, WorkError, is_transient, resource_error
+from airlift.util.settings import settings
 
 log = logging.getLogger("airlift")
 T = TypeVar("T")
@@ -60,8 +60,9 @@ def with_transient_retries(label: str, *, action: Callable[[], T], attempts: int
             if not is_transient(exc):
                 raise
             if attempt == attempts:
-                detail = str(exc) if isinstance(exc, AirliftError) else f"{label}: {type(exc).__name__}: {exc}"
-                raise TransientError(f"{detail} (gave up after {attempts} attempts)") from exc
+                if isinstance(exc, AirliftError):
+                    raise TransientError(f"{exc.message} (gave up after {attempts} attempts)", artifact_id=exc.artifact_id) from exc
+                raise TransientError(f"{type(exc).__name__}: {exc} (gave up after {attempts} attempts)", artifact_id=label) from exc
             delay = backoff(attempt)
         log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
         time.sleep(delay)
@@ -74,7 +75,7 @@ _HOST_LOCK = threading.Lock()
 
 def max_per_host() -> int:
     """Parallel downloads per upstream host (AIRLIFT_MAX_PER_HOST, default 8)."""
-    return max(1, int(os.environ.get("AIRLIFT_MAX_PER_HOST", "8")))
+    return settings().max_per_host
 
 
 @contextlib.contextmanager

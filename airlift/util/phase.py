@@ -24,6 +24,8 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from airlift.util.settings import settings
+
 LOG_ENV = "AIRLIFT_PHASE_LOG"
 STOP_ENV = "AIRLIFT_PHASE_STOP"
 
@@ -40,7 +42,7 @@ def _stack() -> list[tuple[str, str]]:
 
 
 def _emit(event: str, phase: str, subject: str, extra: str = "") -> None:
-    path = os.environ.get(LOG_ENV)
+    path = settings().phase_log
     if not path:
         return
     line = f"{event} {phase} {os.getpid()} {threading.get_ident()} {subject.replace(' ', '_') or '-'}{' ' + extra if extra else ''}\n"
@@ -55,7 +57,7 @@ def _emit(event: str, phase: str, subject: str, extra: str = "") -> None:
 
 
 def _enabled() -> bool:
-    return bool(os.environ.get(LOG_ENV) or os.environ.get(STOP_ENV))
+    return bool(settings().phase_log or settings().phase_stop)
 
 
 @contextlib.contextmanager
@@ -79,7 +81,7 @@ def progress(*, done: int | None = None, total: int | None = None) -> None:
 
     Stops the process here when `AIRLIFT_PHASE_STOP` names this phase and this is its N-th point.
     """
-    wanted = os.environ.get(STOP_ENV)
+    wanted = settings().phase_stop
     if not wanted:
         return
     stack = _stack()

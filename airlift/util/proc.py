@@ -13,6 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from airlift.util.errors import TransientError, WorkError
+from airlift.util.settings import environ_with
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 _USERINFO = re.compile(r"://[^/@\s]+@")
 
@@ -46,11 +58,11 @@ def run(
     """
     try:
         proc = subprocess.run(
-            list(argv), cwd=cwd, env={**os.environ, **env} if env is not None else None,
+            list(argv), cwd=cwd, env=environ_with(env),
             input=input_text, capture_output=True, text=True,
         )
     except FileNotFoundError:
-        raise WorkError(f"{what}: {argv[0]} is not installed (not on PATH)") from None
+        raise WorkError(f"{argv[0]} is not installed (not on PATH)", artifact_id=what) from None
     if proc.returncode == 0:
         return proc.stdout
     # A tool may echo a URL it was given, credentials and all: cut userinfo before the text travels.
@@ -58,10 +70,10 @@ def run(
     # The last line that is not a warning says what went wrong (pip and git put warnings before it).
     lines = [line for line in stderr.splitlines() if line.strip()]
     cause = next((line for line in reversed(lines) if not line.lower().startswith("warning:")), lines[-1] if lines else "")
-    message = f"{what}: {cause or f'exit {proc.returncode}'}"
+    message = cause or f"exit {proc.returncode}"
     if transient is not None and transient(proc.returncode, stderr):
-        raise TransientError(message)
-    raise WorkError(message)
+        raise TransientError(message, artifact_id=what)
+    raise WorkError(message, artifact_id=what)
 
 
 # Git never prompts (no terminal in a flow run), speaks C so its messages can be classified, and uses

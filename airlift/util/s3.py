@@ -3,6 +3,9 @@
 Each object airlift writes carries its sha256 in user metadata, so "already there" is a HEAD, never
 a download. botocore's own retry layer (standard mode) is the one retry layer for S3 calls.
 
+Every upload sends a SHA-256 checksum the server checks before it stores anything: a single PUT
+carries the blob's own sha256 (the manifest's digest), each part of a multipart upload its part's.
+
 Large files go up as multipart uploads that survive a crash: the UploadId is remembered in a small
 state file, and a rerun lists the parts S3 already holds and sends only the missing ones (a 20 GB
 blob killed at 19 GB sends 1 GB more, not 20). Parts are streamed from the file, never held whole
@@ -11,12 +14,11 @@ in memory.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
 import logging
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,32 +27,28 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from airlift.util.errors import InputError, WorkError
+from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.locks import FileLock
 from airlift.util.net import bounded_map
 from airlift.util.phase import progress, under_way
+from airlift.util.settings import DEFAULT_PART, MIN_PART, settings  # noqa: F401 - DEFAULT_PART: re-exported
 
 SHA_META = "sha256"
 PART_SIZE_ENV = "AIRLIFT_S3_PART_SIZE"
-MIN_PART = 5 << 20  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000  # S3's most parts per upload
-DEFAULT_PART = 64 << 20
 PART_WORKERS = 4  # parts in flight per file
 log = logging.getLogger(__name__)
 _PARTS_PAGE = 1000  # list_parts page size (S3's maximum)
 _IDENTITY = {"endpoint", "bucket", "key", "sha256", "size"}  # what makes a state file this upload's
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
 
 
 def client(endpoint_url: str | None = None, region: str | None = None):
-    """A boto3 S3 client: endpoint and region from the arguments or the environment, standard retries."""
+    """A boto3 S3 client: endpoint and region from the arguments or the settings, standard retries."""
     return boto3.client(
         "s3",
-        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=endpoint_url or settings().s3_endpoint_url,
+        region_name=region or settings().aws_region or "us-east-1",
         # Files x parts in flight (4 x 4) must not queue for pooled connections.
         config=Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4", max_pool_connections=32),
     )
@@ -76,21 +74,12 @@ def has_object(s3, *, bucket: str, key: str, size: int, sha256: str) -> bool:
 
 
 def part_size_default() -> int:
-    """The part size: AIRLIFT_S3_PART_SIZE (bytes, or e.g. `5MiB`, `128MB`), else 64 MiB.
+    """The part size: AIRLIFT_S3_PART_SIZE (bytes, or e.g. `5MiB`, `128MB`), else 64 MiB (util/settings.py).
 
     Raises:
         InputError: The variable is not a size, or is below S3's 5 MiB minimum.
     """
-    text = os.environ.get(PART_SIZE_ENV)
-    if not text:
-        return DEFAULT_PART
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise InputError(f"{PART_SIZE_ENV}={text!r}: expected a size such as 64MiB or 5242880")
-    size = int(match[1]) * _UNITS[(match[2] or "").lower()]
-    if size < MIN_PART:
-        raise InputError(f"{PART_SIZE_ENV}={text!r}: S3 parts must be at least 5 MiB")
-    return size
+    return settings().s3_part_size
 
 
 def _fit_part_size(size: int, wanted: int) -> int:
@@ -157,6 +146,14 @@ class UploadState(BaseModel):
     upload_id: str
     # True while `create_multipart_upload` is in flight and its UploadId not yet recorded.
     creating: bool = False
+    # The upload was created with ChecksumAlgorithm=SHA256 (an upload begun by an older airlift was not:
+    # its parts are resumed without one, as S3 requires).
+    sha256_parts: bool = False
+
+
+def checksum_sha256(sha256_hex: str) -> str:
+    """S3's spelling of a SHA-256 checksum (base64 of the digest) from the hex digest airlift records."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
 def _state_name(endpoint: str, bucket: str, key: str, sha256: str) -> str:
@@ -170,16 +167,16 @@ def _load_state(path: Path) -> UploadState | None:
         return None  # no upload begun, or a file we cannot trust: start a new upload
 
 
-def _listed_parts(s3, state: UploadState) -> dict[int, tuple[str, int]] | None:
-    """The parts S3 holds for the pending upload (number -> (ETag, size)); None if the upload is gone."""
-    parts: dict[int, tuple[str, int]] = {}
+def _listed_parts(s3, state: UploadState) -> dict[int, tuple[str, int, str | None]] | None:
+    """The parts S3 holds for the pending upload (number -> (ETag, size, ChecksumSHA256)); None if the upload is gone."""
+    parts: dict[int, tuple[str, int, str | None]] = {}
     pages = s3.get_paginator("list_parts").paginate(
         Bucket=state.bucket, Key=state.key, UploadId=state.upload_id, PaginationConfig={"PageSize": _PARTS_PAGE},
     )
     try:
         for page in pages:
             for part in page.get("Parts", []):
-                parts[part["PartNumber"]] = (part["ETag"], part["Size"])
+                parts[part["PartNumber"]] = (part["ETag"], part["Size"], part.get("ChecksumSHA256"))
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code == "NoSuchUpload" or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
@@ -225,7 +222,12 @@ def upload_file_resumable(
     state_path = state_dir / f"{name}.json"
     if size <= chosen and not state_path.exists():  # (an upload begun with smaller parts is resumed, not left behind)
         with open(path, "rb") as body:
-            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentLength=size, Metadata={SHA_META: sha256})
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentLength=size, Metadata={SHA_META: sha256},
+                # S3 refuses the body unless it hashes to the manifest's digest (the algorithm is named too:
+                # moto records a checksum only then).
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum_sha256(sha256),
+            )
         if on_bytes:
             on_bytes(size)
         return size
@@ -249,7 +251,7 @@ def upload_file_resumable(
     return sent
 
 
-def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[UploadState, dict[int, tuple[str, int]]]:
+def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[UploadState, dict[int, tuple[str, int, str | None]]]:
     """The pending upload of the state file with the parts S3 holds, or a new upload with none."""
     state = _load_state(state_path)
     ours = state is not None and state.model_dump(include=_IDENTITY) == fresh.model_dump(include=_IDENTITY)
@@ -262,8 +264,8 @@ def _begin_or_resume(s3, *, state_path: Path, fresh: UploadState) -> tuple[Uploa
     # The intent goes to disk first: a crash between S3 creating the upload and its UploadId reaching the
     # state file would otherwise leave an upload nobody knows of (S3 keeps its parts, and bills them).
     write_bytes_atomic(state_path, fresh.model_copy(update={"creating": True}).model_dump_json().encode())
-    created = s3.create_multipart_upload(Bucket=fresh.bucket, Key=fresh.key, Metadata={SHA_META: fresh.sha256})
-    state = fresh.model_copy(update={"upload_id": created["UploadId"]})
+    created = s3.create_multipart_upload(Bucket=fresh.bucket, Key=fresh.key, Metadata={SHA_META: fresh.sha256}, ChecksumAlgorithm="SHA256")
+    state = fresh.model_copy(update={"upload_id": created["UploadId"], "sha256_parts": True})
     write_bytes_atomic(state_path, state.model_dump_json().encode())
     return state, {}
 
@@ -290,7 +292,7 @@ def _abort_cut_creates(s3, intent: UploadState) -> None:
 
 
 def _send_parts(
-    s3, *, path: Path, upload: UploadState, listed: dict[int, tuple[str, int]], on_bytes: Callable[[int], None] | None,
+    s3, *, path: Path, upload: UploadState, listed: dict[int, tuple[str, int, str | None]], on_bytes: Callable[[int], None] | None,
 ) -> int:
     """Send the parts S3 lacks (or holds at the wrong size), then complete the upload; returns bytes sent."""
     count = -(-upload.size // upload.part_size)
@@ -298,25 +300,30 @@ def _send_parts(
     def length(number: int) -> int:
         return min(upload.part_size, upload.size - (number - 1) * upload.part_size)
 
-    etags = {n: etag for n, (etag, got) in listed.items() if n <= count and got == length(n)}
+    # Each part as CompleteMultipartUpload names it: its ETag and, for a checksummed upload, its SHA-256.
+    etags = {n: _part(n, etag, checksum) for n, (etag, got, checksum) in listed.items() if n <= count and got == length(n)}
     if on_bytes and etags:
         on_bytes(sum(length(n) for n in etags))
 
-    def send(number: int) -> tuple[int, str]:
+    def send(number: int) -> tuple[int, dict[str, object]]:
         # Each part is a unit of work on its own thread: kill trials stop inside one (util/phase.py).
         with under_way("upload", f"{upload.key}#{number}"), FileSlice(path, (number - 1) * upload.part_size, length(number)) as body:
             response = s3.upload_part(
                 Bucket=upload.bucket, Key=upload.key, UploadId=upload.upload_id, PartNumber=number,
-                Body=body, ContentLength=length(number),
+                Body=body, ContentLength=length(number), **({"ChecksumAlgorithm": "SHA256"} if upload.sha256_parts else {}),
             )
         if on_bytes:
             on_bytes(length(number))
-        return number, response["ETag"]
+        return number, _part(number, response["ETag"], response.get("ChecksumSHA256"))
 
     missing = [n for n in range(1, count + 1) if n not in etags]
     etags.update(bounded_map(send, missing, workers=PART_WORKERS))
     s3.complete_multipart_upload(
         Bucket=upload.bucket, Key=upload.key, UploadId=upload.upload_id,
-        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]},
+        MultipartUpload={"Parts": [etags[n] for n in range(1, count + 1)]},
     )
     return sum(length(n) for n in missing)
+
+
+def _part(number: int, etag: str, checksum: str | None) -> dict[str, object]:
+    return {"PartNumber": number, "ETag": etag, **({"ChecksumSHA256": checksum} if checksum else {})}

@@ -354,7 +354,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     server = EmbeddedServer()
     if args.action == "start":
-        state = server.ensure(announce=False)
+        if args.port is not None and not 0 < args.port < 65536:
+            raise InputError(f"--port {args.port}: expected a port number 1-65535")
+        state = server.ensure(announce=False, port=args.port)
         print(f"running: {state.url.removesuffix('/api')} (pid {state.pid}, home {server.home})")
         return 0
     if args.action == "stop":

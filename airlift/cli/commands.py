@@ -27,6 +27,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from airlift.config.spec import load_spec
 
     _check_credentials(load_spec(args.spec))
+    _check_out(Path(args.out))
     if args.since and not Path(args.since, "manifest.json").is_file():
         raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
     build_bundle = _flow("build")
@@ -42,6 +43,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.since:
         print(f"delta since {args.since}: {result.blobs_skipped_since} blobs left to the old bundle")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """`build --out` writes into a new or empty directory, or completes a bundle (or an unfinished one, which
+    starts with `blobs/`): never into a directory holding anything else, which the bundle would be mixed into."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file() and not (out / "blobs").is_dir():
+        raise InputError(f"--out {out}: an existing directory that is neither empty nor a bundle; choose a new one")
 
 
 def _check_credentials(spec) -> None:
@@ -134,6 +144,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()
     if not Path(args.key).is_file():
         raise InputError(f"--key {args.key}: no such file")
+    with open(args.key, "rb") as handle:
+        if b"PUBLIC KEY-----" in handle.read(4096):  # the commonest slip: PREFIX.pub for PREFIX.key
+            raise InputError(f"--key {args.key}: is a public key; sign needs the private key (PREFIX.key from keygen)")
+    from airlift.bundle.signing import _load
+
+    _load(Path(args.key), "private")  # any other unusable key: exit 2 now, not inside a flow run
     print(f"signed: {_flow('sign')(bundle=str(args.bundle), key=str(args.key))}")
     return 0
 

@@ -81,7 +81,8 @@ def spec_error(tmp_path: Path, text: str) -> re.Match[str]:
 
 # -- spec ---------------------------------------------------------------------------------------------
 def test_full_spec_parses_with_contract_artifact_ids(tmp_path):
-    spec = load_spec(write(tmp_path, "airgap.yaml", FULL_SPEC))
+    (tmp_path / "run7").mkdir()  # a `path:` must exist when the spec loads
+    spec = load_spec(write(tmp_path, "airgap.yaml", FULL_SPEC.replace("/data/checkpoints/run7", str(tmp_path / "run7"))))
     assert spec.name == "nemotron-sft"
     assert spec.artifact_ids() == [
         "models/org/name",

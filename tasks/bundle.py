@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airlift_tasks.common import ProgressLog
+from airlift_tasks.common import ProgressLog, manifest_bytes
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -38,7 +38,7 @@ def verify(*, bundle: str, store: str | None = None, opened: TrustedManifest | N
     before = stamps.snapshot(target.root, opened.manifest.all_blobs())
     report = verify_bundle(
         target, store=BlobStore(Path(store)) if store else None, extra_stores=extra,
-        on_bytes=ProgressLog(f"verify {bundle}", None), opened=opened,
+        on_bytes=ProgressLog(f"verify {bundle}", manifest_bytes(opened.manifest)), opened=opened,
     )
     broken = {p.sha256 for p in report.problems}
     stamps.record(target.root, {d: stamp for d, stamp in before.items() if d not in broken})

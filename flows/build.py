@@ -61,7 +61,7 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     """Build (or complete) the bundle for `spec` at `out`; with `since`, write only blobs OLD lacks.
 
     Args:
-        spec: Path to the spec (airgap.yaml).
+        spec: Path to the spec (airgap.yaml); a relative path resolves in the worker's directory (give an absolute one).
         out: Bundle directory to write or complete.
         since: An older bundle; the new one is a delta that carries only blobs the old one lacks.
         max_parallel_files: Parallel file downloads inside one artifact.

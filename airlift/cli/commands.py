@@ -343,16 +343,17 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     from airlift.bundle.layout import Bundle
     from airlift.fetch.cache import Cache, parse_age, prune_cache
 
-    age = parse_age(args.older_than)
+    age = 0.0 if args.all else parse_age(args.older_than)
     for bundle in args.keep_bundle:  # a wrong --keep-bundle stops prune before it removes anything
         if not Path(bundle, "manifest.json").is_file():
             raise InputError(f"--keep-bundle {bundle}: not a bundle (no manifest.json)")
         Bundle(bundle).read_manifest()
     cache = Cache()
-    report = prune_cache(cache, older_than=age, keep_bundles=args.keep_bundle, dry_run=args.dry_run)
+    report = prune_cache(cache, older_than=age, keep_bundles=args.keep_bundle, dry_run=args.dry_run,
+                         records=args.records or args.all, artifacts=args.artifact)
     verb = "would remove" if report.dry_run else "removed"
     print(
-        f"{verb} from {cache.root}: {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
+        f"{verb} from {cache.root}: {report.records_removed} records, {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
         f"{report.partials_removed} partial downloads ({human(report.partial_bytes_removed)}), "
         f"{report.temp_removed} temp files ({human(report.temp_bytes_removed)}), {report.locks_removed} locks, "
         f"{report.etags_removed} ETag entries, {report.indexes_removed} image-layer index entries"

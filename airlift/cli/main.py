@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--older-than", default="24h", help="only remove what is older than this (e.g. 7d, 12h, 30m; default 24h)")
     c.add_argument("--keep-bundle", action="append", default=[], type=Path, metavar="DIR", help="also keep every blob this bundle references (repeatable)")
     c.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
+    c.add_argument("--records", action="store_true", help="also evict cache records no build has reused for --older-than, so their blobs can go too")
+    c.add_argument("--artifact", action="append", default=[], metavar="ID", help="also evict the records of this artifact id, e.g. models/acme/x, whatever their age (repeatable)")
+    c.add_argument("--all", action="store_true", help="empty the cache: every record and blob, whatever its age (--records --older-than 0s); not while a build runs")
     c.set_defaults(func=commands.cmd_cache_prune)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks",

@@ -14,6 +14,7 @@ from airlift.config.spec import Spec, load_spec
 from airlift.fetch.assemble import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.cache import Cache
+from airlift.fetch.plan import plan_artifact
 
 
 def resolve_all(parsed: Spec, cache_dir: str) -> list[Resolved]:
@@ -69,10 +70,13 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     parsed = load_spec(spec)
     cache_dir = str(Cache().root)
     resolved = resolve_all(parsed, cache_dir)
+    reused = sum(plan_artifact(r, Cache(Path(cache_dir))).cached_bytes for r in resolved)  # before any fetch
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)
     result = assemble(
         spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since,
         resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
     )
+    content = sum(a.total_bytes or (a.image.size if a.image else 0) for a in artifacts)
+    result = result.model_copy(update={"bytes_reused": min(reused, content), "bytes_fetched": max(0, content - reused)})
     get_run_logger().info("bundle %s: %d artifacts, %d files, %d bytes", out, result.artifacts, result.files, result.bytes)
     return result

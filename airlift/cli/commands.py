@@ -40,6 +40,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"built {result.bundle}: {result.artifacts} artifacts, {result.files} files, {human(result.bytes)}; "
         f"{result.blobs_written} blobs written, manifest sha256 {result.manifest_sha256}"
     )
+    print(f"content: {human(result.bytes_fetched)} downloaded, {human(result.bytes_reused)} reused from the cache")
     if args.since:
         print(f"delta since {args.since}: {result.blobs_skipped_since} blobs left to the old bundle")
     return 0
@@ -78,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
     for a in plan.artifacts:
         size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
-        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:96]}")
     print(
         f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
         f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
@@ -178,6 +179,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
+    print(f"  {'artifact':50} {'kind':11} {'count':>12} {'size':>11}  pinned to (commit, digest, ETag; image: platform, digest)")
     from airlift.oci.reference import airgap_reference, parse_image
 
     for artifact in manifest.artifacts:
@@ -223,14 +225,17 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.config.site import load_site
 
-    keys = _trusted_keys(args, load_site(args.site))
+    profile = load_site(args.site)
+    keys = _trusted_keys(args, profile)
     _open_trusted(args.bundle, keys)
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
-    print(
-        f"ingested {summary.artifacts} artifacts: S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), "
-        f"{summary.s3_skipped} already there; shared_root {summary.materialized} placed, {summary.materialized_skipped} already there"
-    )
+    # Only the sinks this site has: "S3 0 uploaded" for a site with no S3 reads as a failure.
+    sinks = [f"S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), {summary.s3_skipped} already there, "
+             f"at s3://{profile.s3.bucket}/{profile.s3.prefix}"] if profile.s3 else []
+    if profile.shared_root:
+        sinks.append(f"shared_root {summary.materialized} placed, {summary.materialized_skipped} already there, under {profile.shared_root}")
+    print(f"ingested {summary.artifacts} artifacts" + (f": {'; '.join(sinks)}" if sinks else ""))
     if summary.image_refs or summary.images_loaded:
         print(
             f"images: {summary.images_pushed} pushed, {summary.images_present} already in the registry; "

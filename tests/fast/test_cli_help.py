@@ -73,3 +73,16 @@ def test_build_without_out_points_to_build_help():
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("(see 'airlift build --help')"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_columns_all_have_headers(tmp_path, capsys):
+    from airlift.bundle.layout import Bundle
+    from airlift.bundle.manifest import Manifest, now_iso
+    from airlift.cli.main import main
+
+    bundle = Bundle(tmp_path / "bundle")
+    bundle.store.ensure_dirs()
+    bundle.write_manifest(Manifest(name="tiny", created=now_iso(), artifacts=[]))
+    assert main(["inspect", str(tmp_path / "bundle")]) == 0
+    header = capsys.readouterr().out.splitlines()[1].split()
+    assert header[:4] == ["artifact", "kind", "count", "size"] and header[4:6] == ["pinned", "to"]

@@ -42,4 +42,6 @@ def test_connection_refused_names_the_url_once_per_try(ws):
     result = ws.run("plan", str(spec), expect=1)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if "refused" in line.lower()]
     assert lines and all(url in line or f"127.0.0.1:{port}" in line for line in lines), result.stderr
-    assert len(lines) <= 2, f"more than one line per try: {lines}"
+    retries = [line for line in lines if "retrying in" in line]
+    assert len(retries) == 5 and len(lines) == 6, f"not one line per retry plus the final error: {lines}"
+    assert [f"(attempt {n}/6)" in line for n, line in enumerate(retries, 1)] == [True] * 5

@@ -44,3 +44,4 @@ clean:
 deploy: setup
 	.venv/bin/prefect work-pool inspect airlift >/dev/null 2>&1 || .venv/bin/prefect work-pool create airlift --type process
 	.venv/bin/prefect --no-prompt deploy --all
+	.venv/bin/python -m deployments.mirror_schedule

@@ -16,6 +16,7 @@ from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.cache import Cache
+from airlift.fetch.plan import plan_artifact
 from airlift.fetch.prepare import prepare_build
 
 
@@ -63,7 +64,7 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     """Build (or complete) the bundle for `spec` at `out`; with `since`, write only blobs OLD lacks.
 
     Args:
-        spec: Path to the spec (airgap.yaml).
+        spec: Path to the spec (airgap.yaml); a relative path resolves in the worker's directory (give an absolute one).
         out: Bundle directory to write or complete.
         since: An older bundle; the new one is a delta that carries only blobs the old one lacks.
         max_parallel_files: Parallel file downloads inside one artifact.
@@ -75,10 +76,13 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
         parsed = parsed.model_copy(update={"installer": Installer()})
     cache_dir = str(Cache().root)
     resolved = resolve_all(parsed, cache_dir)
+    reused = sum(plan_artifact(r, Cache(Path(cache_dir))).cached_bytes for r in resolved)  # before any fetch
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)
     result = assemble(
         spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since,
         resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
     )
+    content = sum(a.total_bytes or (a.image.size if a.image else 0) for a in artifacts)
+    result = result.model_copy(update={"bytes_reused": min(reused, content), "bytes_fetched": max(0, content - reused)})
     get_run_logger().info("bundle %s: %d artifacts, %d files, %d bytes", out, result.artifacts, result.files, result.bytes)
     return result

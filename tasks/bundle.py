@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airlift_tasks.common import ProgressLog
+from airlift_tasks.common import ProgressLog, manifest_bytes
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -27,7 +27,8 @@ def verify(*, bundle: str, store: str | None = None, opened: TrustedManifest | N
     """Rehash every blob of the bundle (and of `store` for what a delta lacks) against `opened`'s manifest; stamp what passed."""
     cache = Cache()
     extra = (cache.store,) if cache.store.blobs_dir.is_dir() else ()
-    return verify_and_stamp(bundle, store=store, extra_stores=extra, opened=opened, on_bytes=ProgressLog(f"verify {bundle}", None))
+    total = manifest_bytes(opened.manifest) if opened is not None else None
+    return verify_and_stamp(bundle, store=store, extra_stores=extra, opened=opened, on_bytes=ProgressLog(f"verify {bundle}", total))
 
 
 @task(name="write-receipt")

@@ -7,12 +7,18 @@ See docs/reliability.md, "Retry policy".
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import sys
 import threading
 import time
+import weakref
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from airlift.util.units import human
 
@@ -28,6 +34,8 @@ class ProgressLog:
         self._lock = threading.Lock()
         self._artifact_id = None
         self._bar = _terminal_bar(label, total)
+        if self._bar is not None:  # when the task is done with it, its bar goes (and the display, with the last)
+            weakref.finalize(self, _release_bar, *self._bar)
         try:
             self.logger = get_run_logger()
         except Exception:  # noqa: BLE001 - outside a run context, stay silent
@@ -66,24 +74,61 @@ class ProgressLog:
             self._artifact_id = self._artifact_id or False
 
 
-_PROGRESS = None
+_PROGRESS = None  # the one live display of this process, while any bar is alive
+_PROGRESS_LOCK = threading.Lock()
 
 
 def _terminal_bar(label: str, total: int | None):
-    """A shared rich progress display, only when stderr is a terminal (never in CI logs)."""
+    """A bar on the shared rich display, only when stderr is a terminal (never in CI logs)."""
     global _PROGRESS
     if not sys.stderr.isatty():
         return None
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    with _PROGRESS_LOCK:
+        if _PROGRESS is None:
+            # Binary units, as every summary prints them (human(): MiB), not rich's decimal MB.
+            _PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), _BytesColumn(), _RateColumn(), TimeRemainingColumn(), transient=True)
+            _PROGRESS.start()
+            atexit.register(stop_progress)  # Ctrl-C or an error: the cursor comes back all the same
+        return _PROGRESS, _PROGRESS.add_task(label, total=total)
 
-    if _PROGRESS is None:
-        _PROGRESS = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
-        _PROGRESS.start()
-    return _PROGRESS, _PROGRESS.add_task(label, total=total)
+
+def _release_bar(progress, task_id) -> None:  # noqa: ANN001 - a rich Progress and its task id
+    """A bar's ProgressLog is gone (its task ended): drop the bar, and the display with the last one."""
+    global _PROGRESS
+    with _PROGRESS_LOCK:
+        if progress is not _PROGRESS:
+            return
+        with contextlib.suppress(KeyError):
+            progress.remove_task(task_id)
+        if progress.tasks:
+            return
+        _PROGRESS = None  # a bar made from now on gets a new display
+    progress.stop()
+
+
+def stop_progress() -> None:
+    """Stop the live display: erase it and show the cursor again (ESC[?25h), so nothing redraws later."""
+    global _PROGRESS
+    with _PROGRESS_LOCK:
+        progress, _PROGRESS = _PROGRESS, None
+    if progress is not None:
+        progress.stop()
+
+
+def manifest_bytes(manifest: Any) -> int:
+    """The bytes of a manifest's blobs, each once: the known total of a verify or pack bar."""
+    sizes = {f.sha256: f.size for artifact in manifest.artifacts for f in artifact.files}
+    images = sum(artifact.image.size for artifact in manifest.artifacts if artifact.image is not None)
+    return sum(sizes.values()) + images
+
+
+class _BytesColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        total = human(task.total) if task.total is not None else "?"
+        return Text(f"{human(task.completed)}/{total}", style="progress.download")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human(speed)}/s", style="progress.data.speed")

@@ -164,3 +164,23 @@ prefect: {{deployment: run-job/run-job, container_runtime: docker}}
         assert secret not in seen, f"the Prefect job backend passed {secret} to the job"
     logs = list((root / "logs").glob("prep-*.out"))
     assert logs and "prep-output-line" in logs[0].read_text(), "the job's output belongs in shared_root/logs/"
+
+
+def test_mirror_refresh_is_registered_paused_and_runs_only_with_a_spec(deployed, prefect_server):
+    """prefect.yaml registers the 02:00 schedule paused; `make deploy`'s step turns it on only with AIRLIFT_MIRROR_SPEC."""
+    def schedule_states() -> list[bool]:
+        deployment = next(d for d in _api(prefect_server, "/deployments/filter") if d["name"] == "mirror-refresh")
+        return [s["active"] for s in deployment["schedules"]]
+
+    assert schedule_states() == [False], "prefect deploy --all registered the schedule active"
+    unset = {k: v for k, v in deployed["env"].items() if k != "AIRLIFT_MIRROR_SPEC"}
+    try:
+        off = subprocess.run([str(VENV_BIN / "python"), "-m", "deployments.mirror_schedule"], cwd=REPO, env=unset, capture_output=True, text=True, timeout=120)
+        assert off.returncode == 0, off.stderr[-2000:]
+        assert "registered PAUSED: AIRLIFT_MIRROR_SPEC is unset" in off.stdout
+        assert schedule_states() == [False]
+        on = subprocess.run([str(VENV_BIN / "python"), "-m", "deployments.mirror_schedule"], cwd=REPO, env=deployed["env"], capture_output=True, text=True, timeout=120)
+        assert on.returncode == 0 and "schedule active" in on.stdout, on.stderr[-2000:]
+        assert schedule_states() == [True]
+    finally:  # a live 02:00 schedule on the shared test server would fire for nobody
+        subprocess.run([str(VENV_BIN / "python"), "-m", "deployments.mirror_schedule"], cwd=REPO, env=unset, capture_output=True, timeout=120)

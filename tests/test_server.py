@@ -83,3 +83,27 @@ def test_an_explicit_api_url_or_ephemeral_mode_starts_no_embedded_server(tmp_pat
                                check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert not (home / "server.json").exists()
     assert "flow run: " not in ephemeral.stderr, "ephemeral mode has no UI to link to"
+
+
+def test_first_start_says_so_before_the_wait_and_a_pinned_port_is_kept_across_restarts(tmp_path):
+    import socket
+
+    home = tmp_path / "home"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        started = subprocess.run([AIRLIFT, "server", "start", "--port", str(port)], env=_env(home), capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stderr
+        assert started.stderr.startswith("airlift: starting the local Prefect server (first use, ~20 s)…"), started.stderr
+        assert f"http://127.0.0.1:{port}" in started.stdout
+        assert subprocess.run([AIRLIFT, "server", "stop"], env=_env(home), capture_output=True, timeout=60).returncode == 0
+        # No --port this time: the remembered port is reused because it is free.
+        again = subprocess.run([AIRLIFT, "server", "start"], env=_env(home), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and f"http://127.0.0.1:{port}" in again.stdout, again
+        assert "first use" not in again.stderr
+        taken = subprocess.run([AIRLIFT, "server", "start"], env=_env(tmp_path / "other", AIRLIFT_SERVER_PORT=str(port)), capture_output=True, text=True, timeout=120)
+        assert taken.returncode == 2 and f"port {port}: already in use" in taken.stderr, taken.stderr
+    finally:
+        subprocess.run([AIRLIFT, "server", "stop"], env=_env(home), capture_output=True, timeout=60)
+        subprocess.run([AIRLIFT, "server", "stop"], env=_env(tmp_path / "other"), capture_output=True, timeout=60)

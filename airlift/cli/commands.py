@@ -26,6 +26,7 @@ def _flow(name: str):
 def cmd_build(args: argparse.Namespace) -> int:
     from airlift.fetch.prepare import prepare_build
 
+    _check_out(Path(args.out))
     prepare_build(args.spec, args.since, hand_off=True)  # the flow's same call takes this: read once, one place decides
     build_bundle = _flow("build")
     if args.dask:
@@ -37,9 +38,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"built {result.bundle}: {result.artifacts} artifacts, {result.files} files, {human(result.bytes)}; "
         f"{result.blobs_written} blobs written, manifest sha256 {result.manifest_sha256}"
     )
+    print(f"content: {human(result.bytes_fetched)} downloaded, {human(result.bytes_reused)} reused from the cache")
     if args.since:
         print(f"delta since {args.since}: {result.blobs_skipped_since} blobs left to the old bundle")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """`build --out` writes into a new or empty directory, or completes a bundle (or an unfinished one, which
+    starts with `blobs/`): never into a directory holding anything else, which the bundle would be mixed into."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file() and not (out / "blobs").is_dir():
+        raise InputError(f"--out {out}: an existing directory that is neither empty nor a bundle; choose a new one")
 
 
 def _check_credentials(spec) -> None:
@@ -65,7 +76,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"{'artifact':50} {'kind':11} {'files':>6} {'size':>11} {'cached':>11} {'to fetch':>11}  resolved")
     for a in plan.artifacts:
         size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
-        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+        print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:96]}")
     print(
         f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
         f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
@@ -140,6 +151,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
     Bundle(args.bundle).read_manifest()
     if not Path(args.key).is_file():
         raise InputError(f"--key {args.key}: no such file")
+    with open(args.key, "rb") as handle:
+        if b"PUBLIC KEY-----" in handle.read(4096):  # the commonest slip: PREFIX.pub for PREFIX.key
+            raise InputError(f"--key {args.key}: is a public key; sign needs the private key (PREFIX.key from keygen)")
+    from airlift.bundle.signing import _load
+
+    _load(Path(args.key), "private")  # any other unusable key: exit 2 now, not inside a flow run
     expires_in = None
     if getattr(args, "expires", None):
         from airlift.fetch.cache import parse_age
@@ -175,6 +192,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
+    print(f"  {'artifact':50} {'kind':11} {'count':>12} {'size':>11}  pinned to (commit, digest, ETag; image: platform, digest)")
     from airlift.oci.reference import airgap_reference, parse_image
 
     for artifact in manifest.artifacts:
@@ -230,10 +248,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         _print_json("ingest", summary.model_dump(mode="json") | {"ok": True})
         return 0
-    print(
-        f"ingested {summary.artifacts} artifacts: S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), "
-        f"{summary.s3_skipped} already there; shared_root {summary.materialized} placed, {summary.materialized_skipped} already there"
-    )
+    profile = prepared.site
+    # Only the sinks this site has: "S3 0 uploaded" for a site with no S3 reads as a failure.
+    sinks = [f"S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), {summary.s3_skipped} already there, "
+             f"at s3://{profile.s3.bucket}/{profile.s3.prefix}"] if profile.s3 else []
+    if profile.shared_root:
+        sinks.append(f"shared_root {summary.materialized} placed, {summary.materialized_skipped} already there, under {profile.shared_root}")
+    print(f"ingested {summary.artifacts} artifacts" + (f": {'; '.join(sinks)}" if sinks else ""))
     if summary.image_refs or summary.images_loaded:
         print(
             f"images: {summary.images_pushed} pushed, {summary.images_present} already in the registry; "
@@ -346,16 +367,17 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     from airlift.bundle.layout import Bundle
     from airlift.fetch.cache import Cache, parse_age, prune_cache
 
-    age = parse_age(args.older_than)
+    age = 0.0 if args.all else parse_age(args.older_than)
     for bundle in args.keep_bundle:  # a wrong --keep-bundle stops prune before it removes anything
         if not Path(bundle, "manifest.json").is_file():
             raise InputError(f"--keep-bundle {bundle}: not a bundle (no manifest.json)")
         Bundle(bundle).read_manifest()
     cache = Cache()
-    report = prune_cache(cache, older_than=age, keep_bundles=args.keep_bundle, dry_run=args.dry_run)
+    report = prune_cache(cache, older_than=age, keep_bundles=args.keep_bundle, dry_run=args.dry_run,
+                         records=args.records or args.all, artifacts=args.artifact)
     verb = "would remove" if report.dry_run else "removed"
     print(
-        f"{verb} from {cache.root}: {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
+        f"{verb} from {cache.root}: {report.records_removed} records, {report.blobs_removed} blobs ({human(report.blob_bytes_removed)}), "
         f"{report.partials_removed} partial downloads ({human(report.partial_bytes_removed)}), "
         f"{report.temp_removed} temp files ({human(report.temp_bytes_removed)}), {report.locks_removed} locks, "
         f"{report.etags_removed} ETag entries, {report.indexes_removed} image-layer index entries"
@@ -373,7 +395,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     server = EmbeddedServer()
     if args.action == "start":
-        state = server.ensure(announce=False)
+        if args.port is not None and not 0 < args.port < 65536:
+            raise InputError(f"--port {args.port}: expected a port number 1-65535")
+        state = server.ensure(announce=False, port=args.port)
         print(f"running: {state.url.removesuffix('/api')} (pid {state.pid}, home {server.home})")
         return 0
     if args.action == "stop":

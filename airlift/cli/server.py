@@ -10,6 +10,10 @@ This module does not import Prefect: it runs it as a program and talks to its he
 - `PREFECT_API_URL` set: that server is used, nothing is started.
 - `AIRLIFT_PREFECT=ephemeral`: Prefect's own ephemeral mode.
 - otherwise: this embedded server (`airlift server status|start|stop`).
+
+Its port: `airlift server start --port N` or `AIRLIFT_SERVER_PORT` pins it; otherwise the last port it
+used (remembered in `server.port`, also across `stop`) when that is free, else any free port. A pinned
+port that is taken is an input error, not a silent move: the UI bookmark would break.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from airlift.util.errors import WorkError
+from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.proc import pid_alive
 from airlift.util.settings import settings
@@ -70,6 +74,7 @@ class EmbeddedServer:
         self.state_path = self.home / "server.json"
         self.lock_path = self.home / "server.lock"
         self.log_path = self.home / "server.log"
+        self.port_path = self.home / "server.port"  # the last port, kept across stop so the UI address stays
 
     # -- reading ----------------------------------------------------------------------------------
     def state(self) -> ServerState | None:
@@ -97,24 +102,39 @@ class EmbeddedServer:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             yield
 
-    def ensure(self, *, announce: bool = True) -> ServerState:
+    def remembered_port(self) -> int | None:
+        try:
+            port = int(self.port_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return port if 0 < port < 65536 else None
+
+    def ensure(self, *, announce: bool = True, port: int | None = None) -> ServerState:
         """The running server, started (or replaced, when dead, wedged or its UI misdirected) if need be.
 
         Two CLIs started at once share one server: check-or-start happens under a lock file.
 
         Args:
             announce: Print where the UI is when a server is started.
+            port: Pin the port (default: `AIRLIFT_SERVER_PORT`, else the remembered one when free).
 
         Raises:
+            InputError: The pinned port is not a port, or another program has it.
             WorkError: The server did not come up (its log is named).
         """
+        pinned = port if port is not None else _port_setting()
         with self._locked():
             state = self.state()
-            if state is not None and state.ui_api_url == state.url and self.healthy(state):
+            if state is not None and state.ui_api_url == state.url and pinned in (None, state.port) and self.healthy(state):
                 return state
             if state is not None:
                 _terminate(state.pid)
-            state = self._start(preferred_port=state.port if state else None)
+            if pinned is not None and not _port_free(pinned):
+                raise InputError(f"port {pinned}: already in use on 127.0.0.1; pick another (--port or AIRLIFT_SERVER_PORT)")
+            first = not (self.prefect_home / "prefect.db").exists()
+            # Said before the wait: a silent 20 s looks like a hang to someone on their first command.
+            print(f"airlift: starting the local Prefect server ({'first use, ~20 s' if first else '~10 s'})…", file=sys.stderr, flush=True)
+            state = self._start(preferred_port=pinned or (state.port if state else None) or self.remembered_port())
         if announce:
             print(f"airlift: started the local Prefect server; UI at {state.url.removesuffix('/api')} (`airlift server stop` stops it)", file=sys.stderr)
         return state
@@ -139,6 +159,7 @@ class EmbeddedServer:
                 raise WorkError(f"the local Prefect server exited at start; see {self.log_path}")
             if self.healthy(state):
                 write_bytes_atomic(self.state_path, json.dumps(asdict(state)).encode())
+                write_bytes_atomic(self.port_path, str(port).encode())
                 return state
             time.sleep(0.3)
         _terminate(proc.pid)
@@ -192,6 +213,16 @@ def _terminate(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _port_setting() -> int | None:
+    """`AIRLIFT_SERVER_PORT`, the configured port of the embedded server, if set."""
+    text = os.environ.get("AIRLIFT_SERVER_PORT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"AIRLIFT_SERVER_PORT={text!r}: expected a port number 1-65535")
+    return int(text)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,6 +231,7 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no owner
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -149,4 +149,4 @@ def load_site(path: str | Path) -> Site:
     try:
         return Site.model_validate(data)
     except ValidationError as exc:
-        raise input_error_from(exc, docs) from None
+        raise input_error_from(exc, docs, Site) from None

@@ -388,6 +388,9 @@ def load_spec(path: str | Path) -> Spec:
         line = doc.line_of(loc)
         where = f"{doc.path}:{line}" if line else str(doc.path)
         raise InputError(f"{where}: {format_loc(loc)}: {problem}")
+    for index, entry in enumerate(spec.datasets):  # checked here, not after a flow run has started
+        if isinstance(entry, LocalPath) and not Path(entry.path).expanduser().exists():
+            raise InputError(f"{doc.path}:{doc.line_of(('datasets', index, 'path'))}: datasets[{index}].path: {entry.path} does not exist")
     for wheels in spec.wheels:
         wheels.requirement_lines()  # a requirements file's lines are spec input too: refuse them now
     return spec

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,11 +81,55 @@ def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
     return cleaned
 
 
-def describe_error(error: dict[str, Any]) -> str:
-    """A pydantic error as a short phrase (`unknown key`, `required key is missing`, ...)."""
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type one location part further in: a model's field, a list's item, a dict's value, a tagged member."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _step(args[0], part)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if isinstance(part, str) and ":" in part:  # a discriminated union's tag names the member
+            for member in members:
+                if any(getattr(m, "tag", None) == part for m in typing.get_args(member)[1:]):
+                    return typing.get_args(member)[0]
+            return None
+        return _step(members[0], part) if len(members) == 1 else None
+    if origin is list and isinstance(part, int):
+        return args[0]
+    if origin is dict and isinstance(part, str):
+        return args[1]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+    return None
+
+
+def known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the mapping at `loc` (a pydantic error location, tags included) may have."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    while typing.get_origin(annotation) in (typing.Annotated, typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) is typing.Annotated or len(members) == 1:
+            annotation = members[0]
+        else:
+            return []
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return []
+    return [field.alias or name for name, field in annotation.model_fields.items()]
+
+
+def describe_error(error: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """A pydantic error as a short phrase (`unknown key`, `unknown key (did you mean 'name'?)`, ...)."""
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        return "unknown key"
+        loc = list(error.get("loc", ()))
+        close = difflib.get_close_matches(str(loc[-1]), known_keys(model, loc[:-1]), n=1) if model and loc else []
+        return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
     if kind == "missing":
         return "required key is missing"
     message = str(error.get("msg", "invalid value"))
@@ -97,15 +144,18 @@ def validate_located(model: type[BaseModel], doc: LocatedYaml, *, context: dict[
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise input_error_from(exc, [doc]) from None
+        raise input_error_from(exc, [doc], model) from None
 
 
-def input_error_from(exc: ValidationError, docs: Sequence[LocatedYaml]) -> InputError:
-    """One line for the first error: `file:line: field: problem`. Later docs (a profile's children) win."""
+def input_error_from(exc: ValidationError, docs: Sequence[LocatedYaml], model: type[BaseModel] | None = None) -> InputError:
+    """One line for the first error: `file:line: field: problem`. Later docs (a profile's children) win.
+
+    With `model`, an unknown key close to a known one names it (`did you mean 'name'?`).
+    """
     error = exc.errors()[0]
     loc = _clean_loc(error["loc"])
     for doc in reversed(docs):
         line = doc.line_of(loc)
         if line is not None:
-            return InputError(f"{doc.path}:{line}: {format_loc(loc)}: {describe_error(error)}")
-    return InputError(f"{docs[-1].path}: {format_loc(loc)}: {describe_error(error)}")
+            return InputError(f"{doc.path}:{line}: {format_loc(loc)}: {describe_error(error, model)}")
+    return InputError(f"{docs[-1].path}: {format_loc(loc)}: {describe_error(error, model)}")

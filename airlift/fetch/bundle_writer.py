@@ -28,6 +28,8 @@ class BuildResult(BaseModel):
     bytes: int
     blobs_written: int
     blobs_skipped_since: int
+    bytes_fetched: int = 0  # downloaded (or copied from a local path) by this build
+    bytes_reused: int = 0  # already in the cache before it started
 
 
 def resolution_digest(cache_keys: Sequence[tuple[str, str]]) -> str:

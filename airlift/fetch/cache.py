@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact
 from airlift.bundle.store import SHA256_RE, BlobStore
+from airlift.fetch.cache_records import evict, records_to_evict
 from airlift.oci.dedup import LayerIndex
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
@@ -99,6 +100,8 @@ class Cache:
         for digest in artifact.all_blobs():
             if not self.store.has(digest, sizes.get(digest)):
                 return None
+        with contextlib.suppress(OSError):  # "last used": `cache prune --records` keeps what builds reuse
+            os.utime(self._record_path(key))
         return artifact
 
     def remember_etag(self, etag: str, sha256: str) -> None:
@@ -169,12 +172,15 @@ class PruneReport(BaseModel):
     locks_removed: int = 0
     etags_removed: int = 0
     indexes_removed: int = 0  # layers/ and engine/ entries whose blob is gone
+    records_removed: int = 0  # evicted on purpose (--records, --artifact, --all)
 
 
-def _record_blobs(cache: Cache) -> set[str]:
-    """Every blob a record names. A record that does not parse still protects each digest in its text."""
+def _record_blobs(cache: Cache, evicted: frozenset[Path] = frozenset()) -> set[str]:
+    """Every blob a record (not being evicted) names. A record that does not parse still protects each digest in its text."""
     found: set[str] = set()
     for path in cache.records_dir.glob("*.json") if cache.records_dir.is_dir() else []:
+        if path in evicted:
+            continue
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -283,6 +289,7 @@ def cache_info(cache: Cache) -> CacheInfo:
 
 def prune_cache(
     cache: Cache, *, older_than: float = DEFAULT_PRUNE_AGE, keep_bundles: Iterable[Path] = (), dry_run: bool = False,
+    records: bool = False, artifacts: Iterable[str] = (),
 ) -> PruneReport:
     """Remove what nothing references and what dead writers left, if older than `older_than` seconds.
 
@@ -296,6 +303,8 @@ def prune_cache(
         older_than: Seconds; younger files are kept whatever they are.
         keep_bundles: Bundle directories whose blobs are kept too.
         dry_run: Count what would go, remove nothing.
+        records: Also evict records last used more than `older_than` ago (their blobs then go as above).
+        artifacts: Also evict the records of these artifact ids, whatever their age.
 
     Returns:
         What was removed and kept.
@@ -306,6 +315,8 @@ def prune_cache(
     keep = _bundle_blobs(keep_bundles)  # first: a wrong --keep-bundle must stop prune before it removes anything
     cutoff = time.time() - older_than
     report = PruneReport(dry_run=dry_run)
+    evicted = frozenset(records_to_evict(cache.records_dir, cutoff=cutoff if records else None, artifacts=artifacts))
+    report.records_removed = evict(evicted, dry_run=dry_run)
     _prune_partials(cache, cutoff, report)
     for path, _gone in _leftovers(cache):
         try:
@@ -322,7 +333,7 @@ def prune_cache(
             path.unlink(missing_ok=True)
         report.temp_removed += 1
         report.temp_bytes_removed += size
-    removed = _prune_blobs(cache, cutoff, keep, report)  # under --dry-run, still there: counted as gone
+    removed = _prune_blobs(cache, cutoff, keep, report, evicted)  # under --dry-run, still there: counted as gone
 
     def gone(target: str) -> bool:
         return not SHA256_RE.match(target) or target in removed or not cache.store.has(target)
@@ -387,9 +398,9 @@ def _prune_partials(cache: Cache, cutoff: float, report: PruneReport) -> None:
                     lock.remove()
 
 
-def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneReport) -> set[str]:
+def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneReport, evicted: frozenset[Path]) -> set[str]:
     """Blobs no record and no kept bundle names, last modified before `cutoff`; returns their digests."""
-    referenced = _record_blobs(cache) | keep
+    referenced = _record_blobs(cache, evicted) | keep
     candidates = []
     for digest, info in _blobs(cache.store):
         if digest in referenced:
@@ -399,7 +410,7 @@ def _prune_blobs(cache: Cache, cutoff: float, keep: set[str], report: PruneRepor
             continue
         candidates.append((digest, info.st_size))
     # A build may have saved a record since the first read: read them again, right before removing.
-    referenced = _record_blobs(cache)
+    referenced = _record_blobs(cache, evicted)
     removed = set()
     for digest, size in candidates:
         if digest in referenced:

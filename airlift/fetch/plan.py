@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from airlift.fetch.base import Resolved
 from airlift.fetch.cache import Cache
+from airlift.util.units import human
 
 
 @dataclass
@@ -56,6 +57,19 @@ class Plan:
         }
 
 
+def _reference(resolved: Resolved) -> str:
+    """What the entry resolved to; for a URL, the ETag (or sha256 pin), size and any redirect it followed."""
+    source = resolved.source
+    if resolved.kind != "url":
+        return source.pinned
+    seen = [f"ETag {source.etag}" if source.etag else "no ETag", human(source.size) if source.size is not None else "size unknown"]
+    if source.sha256:
+        seen.insert(0, f"sha256 {source.sha256[:12]}")
+    if source.final_url and source.final_url != source.url:
+        seen.append(f"via {source.final_url}")
+    return ", ".join(seen)
+
+
 def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
     """Size one resolved artifact and say how much of it is already cached."""
     record = cache.load(resolved.cache_key)
@@ -68,7 +82,7 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
         total = sum(f.size for f in record.files) + sum(size for d, size in sizes.items() if d not in {f.sha256 for f in record.files})
         count = len(record.files) + len(record.blobs)
         digests = {d: (size, True) for d, size in sizes.items()}
-        return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, count, total, 0, count, total, digests=digests)
+        return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), count, total, 0, count, total, digests=digests)
     complete = False
     files = resolved.files
     cached_files = cached_bytes = unknown = total = 0
@@ -85,4 +99,4 @@ def plan_artifact(resolved: Resolved, cache: Cache) -> ArtifactPlan:
             cached_bytes += size or (cache.store.blob_path(digest).stat().st_size if digest and cache.store.has(digest) else 0)
         if digest and size is not None:
             digests[digest] = (size, cached)
-    return ArtifactPlan(resolved.artifact_id, resolved.kind, resolved.source.pinned, len(files), total, unknown, cached_files, cached_bytes, digests=digests)
+    return ArtifactPlan(resolved.artifact_id, resolved.kind, _reference(resolved), len(files), total, unknown, cached_files, cached_bytes, digests=digests)

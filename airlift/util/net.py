@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from airlift.util.errors import AirliftError, TransientError, WorkError, is_transient, resource_error
 from airlift.util.settings import settings
+from airlift.util.redact import redact_url
 
 log = logging.getLogger("airlift")
 T = TypeVar("T")
@@ -59,14 +60,25 @@ def with_transient_retries(label: str, *, action: Callable[[], T], attempts: int
                 raise full from exc
             if not is_transient(exc):
                 raise
+            cause = str(exc) if isinstance(exc, AirliftError) else f"{label}: {_cause(exc)}"
             if attempt == attempts:
                 if isinstance(exc, AirliftError):
                     raise TransientError(f"{exc.message} (gave up after {attempts} attempts)", artifact_id=exc.artifact_id) from exc
-                raise TransientError(f"{type(exc).__name__}: {exc} (gave up after {attempts} attempts)", artifact_id=label) from exc
+                raise TransientError(f"{_cause(exc)} (gave up after {attempts} attempts)", artifact_id=label) from exc
             delay = backoff(attempt)
-        log.warning("%s: transient failure (attempt %d/%d), retrying in %.1fs", label, attempt, attempts, delay)
+        log.warning("%s (attempt %d/%d), retrying in %.1fs", cause, attempt, attempts, delay)
         time.sleep(delay)
     raise WorkError(f"{label}: unreachable")  # pragma: no cover
+
+
+def _cause(exc: BaseException) -> str:
+    """`ConnectError: [Errno 111] Connection refused (http://host:port/path)`: the URL an HTTP error lacks."""
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        url = redact_url(str(exc.request.url))  # httpx keeps the request; its property raises when unset
+    except (AttributeError, RuntimeError):
+        return text
+    return text if url in text else f"{text} ({url})"
 
 
 _HOST_SLOTS: dict[str, threading.BoundedSemaphore] = {}

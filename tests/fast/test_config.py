@@ -81,7 +81,8 @@ def spec_error(tmp_path: Path, text: str) -> re.Match[str]:
 
 # -- spec ---------------------------------------------------------------------------------------------
 def test_full_spec_parses_with_contract_artifact_ids(tmp_path):
-    spec = load_spec(write(tmp_path, "airgap.yaml", FULL_SPEC))
+    (tmp_path / "run7").mkdir()  # a `path:` must exist when the spec loads
+    spec = load_spec(write(tmp_path, "airgap.yaml", FULL_SPEC.replace("/data/checkpoints/run7", str(tmp_path / "run7"))))
     assert spec.name == "nemotron-sft"
     assert spec.artifact_ids() == [
         "models/org/name",
@@ -110,13 +111,13 @@ def test_minimal_spec_takes_defaults(tmp_path):
 
 def test_unknown_top_level_key_is_named_with_its_line(tmp_path):
     match = spec_error(tmp_path, "name: ok\nmodels: []\nmodles:\n  - hf: a/b\n")
-    assert (match["line"], match["field"], match["problem"]) == ("3", "modles", "unknown key")
+    assert (match["line"], match["field"], match["problem"]) == ("3", "modles", "unknown key (did you mean 'models'?)")
 
 
 def test_unknown_key_inside_an_entry_is_named(tmp_path):
     match = spec_error(tmp_path, "name: ok\nmodels:\n  - hf: acme/tiny\n    revison: main\n")
     assert match["line"] == "4"
-    assert match["field"] == "models[0].revison" and match["problem"] == "unknown key"
+    assert match["field"] == "models[0].revison" and match["problem"] == "unknown key (did you mean 'revision'?)"
 
 
 @pytest.mark.parametrize("name", ["Nemotron", "has space", "-lead", "semi;colon"])
@@ -234,7 +235,7 @@ def test_site_unknown_key_is_refused(tmp_path):
     with pytest.raises(InputError) as excinfo:
         load_site(path)
     match = located_error(excinfo, path)
-    assert (match["line"], match["field"], match["problem"]) == ("2", "registri", "unknown key")
+    assert (match["line"], match["field"], match["problem"]) == ("2", "registri", "unknown key (did you mean 'registry'?)")
 
 
 def test_site_trust_keys_are_relative_to_the_profile(tmp_path):

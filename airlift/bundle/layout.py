@@ -10,9 +10,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
+from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, artifacts_digest
 from airlift.bundle.oci_layout import (
     INDEX,
+    LAYOUT_FILES,
     MAX_IMAGE_MANIFEST,
     MAX_INDEX_BYTES,
     index_bytes,
@@ -27,6 +28,43 @@ from airlift.util.fs import write_bytes_atomic
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
+SBOM = "sbom.cdx.json"  # v1.1 (airlift/bundle/sbom.py)
+PROVENANCE = "provenance.json"  # v1.1 (airlift/bundle/provenance.py)
+EVIDENCE_FILES = (SBOM, PROVENANCE)
+# The ONE list of derived top-level files: each is written with SHA256SUMS (which lists it) from the
+# manifest and the blobs, so every copier of a bundle (transfer, unpack, install.sh) gets them by
+# calling write_sums. The SBOM and the provenance are also blobs (pinned by the manifest's `evidence`),
+# so they travel wherever blobs do; the top-level files are their readable copies.
+TOP_LEVEL_FILES = (*LAYOUT_FILES, *EVIDENCE_FILES)
+
+
+def evidence_files(manifest: Manifest) -> dict[str, bytes]:
+    """`{name: bytes}` of the SBOM and the provenance of `manifest` (its `evidence` field aside)."""
+    from airlift.bundle.provenance import provenance_bytes
+    from airlift.bundle.sbom import sbom_bytes
+
+    base = manifest.model_copy(update={"evidence": None})
+    return {SBOM: sbom_bytes(base), PROVENANCE: provenance_bytes(base)}
+
+
+def evidence_pins(manifest: Manifest) -> dict[str, str]:
+    """`{top-level name: sha256}` the manifest pins (none for a manifest older than the evidence)."""
+    if manifest.evidence is None:
+        return {}
+    return {SBOM: manifest.evidence.sbom_sha256, PROVENANCE: manifest.evidence.provenance_sha256}
+
+
+def with_evidence(manifest: Manifest) -> tuple[Manifest, dict[str, bytes]]:
+    """`manifest` pinning its SBOM and provenance (by sha256), and those two documents' bytes."""
+    from airlift.bundle.manifest import Evidence
+
+    files = evidence_files(manifest)
+    evidence = Evidence(
+        artifacts_sha256=artifacts_digest(manifest.artifacts),
+        sbom_sha256=hashlib.sha256(files[SBOM]).hexdigest(),
+        provenance_sha256=hashlib.sha256(files[PROVENANCE]).hexdigest(),
+    )
+    return manifest.model_copy(update={"evidence": evidence}), files
 
 
 class Bundle:
@@ -68,8 +106,10 @@ class Bundle:
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest_bytes()).hexdigest()
 
-    def write_manifest(self, manifest: Manifest) -> str:
-        """Write manifest.json, then SHA256SUMS (last, so its presence means the bundle is complete)."""
+    def write_manifest(self, manifest: Manifest, evidence: dict[str, bytes] | None = None) -> str:
+        """Store the evidence blobs, write manifest.json, then SHA256SUMS (last: its presence means the bundle is complete)."""
+        for content in (evidence or {}).values():
+            self.store.put_bytes(content)
         data = manifest.to_bytes()
         write_bytes_atomic(self.manifest_path, data)
         self.write_sums(manifest, hashlib.sha256(data).hexdigest())
@@ -83,6 +123,12 @@ class Bundle:
         for name, data in layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob).items():
             write_bytes_atomic(self.root / name, data)
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+        # The evidence files are copies of their blobs, written only from a blob that hashes to its pin.
+        for name, pinned in evidence_pins(manifest).items():
+            content = self.read_evidence_blob(pinned)
+            if content is not None:
+                write_bytes_atomic(self.root / name, content)
+                lines.append(f"{pinned}  {name}\n")
         lines.append(f"{manifest_sha256}  {MANIFEST}\n")
         write_bytes_atomic(self.root / SUMS, "".join(lines).encode())
 
@@ -137,6 +183,55 @@ class Bundle:
             narrower = None if ids is None else index_bytes(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob, only=ids)
             if actual != narrower:
                 problems[name] = "corrupt"
+        return problems
+
+    def read_evidence_blob(self, sha256: str) -> bytes | None:
+        """An evidence blob's bytes if this bundle holds it as a regular file hashing to its name; else None."""
+        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES
+
+        try:
+            fd = open_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)))
+        except (OSError, EscapeError):
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_EVIDENCE_BYTES + 1)
+        return data if len(data) <= MAX_EVIDENCE_BYTES and hashlib.sha256(data).hexdigest() == sha256 else None
+
+    def evidence_problems(self, manifest: Manifest) -> dict[str, str]:
+        """`{file: reason}` for an SBOM or provenance that is missing, not what the manifest pins, or disagrees with it.
+
+        The top-level copies are checked here; verify rehashes their blobs with the others. A manifest older than the evidence (no `evidence` field) pins none: nothing to check.
+        """
+        if manifest.evidence is None:
+            return {}
+        from airlift.bundle.provenance import provenance_problems
+        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES, sbom_problems
+
+        checks = {SBOM: sbom_problems, PROVENANCE: provenance_problems}
+        problems = {}
+        for name, pinned in evidence_pins(manifest).items():
+            disagreement = checks[name]
+            if self.read_evidence_blob(pinned) is None:
+                continue  # verify names the blob itself; the copy is rewritten from it once it is good again
+            try:
+                fd = open_regular(self.root, name)
+            except FileNotFoundError:
+                problems[name] = "missing"
+                continue
+            except (OSError, EscapeError):
+                problems[name] = "corrupt"
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(MAX_EVIDENCE_BYTES + 1)
+            if len(data) > MAX_EVIDENCE_BYTES or hashlib.sha256(data).hexdigest() != pinned:
+                problems[name] = "corrupt"
+                continue
+            # Pinned bytes that still disagree: a manifest and evidence made by different builds.
+            found = disagreement(data, manifest)
+            if manifest.evidence.artifacts_sha256 != artifacts_digest(manifest.artifacts):
+                found.insert(0, "evidence.artifacts_sha256 is not the digest of the manifest's artifacts")
+            if found:
+                problems[name] = "disagrees with the manifest: " + "; ".join(found[:5])
         return problems
 
     def sums_manifest_digest(self) -> str | None:

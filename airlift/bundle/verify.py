@@ -7,11 +7,10 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airlift.bundle.layout import Bundle
+from airlift.bundle.layout import Bundle, evidence_pins
 from airlift.bundle.manifest import Manifest, now_iso
 from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore, sha256_file
@@ -25,7 +24,7 @@ class Problem(BaseModel):
     artifact_id: str
     path: str
     sha256: str
-    reason: Literal["missing", "corrupt", "wrong size"]
+    reason: str = Field(pattern=r"^(missing|corrupt|wrong size|disagrees with the manifest.*|signature mismatch.*)$")
 
     def describe(self) -> str:
         return f"{self.artifact_id}: {self.path}: {self.reason} (blob {self.sha256})"
@@ -103,6 +102,9 @@ def verify_bundle(
             sizes[entry.sha256] = entry.size
         for blob in artifact.blobs:
             sizes.setdefault(blob.removeprefix("sha256:"), None)
+    evidence = evidence_pins(manifest)  # v1.1: the SBOM and provenance blobs are rehashed like any other
+    for pinned in evidence.values():
+        sizes.setdefault(pinned, None)
 
     def locate(sha256: str) -> tuple[Path, bool]:
         own = bundle.store.blob_path(sha256)
@@ -154,6 +156,12 @@ def verify_bundle(
     if not report.problems:
         for name, reason in bundle.layout_problems(manifest).items():
             report.problems.append(Problem(artifact_id="oci layout", path=name, sha256="-", reason=reason))
+    # The SBOM and provenance are pinned by the manifest: checked even when another blob is broken.
+    for name, pinned in evidence.items():
+        if pinned in bad:
+            report.problems.append(Problem(artifact_id="evidence", path=f"{name} (blob)", sha256=pinned, reason=bad[pinned]))
+    for name, reason in bundle.evidence_problems(manifest).items():
+        report.problems.append(Problem(artifact_id="evidence", path=name, sha256="-", reason=reason))
     return report
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from airlift.bundle.layout import Bundle
+from airlift.bundle.layout import Bundle, with_evidence
 from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
 from airlift.fetch.cache import Cache
@@ -60,8 +60,10 @@ def assemble_bundle(
     )
     if bundle.exists():
         previous = bundle.read_manifest()
-        if previous.model_dump(exclude={"created"}) == manifest.model_dump(exclude={"created"}):
-            manifest = previous  # a no-op rebuild keeps the bundle byte-identical
+        if previous.model_dump(exclude={"created", "evidence"}) == manifest.model_dump(exclude={"created", "evidence"}):
+            manifest = previous.model_copy(update={"evidence": None})  # a no-op rebuild keeps the bundle byte-identical
+    # v1.1: the SBOM and provenance are functions of the manifest, which then pins their digests.
+    manifest, evidence = with_evidence(manifest)
 
     written = skipped = 0
     bundle.store.ensure_dirs()
@@ -75,7 +77,7 @@ def assemble_bundle(
                 cache.store.link_blob_to(bundle.store, digest)
                 written += 1
                 progress(done=done, total=len(wanted))
-        digest = bundle.write_manifest(manifest)
+        digest = bundle.write_manifest(manifest, evidence)
     bundle.store.cleanup_tmp()
     return BuildResult(
         bundle=str(out),

@@ -121,6 +121,10 @@ def blob_sizes(manifest: Manifest, bundle: Bundle) -> dict[str, tuple[str, int]]
             path = bundle.store.blob_path(digest)
             if path.exists():
                 out[digest] = (artifact.id, path.stat().st_size)
+    for digest in sorted(manifest.all_blobs() - set(out)):  # v1.1: the SBOM and provenance blobs, of no artifact
+        path = bundle.store.blob_path(digest)
+        if path.exists():
+            out[digest] = ("evidence", path.stat().st_size)
     return out
 
 

@@ -119,6 +119,9 @@ def plan_pull(s3, location: Location, dest: Path, *, recheck: bool = False) -> T
         for digest in sorted(artifact.all_blobs()):
             if digest in offered and digest not in carried:
                 carried[digest] = (artifact.id, offered[digest])
+    for digest in sorted(manifest.all_blobs() - set(carried)):  # v1.1: the SBOM and provenance blobs
+        if digest in offered:
+            carried[digest] = ("evidence", offered[digest])
     proof = prove_local(dest, {d: v[1] for d, v in carried.items()}, recheck=recheck)
     missing = {d: v for d, v in carried.items() if d not in proof.proven}
     return TransferPlan(

@@ -264,6 +264,9 @@ def pull(location: Location, dest: Path, opts: SshOptions, *, recheck: bool = Fa
         for digest in sorted(artifact.all_blobs()):
             if digest in offered and digest not in carried:
                 carried[digest] = (artifact.id, offered[digest])
+    for digest in sorted(manifest.all_blobs() - set(carried)):  # v1.1: the SBOM and provenance blobs
+        if digest in offered:
+            carried[digest] = ("evidence", offered[digest])
     proof = prove_local(dest, {d: v[1] for d, v in carried.items()}, recheck=recheck)
     missing = sorted(set(carried) - proof.proven)
     bundle.store.ensure_dirs()

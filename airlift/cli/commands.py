@@ -171,6 +171,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
             print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
             print(f"      {image.ref} -> {where}")
+            for referrer in artifact.referrers:  # v1.1: signatures, attestations, SBOMs that travel with it
+                print(f"      referrer {referrer.digest}  {referrer.artifact_type or referrer.media_type}" + (f"  tag {referrer.tag}" if referrer.tag else f"  subject {referrer.subject[:19]}"))
             shared = sharing[artifact.id]
             if shared.shared_with:
                 print(f"      shares {human(shared.shared_bytes)} of {human(shared.total_bytes)} with {', '.join(shared.shared_with)}")

@@ -67,7 +67,7 @@ def assemble_bundle(
 
     written = skipped = 0
     bundle.store.ensure_dirs()
-    wanted = sorted(manifest.all_blobs())
+    wanted = sorted(set().union(*(a.all_blobs() for a in manifest.artifacts)))  # the evidence blobs are written below
     with under_way("assemble", out.name):
         for done, digest in enumerate(wanted, 1):
             if digest in old_blobs:

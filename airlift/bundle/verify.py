@@ -165,6 +165,25 @@ def verify_bundle(
     return report
 
 
+def model_signature_problems(bundle: str | Path, manifest: Manifest, *, store: str | None = None) -> list[Problem]:
+    """v1.1 (`verify --model-signatures`): each recorded model signature checked again against its bundled trust."""
+    from airlift.bundle import modelsig
+
+    opened = Bundle(bundle)
+    lender = BlobStore(Path(store)) if store else None
+
+    def blob_path(sha256: str) -> Path:
+        own = opened.store.blob_path(sha256)
+        return own if own.exists() or lender is None else lender.blob_path(sha256)
+
+    problems = []
+    for artifact in manifest.artifacts:
+        found = modelsig.recheck(artifact, blob_path=blob_path, scratch=opened.store.tmp_dir)
+        if found is not None and artifact.signature is not None:
+            problems.append(Problem(artifact_id=artifact.id, path=artifact.signature.signature, sha256="-", reason=f"signature mismatch: {found}"))
+    return problems
+
+
 def quarantine(bundle: Bundle, digests: list[str], *, extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:
     """Move corrupt blobs to `<bundle>/.corrupt/`, so the next build or transfer puts good bytes back.
 

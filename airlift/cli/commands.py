@@ -103,7 +103,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.store and not Path(args.store).is_dir():
         raise InputError(f"--store {args.store}: not a directory")
     verify_bundle_flow = _flow("verify")
-    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys)
+    report = verify_bundle_flow(
+        bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys,
+        **({"model_signatures": True} if getattr(args, "model_signatures", False) else {}),
+    )
     for problem in report.problems:
         print(f"BROKEN {problem.describe()}")
     for path in report.quarantined:

@@ -34,6 +34,35 @@ def resolution_digest(cache_keys: Sequence[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(sorted(cache_keys)).encode()).hexdigest()
 
 
+def check_model_signatures(spec: Spec, artifacts: Sequence[Artifact], cache: Cache) -> list[Artifact]:
+    """v1.1: each artifact whose spec entry has `verify_signature`, checked and recorded (with its trust as blobs).
+
+    Raises:
+        IntegrityError: A signature does not match its files (the message names them): exit 1.
+    """
+    from airlift.bundle import modelsig
+    from airlift.bundle.manifest import ModelSignature
+    from airlift.config.spec import artifact_id_of
+
+    trusts = {artifact_id_of(entry, section): entry.verify_signature for section, entry in spec.entries() if getattr(entry, "verify_signature", None)}
+    out = []
+    for artifact in artifacts:
+        trust = trusts.get(artifact.id)
+        if trust is None:
+            out.append(artifact)
+            continue
+        stored = [cache.store.put_bytes(data).sha256 for data in modelsig.read_trust(trust.trust_files, artifact_id=artifact.id)]
+        method = "key" if trust.key is not None else "certificate"
+        covered = modelsig.check(
+            artifact, method=method, signature=trust.signature, trust=[cache.store.blob_path(d) for d in stored],
+            blob_path=cache.store.blob_path, scratch=cache.store.tmp_dir,
+        )
+        record = ModelSignature(method=method, signature=trust.signature, trust=[f"sha256:{d}" for d in stored], files=covered)
+        blobs = [*artifact.blobs, *(f"sha256:{d}" for d in stored if f"sha256:{d}" not in artifact.blobs)]
+        out.append(artifact.model_copy(update={"signature": record, "blobs": blobs}))
+    return out
+
+
 def assemble_bundle(
     *, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None, resolution: str | None = None,
 ) -> BuildResult:
@@ -49,7 +78,7 @@ def assemble_bundle(
         old_blobs = old_manifest.all_blobs()
         lineage = Lineage(manifest_sha256=old.manifest_sha256(), name=old_manifest.name, created=old_manifest.created)
 
-    ordered = sorted(artifacts, key=lambda a: a.id)
+    ordered = sorted(check_model_signatures(spec, artifacts, cache), key=lambda a: a.id)
     manifest = Manifest(
         name=spec.name,
         created=now_iso(),

@@ -147,3 +147,15 @@ def test_a_transfer_carries_both(tmp_path):
     for name in (SBOM, PROVENANCE):
         assert (dest / name).read_bytes() == (built.root / name).read_bytes()
     assert verify_bundle(Bundle(dest)).ok
+
+
+def test_pack_and_unpack_carry_both(tmp_path):
+    from airlift.bundle.volumes import pack, unpack
+
+    built = evidence_bundle(tmp_path / "b")
+    pack(built.bundle, out=tmp_path / "vols", volume_size=4096)
+    result = unpack(tmp_path / "vols", tmp_path / "back")
+    assert result.ok, result
+    for name in (SBOM, PROVENANCE):
+        assert (tmp_path / "back" / name).read_bytes() == (built.root / name).read_bytes()
+    assert verify_bundle(Bundle(tmp_path / "back")).ok

@@ -1,7 +1,9 @@
 """A bundle on disk: `manifest.json`, `SHA256SUMS`, `blobs/sha256/<hex>`, and the OCI layout files.
 
 `oci-layout` and `index.json` make the bundle an OCI image layout too (airlift/bundle/oci_layout.py):
-they are derived from the manifest and written with SHA256SUMS, which pins them.
+they are derived from the manifest and written with SHA256SUMS, which pins them. (v1.1) `sbom.cdx.json`
+and `provenance.json` are blobs pinned by the manifest's `evidence`; the top-level files are their copies,
+written with SHA256SUMS too (docs/security.md says what pins what).
 """
 
 from __future__ import annotations

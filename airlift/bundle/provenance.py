@@ -18,7 +18,6 @@ from typing import Any
 from airlift import __version__
 from airlift.bundle.manifest import Artifact, Manifest, artifacts_digest
 
-PROVENANCE = "provenance.json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:airlift:build-bundle:v1"

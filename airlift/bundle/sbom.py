@@ -24,7 +24,6 @@ from packageurl import PackageURL
 from airlift import __version__
 from airlift.bundle.manifest import Artifact, Manifest, artifacts_digest
 
-SBOM = "sbom.cdx.json"
 MAX_EVIDENCE_BYTES = 512 << 20  # an SBOM lists every file: bounded, but roomy
 _WHEEL_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 _KIND_TYPE = {

@@ -13,7 +13,7 @@ from airlift.fetch.assemble import assemble_bundle, check_model_signatures
 from airlift.fetch.cache import Cache
 from airlift.util.errors import InputError, IntegrityError
 from tests.fast.conftest import hf_model, make_writable
-from tests.modelsign import make_key, sign_files
+from tests.modelsign import make_ca_and_leaf, make_key, sign_files, sign_files_with_certificate
 
 FILES = {"config.json": b'{"hidden_size": 8}\n', "model.safetensors": b"\x00weights" * 64, "tokenizer/vocab.txt": b"hello\n"}
 
@@ -89,3 +89,16 @@ def test_the_far_side_rechecks_from_the_bundle_alone(tmp_path):
     sig_blob.write_bytes(forged)
     [problem] = model_signature_problems(bundle.root, manifest)
     assert problem.artifact_id == "models/acme/tiny" and problem.reason.startswith("signature mismatch: model signature model.sig does not match these files")
+
+
+def test_a_certificate_chain_is_trust_material_too(tmp_path):
+    leaf_key, leaf, ca = make_ca_and_leaf(tmp_path)
+    cache, artifact = _setup(tmp_path, sign_files_with_certificate(FILES, leaf_key, leaf, [ca]))
+    spec = Spec.model_validate({"name": "signed", "models": [{"hf": "acme/tiny", "verify_signature": {"certificate_chain": [str(ca)]}}]})
+    [checked] = check_model_signatures(spec, [artifact], cache)
+    assert checked.signature.method == "certificate" and checked.signature.files == 3
+    (tmp_path / "other").mkdir()
+    _, _, other_ca = make_ca_and_leaf(tmp_path / "other")  # a CA that did not issue the signer's certificate
+    wrong = Spec.model_validate({"name": "signed", "models": [{"hf": "acme/tiny", "verify_signature": {"certificate_chain": [str(other_ca)]}}]})
+    with pytest.raises(IntegrityError, match="does not verify"):
+        check_model_signatures(wrong, [artifact], cache)

@@ -14,6 +14,7 @@ from typing import Any
 
 from airlift.bundle.manifest import Artifact, ImageInfo, Referrer
 from airlift.bundle.oci_layout import config_platform, oci_form
+from airlift.bundle.sources import ImageSource
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.fetch.engine_image import engine_record_is_sound, fetch_engine, resolve_engine
@@ -56,7 +57,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
     return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
 
 
-def _referrers(client: RegistryClient, repository: str, source, digest: str, ctx: FetchContext) -> tuple[list[Referrer], list[str]]:
+def _referrers(client: RegistryClient, repository: str, source: ImageSource, digest: str, ctx: FetchContext) -> tuple[list[Referrer], list[str]]:
     """The image's referrers (of its platform manifest and of its index), pulled into the cache."""
     records: list[Referrer] = []
     blobs: list[str] = []

@@ -118,7 +118,10 @@ def push_image(
         client.close()
 
 
-def _push_referrers(client: RegistryClient, artifact: Artifact, repository: str, report: PushReport, blob_path, state_dir: Path, host: str, label: str) -> None:
+def _push_referrers(
+    client: RegistryClient, artifact: Artifact, repository: str, report: PushReport, blob_path: Callable[[str], Path],
+    state_dir: Path, host: str, label: str,
+) -> None:
     """After the image itself (a referrer names its subject): its referrers, digests unchanged."""
     if not artifact.referrers:
         return

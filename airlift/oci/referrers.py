@@ -17,7 +17,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from airlift.bundle.manifest import Referrer
 from airlift.bundle.oci_layout import OCI_INDEX, OCI_MANIFEST
 from airlift.bundle.store import BlobStore
 from airlift.oci.client import DOCKER_MANIFEST, RegistryClient
@@ -108,10 +110,10 @@ class ReferrerPush:
 
 
 def push(
-    client: RegistryClient, repository: str, referrers: list, *, blob_path: Callable[[str], object],
+    client: RegistryClient, repository: str, referrers: list[Referrer], *, blob_path: Callable[[str], Path],
     upload: Callable[[str], int],
 ) -> ReferrerPush:
-    """Push each referrer (records of airlift.bundle.manifest.Referrer) beside its image, digests unchanged."""
+    """Push each referrer beside its image (after it: a referrer names its subject), digests unchanged."""
     report = ReferrerPush()
     fallback: dict[str, list[dict]] = {}
     for referrer in referrers:

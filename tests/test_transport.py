@@ -64,12 +64,12 @@ def test_s3_transfer_killed_midway_resumes_without_resending(ws, hub, s3_endpoin
         time.sleep(1)
         s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
         done = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-        assert 0 < len(done) < 12, f"kill point missed: {len(done)} objects"
+        assert 0 < len(done) < 14, f"kill point missed: {len(done)} objects"  # 12 shards + the SBOM and provenance blobs
         proxy.bytes_per_second = None
         proxy.reset()
         ws.run("transfer", "bundle", "--to", f"s3://{bucket}/b", "--s3-endpoint", f"http://{proxy.address}")
         blob_puts = proxy.requests["PUT blob"] + proxy.requests["PUT other"] - 4  # minus SHA256SUMS, manifest, oci-layout, index.json
-        assert blob_puts <= 12 - len(done), f"re-sent completed blobs: {proxy.requests} with {len(done)} already there"
+        assert blob_puts <= 14 - len(done), f"re-sent completed blobs: {proxy.requests} with {len(done)} already there"
     finally:
         proxy.stop()
     ws.run("transfer", f"s3://{bucket}/b", "--to", "back", "--s3-endpoint", s3_endpoint)
@@ -85,10 +85,10 @@ def test_ssh_round_trip(ws, hub, services):
         need("sshd", "no endpoint recorded")
     remote = f"{url}{ws.root}/remote-bundle"
     first = ws.run("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "8 blobs" in first and "verified" in first
+    assert "10 blobs" in first and "verified" in first  # 8 of the artifacts + the SBOM and provenance blobs
     assert sha256sum_check(ws.root / "remote-bundle").returncode == 0
     second = ws.run("transfer", "bundle", "--to", remote, "--ssh-key", key, *SSH_OPTS).stdout
-    assert "0 blobs (0 B) sent, 8 already there" in second
+    assert "0 blobs (0 B) sent, 10 already there" in second
     ws.run("transfer", remote, "--to", "back", "--ssh-key", key, *SSH_OPTS)
     ws.run("verify", "back")
 
@@ -100,7 +100,7 @@ def test_pack_unpack_names_damage_and_recovers_the_rest(ws, hub):
     spec = ws.write("pack.yaml", "name: pack\nmodels:\n  - hf: acme/pack-model\ndatasets:\n  - hf: acme/pack-text\n")
     ws.run("build", str(spec), "--out", "bundle")
     out = ws.run("pack", "bundle", "--out", "vols", "--volume-size", "3MiB", "--zstd").stdout
-    assert "1 blobs compressed" in out, out  # the text compresses; weights and random data are left alone
+    assert "2 blobs compressed" in out, out  # the text and the SBOM compress; weights and random data are left alone
     vols = sorted((ws.root / "vols").glob("vol-*.bin"))
     assert len(vols) >= 3 and all(v.stat().st_size <= 3 << 20 for v in vols)
     check = __import__("subprocess").run(["sha256sum", "--quiet", "-c", "VOLUMES.SHA256SUMS"], cwd=ws.root / "vols", capture_output=True)
@@ -141,9 +141,10 @@ def test_delta_bundle_holds_only_changed_blobs(ws, hub):
     hub.add_repo("model", "acme/delta-model", files={**base, "config.json": b'{"v": 2}\n'})
     out = ws.run("build", str(spec), "--out", "v2", "--since", "v1").stdout
     assert "delta since v1" in out
-    new_blobs = list((ws.root / "v2" / "blobs" / "sha256").iterdir())
-    assert len(new_blobs) == 1 and new_blobs[0].read_bytes() == b'{"v": 2}\n'
     manifest = json.loads((ws.root / "v2" / "manifest.json").read_text())
+    evidence = {manifest["evidence"]["sbom_sha256"], manifest["evidence"]["provenance_sha256"]}  # each bundle's own
+    new_blobs = [p for p in (ws.root / "v2" / "blobs" / "sha256").iterdir() if p.name not in evidence]
+    assert len(new_blobs) == 1 and new_blobs[0].read_bytes() == b'{"v": 2}\n'
     import hashlib
 
     assert manifest["since"]["manifest_sha256"] == hashlib.sha256((ws.root / "v1" / "manifest.json").read_bytes()).hexdigest()

@@ -23,18 +23,18 @@ def test_transfer_sends_only_missing_blobs_and_verifies(ws, hub):
     spec = ws.write("xfer.yaml", "name: xfer\nmodels:\n  - hf: acme/xfer-model\n")
     ws.run("build", str(spec), "--out", "bundle")
     first = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "4 blobs" in first and "verified" in first
+    assert "6 blobs" in first and "verified" in first  # 4 of the model + its SBOM and provenance blobs
     assert sha256sum_check(ws.root / "dest").returncode == 0
     assert (ws.root / "dest" / "manifest.json").read_bytes() == (ws.root / "bundle" / "manifest.json").read_bytes()
 
     second = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "0 blobs (0 B) sent, 4 already there" in second
+    assert "0 blobs (0 B) sent, 6 already there" in second
 
     # A blob lost at DEST is the only one sent again.
     victim = next((ws.root / "dest" / "blobs" / "sha256").iterdir())
     victim.unlink()
     third = ws.run("transfer", "bundle", "--to", "dest").stdout
-    assert "1 blobs" in third and "3 already there" in third
+    assert "1 blobs" in third and "5 already there" in third
     ws.run("verify", "dest")
 
 

@@ -3,6 +3,7 @@ a damaged blob already at DEST (directory, ssh, S3), and a delta bundle sent to 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -34,7 +35,8 @@ def _delta_pair(ws, hub, name: str, *, seed: int) -> dict[str, bytes]:
     changed = {**base, "config.json": b'{"v": 2}\n'}
     hub.add_repo("model", f"acme/{name}", files=changed)
     ws.run("build", str(spec), "--out", "v2", "--since", "v1")
-    assert len(list((ws.root / "v2" / "blobs" / "sha256").iterdir())) == 1
+    evidence = json.loads((ws.root / "v2" / "manifest.json").read_text())["evidence"]  # v2's own SBOM and provenance
+    assert len([p for p in (ws.root / "v2" / "blobs" / "sha256").iterdir() if p.name not in (evidence["sbom_sha256"], evidence["provenance_sha256"])]) == 1
     return changed
 
 
@@ -83,7 +85,7 @@ def test_a_same_size_corruption_at_a_dir_dest_is_repaired(ws, hub):
 def test_a_delta_transfers_to_a_fresh_directory(ws, hub):
     _delta_pair(ws, hub, "truth-delta", seed=921)
     out = ws.run("transfer", "v2", "--to", "fresh").stdout
-    assert "1 blobs" in out and "2 blobs left to the lineage truth-delta" in out, out
+    assert "3 blobs" in out and "2 blobs left to the lineage truth-delta" in out, out  # config.json + its SBOM, provenance
     assert "OK:" in ws.run("verify", "fresh", "--store", "v1").stdout
     alone = ws.run("verify", "fresh", expect=1).stdout
     assert "model.safetensors: missing" in alone and "tokenizer.json: missing" in alone

@@ -145,6 +145,8 @@ def test_mirror_refresh_sends_its_delta_to_a_fresh_directory(ws, hub):
     out = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors", "--transfer-to", "drop-2").stdout
     assert "delta since" in out, out
     first, _ = sorted((ws.root / "mirrors").iterdir())
-    assert [p.read_bytes() for p in (ws.root / "drop-2" / "blobs" / "sha256").iterdir()] == [b'{"v": 2}\n']
+    evidence = json.loads((ws.root / "drop-2" / "manifest.json").read_text())["evidence"]  # the delta's own SBOM and provenance
+    carried = [p for p in (ws.root / "drop-2" / "blobs" / "sha256").iterdir() if p.name not in (evidence["sbom_sha256"], evidence["provenance_sha256"])]
+    assert [p.read_bytes() for p in carried] == [b'{"v": 2}\n']
     assert "OK:" in ws.run("verify", "drop-2", "--store", str(first)).stdout
     assert "model.safetensors: missing" in ws.run("verify", "drop-2", expect=1).stdout

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
+from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, TOP_LEVEL_FILES, Bundle
 from airlift.bundle.manifest import Manifest
-from airlift.bundle.oci_layout import LAYOUT_FILES
 from airlift.bundle.store import SHA256_RE
 from airlift.transport.location import (
     Location,
@@ -151,7 +150,7 @@ def plan_push(s3, src: Bundle, location: Location, *, recheck: bool = False) -> 
 
 def finish_push(s3, src: Bundle, location: Location) -> None:
     """Upload the small files (manifest last), skipping any already identical, then check DEST."""
-    for name in (*LAYOUT_FILES, SUMS, SIGNATURE, MANIFEST):  # SHA256SUMS names the OCI layout files
+    for name in (*TOP_LEVEL_FILES, SUMS, SIGNATURE, MANIFEST):  # SHA256SUMS names the derived top-level files
         path = src.root / name
         if not path.exists():
             continue

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, Bundle
+from airlift.bundle.layout import MANIFEST, SIGNATURE, SUMS, TOP_LEVEL_FILES, Bundle
 from airlift.bundle.manifest import Manifest
-from airlift.bundle.oci_layout import LAYOUT_FILES
 from airlift.bundle.stamps import STAMPS, Stamp, parse_stamps, render_stamps
 from airlift.bundle.store import SHA256_RE
 from airlift.transport.location import (
@@ -228,7 +227,7 @@ def push(src: Bundle, location: Location, opts: SshOptions, *, recheck: bool = F
         if bad:
             raise WorkError(f"verification at {location.text} failed: {len(bad)} blobs sent do not hash to their names, e.g. {bad[0]}")
         observed |= {d: stamp for d, stamp in sent.items() if stamp is not None}
-    small = [name for name in (*LAYOUT_FILES, SUMS, SIGNATURE) if (src.root / name).exists()]  # SHA256SUMS names the OCI layout files
+    small = [name for name in (*TOP_LEVEL_FILES, SUMS, SIGNATURE) if (src.root / name).exists()]  # SHA256SUMS names the derived top-level files
     _rsync(opts, location, [f"{src.root}/"], dest, small + [MANIFEST], what=f"rsync manifest to {location.text}")
     after, _ = remote_state(location, opts, create=False)
     lost = [d for d, (_, size) in carried.items() if d not in after or after[d][2] != size]

@@ -4,6 +4,7 @@ need no service, are in tests/fast/test_content_truth.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -34,7 +35,8 @@ def _delta_pair(ws, hub, name: str, *, seed: int) -> dict[str, bytes]:
     changed = {**base, "config.json": b'{"v": 2}\n'}
     hub.add_repo("model", f"acme/{name}", files=changed)
     ws.run("build", str(spec), "--out", "v2", "--since", "v1")
-    assert len(list((ws.root / "v2" / "blobs" / "sha256").iterdir())) == 1
+    evidence = json.loads((ws.root / "v2" / "manifest.json").read_text())["evidence"]  # v2's own SBOM and provenance
+    assert len([p for p in (ws.root / "v2" / "blobs" / "sha256").iterdir() if p.name not in (evidence["sbom_sha256"], evidence["provenance_sha256"])]) == 1
     return changed
 
 
@@ -92,6 +94,8 @@ def test_mirror_refresh_sends_its_delta_to_a_fresh_directory(ws, hub):
     out = ws.run("mirror-refresh", str(spec), "--bundles-dir", "mirrors", "--transfer-to", "drop-2").stdout
     assert "delta since" in out, out
     first, _ = sorted((ws.root / "mirrors").iterdir())
-    assert [p.read_bytes() for p in (ws.root / "drop-2" / "blobs" / "sha256").iterdir()] == [b'{"v": 2}\n']
+    evidence = json.loads((ws.root / "drop-2" / "manifest.json").read_text())["evidence"]  # the delta's own SBOM and provenance
+    carried = [p for p in (ws.root / "drop-2" / "blobs" / "sha256").iterdir() if p.name not in (evidence["sbom_sha256"], evidence["provenance_sha256"])]
+    assert [p.read_bytes() for p in carried] == [b'{"v": 2}\n']
     assert verified(ws.root / "drop-2", store=first).ok
     assert "model.safetensors: missing" in problems(verified(ws.root / "drop-2", ok=False))

@@ -1,7 +1,9 @@
 """A bundle on disk: `manifest.json`, `SHA256SUMS`, `blobs/sha256/<hex>`, and the OCI layout files.
 
 `oci-layout` and `index.json` make the bundle an OCI image layout too (airlift/bundle/oci_layout.py):
-they are derived from the manifest and written with SHA256SUMS, which pins them.
+they are derived from the manifest and written with SHA256SUMS, which pins them. (v1.1) `sbom.cdx.json`
+and `provenance.json` are blobs pinned by the manifest's `evidence`; the top-level files are their copies,
+written with SHA256SUMS too (docs/security.md says what pins what).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 from pathlib import Path
 
 from airlift.bundle.install_sh import INSTALL_SH, INSTALL_SH_PATH
-from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
+from airlift.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, artifacts_digest
 from airlift.bundle.oci_layout import (
     INDEX,
     LAYOUT_FILES,
@@ -29,16 +31,51 @@ from airlift.util.fs import write_bytes_atomic
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
+SBOM = "sbom.cdx.json"  # v1.1 (airlift/bundle/sbom.py)
+PROVENANCE = "provenance.json"  # v1.1 (airlift/bundle/provenance.py)
+EVIDENCE_FILES = (SBOM, PROVENANCE)
 # Every top-level file derived from the manifest (and the blobs it names), written before SHA256SUMS,
 # which pins them. The one list: writers, checkers and every transport read it. A bundle holds only
-# those that apply to it (install.sh needs tools/airlift).
-DERIVED_FILES: tuple[str, ...] = (*LAYOUT_FILES, INSTALL_SH)
+# those that apply to it (install.sh needs tools/airlift; the SBOM and provenance need a manifest that
+# pins them). The SBOM and the provenance are also blobs (pinned by the manifest's `evidence`), so they
+# travel wherever blobs do; the top-level files are their readable copies.
+DERIVED_FILES: tuple[str, ...] = (*LAYOUT_FILES, INSTALL_SH, *EVIDENCE_FILES)
+TOP_LEVEL_FILES = DERIVED_FILES
 # Every top-level small file a bundle may hold besides its manifest, in the order a transfer sends them
 # (the manifest goes last, so a half-sent bundle is never taken for a whole one). Transports read this
 # list and spell no name themselves: a file added here travels everywhere. At a local DEST the derived
 # ones and SHA256SUMS are rewritten from the manifest (`write_sums`) rather than copied.
 TOP_FILES: tuple[str, ...] = (*DERIVED_FILES, SUMS, SIGNATURE)
 MAX_SUMS_BYTES = 64 << 20  # one line per blob: far beyond any real bundle
+
+
+def evidence_files(manifest: Manifest) -> dict[str, bytes]:
+    """`{name: bytes}` of the SBOM and the provenance of `manifest` (its `evidence` field aside)."""
+    from airlift.bundle.provenance import provenance_bytes
+    from airlift.bundle.sbom import sbom_bytes
+
+    base = manifest.model_copy(update={"evidence": None})
+    return {SBOM: sbom_bytes(base), PROVENANCE: provenance_bytes(base)}
+
+
+def evidence_pins(manifest: Manifest) -> dict[str, str]:
+    """`{top-level name: sha256}` the manifest pins (none for a manifest older than the evidence)."""
+    if manifest.evidence is None:
+        return {}
+    return {SBOM: manifest.evidence.sbom_sha256, PROVENANCE: manifest.evidence.provenance_sha256}
+
+
+def with_evidence(manifest: Manifest) -> tuple[Manifest, dict[str, bytes]]:
+    """`manifest` pinning its SBOM and provenance (by sha256), and those two documents' bytes."""
+    from airlift.bundle.manifest import Evidence
+
+    files = evidence_files(manifest)
+    evidence = Evidence(
+        artifacts_sha256=artifacts_digest(manifest.artifacts),
+        sbom_sha256=hashlib.sha256(files[SBOM]).hexdigest(),
+        provenance_sha256=hashlib.sha256(files[PROVENANCE]).hexdigest(),
+    )
+    return manifest.model_copy(update={"evidence": evidence}), files
 
 
 class Bundle:
@@ -77,8 +114,10 @@ class Bundle:
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest_bytes()).hexdigest()
 
-    def write_manifest(self, manifest: Manifest) -> str:
-        """Write manifest.json, then SHA256SUMS (last, so its presence means the bundle is complete)."""
+    def write_manifest(self, manifest: Manifest, evidence: dict[str, bytes] | None = None) -> str:
+        """Store the evidence blobs, write manifest.json, then SHA256SUMS (last: its presence means the bundle is complete)."""
+        for content in (evidence or {}).values():
+            self.store.put_bytes(content)
         data = manifest.to_bytes()
         write_bytes_atomic(self.manifest_path, data)
         self.write_sums(manifest, hashlib.sha256(data).hexdigest())
@@ -92,6 +131,12 @@ class Bundle:
         for name, data in self.derived_files(manifest).items():
             write_bytes_atomic(self.root / name, data, mode=0o755 if name == INSTALL_SH else 0o644)
             lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+        # The evidence files are copies of their blobs, written only from a blob that hashes to its pin.
+        for name, pinned in evidence_pins(manifest).items():
+            content = self.read_evidence_blob(pinned)
+            if content is not None:
+                write_bytes_atomic(self.root / name, content)
+                lines.append(f"{pinned}  {name}\n")
         lines.append(f"{manifest_sha256}  {MANIFEST}\n")
         write_bytes_atomic(self.root / SUMS, "".join(lines).encode())
 
@@ -161,6 +206,55 @@ class Bundle:
             narrower = None if ids is None else index_bytes(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob, only=ids)
             if actual != narrower:
                 problems[name] = "corrupt"
+        return problems
+
+    def read_evidence_blob(self, sha256: str) -> bytes | None:
+        """An evidence blob's bytes if this bundle holds it as a regular file hashing to its name; else None."""
+        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES
+
+        try:
+            fd = open_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)))
+        except (OSError, EscapeError):
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_EVIDENCE_BYTES + 1)
+        return data if len(data) <= MAX_EVIDENCE_BYTES and hashlib.sha256(data).hexdigest() == sha256 else None
+
+    def evidence_problems(self, manifest: Manifest) -> dict[str, str]:
+        """`{file: reason}` for an SBOM or provenance that is missing, not what the manifest pins, or disagrees with it.
+
+        The top-level copies are checked here; verify rehashes their blobs with the others. A manifest older than the evidence (no `evidence` field) pins none: nothing to check.
+        """
+        if manifest.evidence is None:
+            return {}
+        from airlift.bundle.provenance import provenance_problems
+        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES, sbom_problems
+
+        checks = {SBOM: sbom_problems, PROVENANCE: provenance_problems}
+        problems = {}
+        for name, pinned in evidence_pins(manifest).items():
+            disagreement = checks[name]
+            if self.read_evidence_blob(pinned) is None:
+                continue  # verify names the blob itself; the copy is rewritten from it once it is good again
+            try:
+                fd = open_regular(self.root, name)
+            except FileNotFoundError:
+                problems[name] = "missing"
+                continue
+            except (OSError, EscapeError):
+                problems[name] = "corrupt"
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(MAX_EVIDENCE_BYTES + 1)
+            if len(data) > MAX_EVIDENCE_BYTES or hashlib.sha256(data).hexdigest() != pinned:
+                problems[name] = "corrupt"
+                continue
+            # Pinned bytes that still disagree: a manifest and evidence made by different builds.
+            found = disagreement(data, manifest)
+            if manifest.evidence.artifacts_sha256 != artifacts_digest(manifest.artifacts):
+                found.insert(0, "evidence.artifacts_sha256 is not the digest of the manifest's artifacts")
+            if found:
+                problems[name] = "disagrees with the manifest: " + "; ".join(found[:5])
         return problems
 
     def sums_text(self) -> str | None:

@@ -29,6 +29,8 @@ from airlift.util.confine import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, path_probl
 from airlift.util.errors import InputError
 from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM, Digest
 
+REFERRER_TAG = r"^sha256-[0-9a-f]{64}\.(sig|att|sbom)$"  # cosign's tag schema
+
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
 MAX_MANIFEST_BYTES = 256 << 20
@@ -88,6 +90,22 @@ class FileEntry(Model):
         return check_relative_path(value)
 
 
+class Referrer(Model):
+    """(v1.1) An artifact that refers to an image: a cosign signature, an attestation, an SBOM.
+
+    Found by the OCI 1.1 referrers API (`subject`) or by cosign's tag schema (`tag`, e.g.
+    `sha256-<hex>.sig`); its manifest and blobs travel as ordinary blobs of the image artifact.
+    """
+
+    digest: str = Field(pattern=DIGEST)
+    media_type: str = Field(pattern=MEDIA_TYPE, max_length=255)
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
+    subject: str = Field(pattern=DIGEST)
+    tag: str | None = Field(default=None, pattern=REFERRER_TAG)
+    artifact_type: str | None = Field(default=None, pattern=MEDIA_TYPE, max_length=255)
+    blobs: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list)
+
+
 class ImageInfo(Model):
     """An image artifact: manifest digest, platform, config and layers (each a blob), repository and tag."""
 
@@ -101,6 +119,22 @@ class ImageInfo(Model):
     index_digest: str | None = Field(default=None, pattern=DIGEST)
     repository: str = Field(pattern=OCI_REPOSITORY, max_length=255)
     tag: str | None = Field(default=None, pattern=OCI_TAG)
+    referrers: list[Referrer] | None = None  # v1.1; None (not []) keeps older manifests byte-identical
+
+
+class ModelSignature(Model):
+    """(v1.1) The OpenSSF model-signing check made at build time (airlift/bundle/modelsig.py)."""
+
+    method: Literal["key", "certificate"]
+    signature: str  # the signature file's path among the artifact's files
+    trust: list[Annotated[str, Field(pattern=DIGEST)]] = Field(min_length=1)  # the trust material, as blobs
+    verified: Literal[True] = True  # a build whose check failed writes no manifest
+    files: int = Field(ge=0)  # how many files the signature covers
+
+    @field_validator("signature")
+    @classmethod
+    def _signature(cls, value: str) -> str:
+        return check_relative_path(value)
 
 
 class Artifact(Model):
@@ -114,6 +148,7 @@ class Artifact(Model):
     files: list[FileEntry] = Field(default_factory=list)
     image: ImageInfo | None = None
     blobs: list[Digest] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers), as sha256:<hex>")
+    signature: ModelSignature | None = None  # v1.1: a model-signing signature checked at build
 
     @field_validator("source", mode="before")
     @classmethod
@@ -152,6 +187,10 @@ class Artifact(Model):
         return {f.sha256 for f in self.files} | {b.hex for b in self.blobs}
 
     @property
+    def referrers(self) -> list[Referrer]:
+        return list(self.image.referrers or []) if self.image is not None else []
+
+    @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
@@ -169,6 +208,25 @@ class Lineage(Model):
     created: str
 
 
+class Evidence(Model):
+    """(v1.1) The supply-chain documents beside the manifest, pinned by it (see docs/security.md).
+
+    `artifacts_sha256` is the digest of the artifact list (`artifacts_digest`): it is the provenance's
+    subject, so the provenance names what this manifest carries without naming the manifest's own bytes,
+    which pin the provenance (a digest cannot name a file that contains it).
+    """
+
+    artifacts_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sbom_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    provenance_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def artifacts_digest(artifacts: list[Artifact]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no whitespace, no nulls) of an artifact list."""
+    payload = [a.model_dump(mode="json", exclude_none=True) for a in artifacts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 class Manifest(Model):
     """manifest.json: schema version, name, lineage, the resolution digest, the artifacts and the (redacted) spec."""
 
@@ -184,6 +242,7 @@ class Manifest(Model):
     resolution: str | None = None
     artifacts: list[Artifact]
     spec: dict[str, Any] | None = None  # the spec, redacted; semi-trusted, so validated as a Spec on read
+    evidence: Evidence | None = None  # v1.1: absent in older manifests, which still verify
 
     @field_validator("spec")
     @classmethod
@@ -207,6 +266,8 @@ class Manifest(Model):
         blobs: set[str] = set()
         for artifact in self.artifacts:
             blobs |= artifact.all_blobs()
+        if self.evidence is not None:  # the SBOM and provenance travel as blobs too
+            blobs |= {self.evidence.sbom_sha256, self.evidence.provenance_sha256}
         return blobs
 
     def to_bytes(self) -> bytes:

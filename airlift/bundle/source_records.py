@@ -240,6 +240,7 @@ class ImageSource(SourceRecord):
     index_digest: Digest | None = None
     platform: str = Field(pattern=PLATFORM)
     image_id: Digest | None = None
+    referrers: Literal[False] | None = None  # v1.1: False when the spec opted out (`referrers: false`)
 
     @property
     def pinned(self) -> str:

@@ -8,11 +8,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airlift.bundle.layout import Bundle
+from airlift.bundle.layout import Bundle, evidence_pins
 from airlift.bundle.manifest import Manifest, now_iso
 from airlift.bundle.signing import TrustedManifest, trusted_manifest
 from airlift.bundle.store import BlobStore
@@ -27,7 +26,7 @@ class Problem(BaseModel):
     artifact_id: str
     path: str
     sha256: str
-    reason: Literal["missing", "corrupt", "wrong size"]
+    reason: str = Field(pattern=r"^(missing|corrupt|wrong size|disagrees with the manifest.*|signature mismatch.*)$")
 
     def describe(self) -> str:
         return f"{self.artifact_id}: {self.path}: {self.reason} (blob {self.sha256})"
@@ -108,6 +107,9 @@ def verify_bundle(
             sizes[entry.sha256] = entry.size
         for blob in artifact.blobs:
             sizes.setdefault(blob.hex, None)
+    evidence = evidence_pins(manifest)  # v1.1: the SBOM and provenance blobs are rehashed like any other
+    for pinned in evidence.values():
+        sizes.setdefault(pinned, None)
 
     stop = threading.Event()
 
@@ -164,7 +166,32 @@ def verify_bundle(
     if not report.problems:
         for name, reason in bundle.layout_problems(manifest).items():
             report.problems.append(Problem(artifact_id="oci layout", path=name, sha256="-", reason=reason))
+    # The SBOM and provenance are pinned by the manifest: checked even when another blob is broken.
+    for name, pinned in evidence.items():
+        if pinned in bad:
+            report.problems.append(Problem(artifact_id="evidence", path=f"{name} (blob)", sha256=pinned, reason=bad[pinned]))
+    for name, reason in bundle.evidence_problems(manifest).items():
+        report.problems.append(Problem(artifact_id="evidence", path=name, sha256="-", reason=reason))
     return report
+
+
+def model_signature_problems(bundle: str | Path, manifest: Manifest, *, store: str | None = None) -> list[Problem]:
+    """v1.1 (`verify --model-signatures`): each recorded model signature checked again against its bundled trust."""
+    from airlift.bundle import modelsig
+
+    opened = Bundle(bundle)
+    lender = BlobStore(Path(store)) if store else None
+
+    def blob_path(sha256: str) -> Path:
+        own = opened.store.blob_path(sha256)
+        return own if own.exists() or lender is None else lender.blob_path(sha256)
+
+    problems = []
+    for artifact in manifest.artifacts:
+        found = modelsig.recheck(artifact, blob_path=blob_path, scratch=opened.store.tmp_dir)
+        if found is not None and artifact.signature is not None:
+            problems.append(Problem(artifact_id=artifact.id, path=artifact.signature.signature, sha256="-", reason=f"signature mismatch: {found}"))
+    return problems
 
 
 def quarantine(bundle: Bundle, digests: list[str], *, extra_stores: tuple[BlobStore, ...] = ()) -> list[str]:

@@ -107,7 +107,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.store and not Path(args.store).is_dir():
         raise InputError(f"--store {args.store}: not a directory")
     verify_bundle_flow = _flow("verify")
-    report = verify_bundle_flow(bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys)
+    report = verify_bundle_flow(
+        bundle=str(args.bundle), store=args.store, receipt_dir=args.receipt, pubkeys=keys,
+        **({"model_signatures": True} if getattr(args, "model_signatures", False) else {}),
+    )
     if getattr(args, "json", False):
         _print_json("verify", report.model_dump(mode="json") | {"ok": report.ok})
         return 0 if report.ok else 1
@@ -202,6 +205,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
             print(f"  {artifact.id:50} image       {len(image.layers):3} layers {human(image.size):>11}  {image.platform}  {image.digest}")
             print(f"      {image.ref} -> {where}")
+            for referrer in artifact.referrers:  # v1.1: signatures, attestations, SBOMs that travel with it
+                print(f"      referrer {referrer.digest}  {referrer.artifact_type or referrer.media_type}" + (f"  tag {referrer.tag}" if referrer.tag else f"  subject {referrer.subject[:19]}"))
             shared = sharing[artifact.id]
             if shared.shared_with:
                 print(f"      shares {human(shared.shared_bytes)} of {human(shared.total_bytes)} with {', '.join(shared.shared_with)}")

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable): refuse a bundle none of them signed")
     p.add_argument("--receipt", help="directory for the verification receipt (default: BUNDLE/receipts)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (counts, bytes, per-artifact results)")
+    p.add_argument("--model-signatures", action="store_true", help="also check each model-signing signature the build checked, with its bundled trust")
     p.set_defaults(func=commands.cmd_verify)
 
     p = sub.add_parser("mirror-refresh", help="write a delta bundle only if something upstream changed",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from airlift.config.installer import Installer
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
@@ -57,6 +57,36 @@ def _safe_name(value: str) -> str:
     return value
 
 
+class SignatureTrust(Strict):
+    """Trust material for an OpenSSF model-signing signature the repository carries (airlift/bundle/modelsig.py).
+
+    Exactly one of `key` (an elliptic-curve public key, PEM) or `certificate_chain` (PEM certificates the
+    signing certificate must chain to). The files are read at build time and travel in the bundle, pinned
+    by the manifest, so `verify --model-signatures` can check again on the far side with no network.
+    """
+
+    key: str | None = Field(default=None, min_length=1)
+    certificate_chain: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    signature: str = Field(default="model.sig", description="the signature file's path inside the repository")
+
+    @field_validator("signature")
+    @classmethod
+    def _signature(cls, value: str) -> str:
+        if value.startswith("/") or any(part in {"", ".", ".."} for part in value.split("/")):
+            raise ValueError(f"{value!r} must be a relative path inside the repository")
+        return _no_control(value, "signature")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SignatureTrust:
+        if (self.key is None) == (self.certificate_chain is None):
+            raise ValueError("give exactly one of key or certificate_chain")
+        return self
+
+    @property
+    def trust_files(self) -> list[str]:
+        return [self.key] if self.key is not None else list(self.certificate_chain or [])
+
+
 class HfRepo(Strict):
     """A Hugging Face model or dataset repository."""
 
@@ -64,6 +94,7 @@ class HfRepo(Strict):
     revision: str = Field(default="main", min_length=1, description="Branch, tag or commit")
     allow: list[str] | None = Field(default=None, description="Only files matching these globs")
     ignore: list[str] | None = Field(default=None, description="Skip files matching these globs")
+    verify_signature: SignatureTrust | None = None  # v1.1: check the repo's model-signing signature at build
 
     @field_validator("revision")
     @classmethod
@@ -76,6 +107,7 @@ class NgcModel(Strict):
 
     ngc: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
     allow: list[str] | None = None
+    verify_signature: SignatureTrust | None = None  # v1.1: check the model's model-signing signature at build
 
 
 class UrlFile(Strict):
@@ -136,6 +168,7 @@ class ImageRef(Strict):
     ref: str = Field(min_length=1)
     platform: str | None = Field(default=None, pattern=PLATFORM_RE)
     from_: Literal["registry", "docker"] = Field(default="registry", alias="from")
+    referrers: bool = Field(default=True, description="carry the image's referrers (signatures, attestations, SBOMs)")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from airlift import __version__
-from airlift.bundle.layout import Bundle
+from airlift.bundle.layout import Bundle, with_evidence
 from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
 from airlift.fetch.cache import Cache
@@ -37,6 +37,35 @@ def resolution_digest(cache_keys: Sequence[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(sorted(cache_keys)).encode()).hexdigest()
 
 
+def check_model_signatures(spec: Spec, artifacts: Sequence[Artifact], cache: Cache) -> list[Artifact]:
+    """v1.1: each artifact whose spec entry has `verify_signature`, checked and recorded (with its trust as blobs).
+
+    Raises:
+        IntegrityError: A signature does not match its files (the message names them): exit 1.
+    """
+    from airlift.bundle import modelsig
+    from airlift.bundle.manifest import ModelSignature
+    from airlift.config.spec import artifact_id_of
+
+    trusts = {artifact_id_of(entry, section): entry.verify_signature for section, entry in spec.entries() if getattr(entry, "verify_signature", None)}
+    out = []
+    for artifact in artifacts:
+        trust = trusts.get(artifact.id)
+        if trust is None:
+            out.append(artifact)
+            continue
+        stored = [cache.store.put_bytes(data).sha256 for data in modelsig.read_trust(trust.trust_files, artifact_id=artifact.id)]
+        method = "key" if trust.key is not None else "certificate"
+        covered = modelsig.check(
+            artifact, method=method, signature=trust.signature, trust=[cache.store.blob_path(d) for d in stored],
+            blob_path=cache.store.blob_path, scratch=cache.store.tmp_dir,
+        )
+        record = ModelSignature(method=method, signature=trust.signature, trust=[f"sha256:{d}" for d in stored], files=covered)
+        blobs = [*artifact.blobs, *(f"sha256:{d}" for d in stored if f"sha256:{d}" not in artifact.blobs)]
+        out.append(artifact.model_copy(update={"signature": record, "blobs": blobs}))
+    return out
+
+
 def assemble_bundle(
     *, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None, resolution: str | None = None,
 ) -> BuildResult:
@@ -52,7 +81,7 @@ def assemble_bundle(
         old_blobs = old_manifest.all_blobs()
         lineage = Lineage(manifest_sha256=old.manifest_sha256(), name=old_manifest.name, created=old_manifest.created)
 
-    ordered = sorted(artifacts, key=lambda a: a.id)
+    ordered = sorted(check_model_signatures(spec, artifacts, cache), key=lambda a: a.id)
     manifest = Manifest(
         name=spec.name,
         created=now_iso(),
@@ -64,12 +93,14 @@ def assemble_bundle(
     )
     if bundle.exists():
         previous = bundle.read_manifest()
-        if previous.model_dump(exclude={"created"}) == manifest.model_dump(exclude={"created"}):
-            manifest = previous  # a no-op rebuild keeps the bundle byte-identical
+        if previous.model_dump(exclude={"created", "evidence"}) == manifest.model_dump(exclude={"created", "evidence"}):
+            manifest = previous.model_copy(update={"evidence": None})  # a no-op rebuild keeps the bundle byte-identical
+    # v1.1: the SBOM and provenance are functions of the manifest, which then pins their digests.
+    manifest, evidence = with_evidence(manifest)
 
     written = skipped = 0
     bundle.store.ensure_dirs()
-    wanted = sorted(manifest.all_blobs())
+    wanted = sorted(set().union(*(a.all_blobs() for a in manifest.artifacts)))  # the evidence blobs are written below
     with under_way("assemble", out.name):
         for done, digest in enumerate(wanted, 1):
             if digest in old_blobs:
@@ -79,7 +110,7 @@ def assemble_bundle(
                 cache.store.link_blob_to(bundle.store, digest)
                 written += 1
                 progress(done=done, total=len(wanted))
-        digest = bundle.write_manifest(manifest)
+        digest = bundle.write_manifest(manifest, evidence)
     bundle.store.cleanup_tmp()
     return BuildResult(
         bundle=str(out),

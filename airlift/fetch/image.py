@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airlift.bundle.manifest import Artifact, ImageInfo
+from airlift.bundle.manifest import Artifact, ImageInfo, Referrer
 from airlift.bundle.oci_layout import config_platform, oci_form
+from airlift.bundle.sources import ImageSource
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.fetch.engine_image import engine_record_is_sound, fetch_engine, resolve_engine
+from airlift.oci import referrers
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
@@ -50,8 +52,25 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
     source = {
         "ref": entry.ref, "from": "registry", "registry": name.registry, "repository": name.repository,
         "tag": name.tag, "digest": digest, "index_digest": index_digest, "platform": platform,
+        "referrers": None if entry.referrers else False,
     }
     return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
+
+
+def _referrers(client: RegistryClient, repository: str, source: ImageSource, digest: str, ctx: FetchContext) -> tuple[list[Referrer], list[str]]:
+    """The image's referrers (of its platform manifest and of its index), pulled into the cache."""
+    records: list[Referrer] = []
+    blobs: list[str] = []
+    for subject in dict.fromkeys(d for d in (digest, source.index_digest) if d):
+        found_all = with_transient_retries(f"images/{source.ref}: referrers", attempts=ctx.attempts, action=lambda s=subject: referrers.discover(client, repository, s))
+        for found in found_all:
+            pulled = with_transient_retries(f"images/{source.ref}: referrer {found.digest[:19]}", attempts=ctx.attempts, action=lambda f=found: referrers.pull(client, repository, f, store=ctx.cache.store))
+            records.append(Referrer(
+                digest=found.digest, media_type=found.media_type, size=len(found.raw), subject=found.subject, tag=found.tag,
+                artifact_type=found.artifact_type, blobs=pulled[1:],
+            ))
+            blobs += [b for b in pulled if b not in blobs]
+    return records, blobs
 
 
 def still_sound(cached: Artifact, ctx: FetchContext) -> bool:
@@ -87,6 +106,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             )
 
         bounded_map(pull, descriptors, workers=min(4, ctx.max_parallel_files))
+        carried, referrer_blobs = _referrers(client, name.repository, source, digest, ctx) if source.referrers is not False else ([], [])
     finally:
         client.close()
     config = json.loads(store.blob_path(manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
@@ -97,9 +117,10 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         ref=source.ref, digest=digest, platform=platform, media_type=media_type or manifest.get("mediaType", ""),
         size=len(raw) + sum(d["size"] for d in descriptors), config=manifest["config"]["digest"],
         layers=[d["digest"] for d in manifest.get("layers", [])], index_digest=source.index_digest,
-        repository=name.repository, tag=name.tag,
+        repository=name.repository, tag=name.tag, referrers=carried or None,
     )
     blobs = [f"sha256:{manifest_blob.sha256}", *(d["digest"] for d in descriptors)]
+    blobs += [b for b in referrer_blobs if b not in blobs]
     # A Docker v2 manifest also travels in its OCI form, which the bundle's index.json names (OCI tools).
     converted = oci_form(raw)
     if converted is not None:

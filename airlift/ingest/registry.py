@@ -16,6 +16,7 @@ from pathlib import Path
 
 from airlift.bundle.manifest import Artifact
 from airlift.config.site import RegistryTarget
+from airlift.oci import referrers
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, push_target
 from airlift.util.errors import IntegrityError
@@ -36,6 +37,8 @@ class PushReport:
     bytes: int = 0
     manifest_pushed: bool = False
     already_present: bool = False
+    referrers_pushed: int = 0  # v1.1: signatures, attestations, SBOMs pushed beside the image
+    referrers_present: int = 0
 
 
 def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
@@ -91,6 +94,7 @@ def push_image(
         tag = image.tag or image.digest
         if with_transient_retries(label, action=lambda: client.head_manifest(repository, tag)) == image.digest:
             report.already_present = True
+            _push_referrers(client, artifact, repository, report, blob_path, state_dir, host, label)
             return report
         manifest_digest = image.digest
         for digest in [image.config, *image.layers]:
@@ -114,9 +118,25 @@ def push_image(
                     artifact_id=artifact.id,
                 )
         report.manifest_pushed = True
+        _push_referrers(client, artifact, repository, report, blob_path, state_dir, host, label)
         return report
     finally:
         client.close()
+
+
+def _push_referrers(
+    client: RegistryClient, artifact: Artifact, repository: str, report: PushReport, blob_path: Callable[[str], Path],
+    state_dir: Path, host: str, label: str,
+) -> None:
+    """After the image itself (a referrer names its subject): its referrers, digests unchanged."""
+    if not artifact.referrers:
+        return
+    pushed = with_transient_retries(f"{label}: referrers", action=lambda: referrers.push(
+        client, repository, artifact.referrers, blob_path=blob_path,
+        upload=lambda d: _upload(client, repository, d, blob_path, state_dir, host, None),
+    ))
+    report.referrers_pushed += pushed.pushed
+    report.referrers_present += pushed.present
 
 
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:

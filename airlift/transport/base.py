@@ -153,6 +153,9 @@ def carried_blobs(manifest: Manifest, offered: Mapping[str, int]) -> dict[str, t
         for digest in sorted(artifact.all_blobs()):
             if digest in offered and digest not in out:
                 out[digest] = (artifact.id, offered[digest])
+    for digest in sorted(manifest.all_blobs() - set(out)):  # v1.1: the SBOM and provenance blobs, of no artifact
+        if digest in offered:
+            out[digest] = ("evidence", offered[digest])
     return out
 
 

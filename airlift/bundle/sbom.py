@@ -1,0 +1,154 @@
+"""BUNDLE/sbom.cdx.json: a CycloneDX (1.6) bill of materials of the bundle, made with cyclonedx-python-lib.
+
+One component per artifact (bom-ref = the artifact id), with a package URL where one exists (an HF repo
+at its commit, an image at its digest, each wheel by its PyPI name and version), and one `file`
+sub-component per file or blob with its SHA-256. The document is a pure function of the manifest
+(serial number and timestamp included), so a no-op rebuild writes the same bytes, and verify can check
+it agrees with the manifest without trusting anything but the manifest's pin of its digest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.output.json import JsonV1Dot6
+from packageurl import PackageURL
+
+from airlift import __version__
+from airlift.bundle.manifest import Artifact, Manifest, artifacts_digest
+
+MAX_EVIDENCE_BYTES = 512 << 20  # an SBOM lists every file: bounded, but roomy
+_WHEEL_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+_KIND_TYPE = {
+    "hf-model": ComponentType.MACHINE_LEARNING_MODEL,
+    "ngc-model": ComponentType.MACHINE_LEARNING_MODEL,
+    "hf-dataset": ComponentType.DATA,
+    "url": ComponentType.DATA,
+    "path": ComponentType.DATA,
+    "s3": ComponentType.DATA,
+    "git": ComponentType.APPLICATION,
+    "wheels": ComponentType.LIBRARY,
+    "image": ComponentType.CONTAINER,
+}
+
+
+def wheel_name_version(filename: str) -> tuple[str, str] | None:
+    """(PyPI name, version) of a wheel file name (PEP 427), normalized as PyPI names it; else None."""
+    match = _WHEEL_RE.match(filename.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    return re.sub(r"[-_.]+", "-", match["name"]).lower(), match["version"]
+
+
+def _sha256(hexdigest: str) -> HashType:
+    return HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)
+
+
+def _file(owner: str, name: str, sha256: str) -> Component:
+    return Component(type=ComponentType.FILE, name=name, bom_ref=f"{owner}#{name}", hashes=[_sha256(sha256)])
+
+
+def _purl(artifact: Artifact) -> PackageURL | None:
+    source = artifact.source
+    if artifact.kind in ("hf-model", "hf-dataset"):
+        org, name = source.repo.split("/", 1)
+        qualifiers = {"repository_type": "dataset"} if artifact.kind == "hf-dataset" else {}
+        return PackageURL("huggingface", org, name, source.commit, qualifiers or None)
+    if artifact.kind == "image" and artifact.image is not None:
+        image = artifact.image
+        registry = getattr(source, "registry", None)
+        repository_url = f"{registry}/{image.repository}" if registry else image.repository
+        return PackageURL("oci", None, image.repository.rsplit("/", 1)[-1], image.digest, {"repository_url": repository_url})
+    if artifact.kind == "git":
+        return PackageURL("generic", None, artifact.id.removeprefix("repos/"), source.commit, {"vcs_url": f"git+{source.url}@{source.commit}"})
+    if artifact.kind == "ngc-model":
+        return PackageURL("generic", "ngc", source.target.split(":", 1)[0].replace("/", "."), source.version)
+    return None
+
+
+def _component(artifact: Artifact) -> Component:
+    files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files]
+    if artifact.kind == "wheels":
+        # Each wheel is a library of its own, by its PyPI name and version.
+        files = []
+        for entry in artifact.files:
+            pinned = wheel_name_version(entry.path)
+            if pinned is None:
+                files.append(_file(artifact.id, entry.path, entry.sha256))
+                continue
+            files.append(Component(
+                type=ComponentType.LIBRARY, name=pinned[0], version=pinned[1], bom_ref=f"{artifact.id}#{entry.path}",
+                purl=PackageURL("pypi", None, pinned[0], pinned[1]), hashes=[_sha256(entry.sha256)],
+                properties=[Property(name="airlift:path", value=entry.path)],
+            ))
+    # Image manifests, configs, layers, referrers and trust material are blobs: each listed by digest.
+    named = {f.sha256 for f in artifact.files}
+    files += [_file(artifact.id, blob, blob.removeprefix("sha256:")) for blob in sorted(set(artifact.blobs)) if blob.removeprefix("sha256:") not in named]
+    properties = [Property(name="airlift:kind", value=artifact.kind), Property(name="airlift:pinned", value=artifact.source.pinned or "-")]
+    if artifact.signature is not None:
+        properties.append(Property(name="airlift:model-signature", value=f"verified ({artifact.signature.method}, {artifact.signature.files} files, {artifact.signature.signature})"))
+    for referrer in artifact.referrers:
+        properties.append(Property(name="airlift:referrer", value=f"{referrer.digest} {referrer.artifact_type or referrer.media_type}" + (f" tag {referrer.tag}" if referrer.tag else "")))
+    hashes = [_sha256(artifact.image.digest.removeprefix("sha256:"))] if artifact.image is not None else []
+    return Component(
+        type=_KIND_TYPE[artifact.kind], name=artifact.id, version=artifact.source.pinned or None, bom_ref=artifact.id,
+        purl=_purl(artifact), hashes=hashes, components=files, properties=properties,
+    )
+
+
+def sbom_bytes(manifest: Manifest) -> bytes:
+    """The CycloneDX JSON of `manifest`'s artifacts: the same manifest always gives the same bytes."""
+    digest = artifacts_digest(manifest.artifacts)
+    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"airlift:{manifest.name}:{digest}"))
+    bom.metadata.timestamp = datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
+    bom.metadata.component = Component(type=ComponentType.APPLICATION, name=manifest.name, version=manifest.created, bom_ref=f"bundle:{manifest.name}")
+    bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="airlift", version=__version__))
+    bom.metadata.properties.add(Property(name="airlift:artifacts_sha256", value=digest))
+    components = [_component(artifact) for artifact in manifest.artifacts]
+    for component in components:
+        bom.components.add(component)
+    bom.register_dependency(bom.metadata.component, components)  # the bundle is made of its artifacts
+    return (JsonV1Dot6(bom).output_as_string(indent=2) + "\n").encode()
+
+
+def _file_hashes(component: dict) -> Iterable[tuple[str, str]]:
+    for child in component.get("components") or []:
+        for entry in child.get("hashes") or []:
+            if entry.get("alg") == "SHA-256":
+                yield child.get("bom-ref", ""), entry.get("content", "")
+
+
+def sbom_problems(data: bytes, manifest: Manifest) -> list[str]:
+    """What in the SBOM disagrees with the manifest: a missing artifact or file digest, an extra one."""
+    try:
+        doc = json.loads(data)
+        components = {c["bom-ref"]: c for c in doc.get("components", [])}
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError, AttributeError):
+        return ["not a CycloneDX JSON document"]
+    if doc.get("bomFormat") != "CycloneDX":
+        return ["not a CycloneDX JSON document"]
+    problems = []
+    for artifact in manifest.artifacts:
+        component = components.pop(artifact.id, None)
+        if not isinstance(component, dict):
+            problems.append(f"{artifact.id}: not listed")
+            continue
+        listed = {(ref.split("#", 1)[-1], sha) for ref, sha in _file_hashes(component)}
+        expected = {(f.path, f.sha256) for f in artifact.files}
+        named = {f.sha256 for f in artifact.files}
+        expected |= {(b, b.removeprefix("sha256:")) for b in artifact.blobs if b.removeprefix("sha256:") not in named}
+        for path, sha in sorted(expected - listed)[:5]:
+            problems.append(f"{artifact.id}: {path}: sha256 {sha[:12]} not listed")
+        for path, sha in sorted(listed - expected)[:5]:
+            problems.append(f"{artifact.id}: {path}: sha256 {sha[:12]} is not in the manifest")
+        if (component.get("version") or "") != (artifact.source.pinned or ""):
+            problems.append(f"{artifact.id}: version {component.get('version')!r} is not the manifest's {artifact.source.pinned!r}")
+    problems += [f"{ref}: not an artifact of the manifest" for ref in sorted(components)]
+    return problems

@@ -21,7 +21,7 @@ from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLAT
 SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
 MAX_MANIFEST_BYTES = 256 << 20
-ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$")
+ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images|outputs)/[A-Za-z0-9._:@/+-]+$|^wheels$")
 
 
 class ManifestError(InputError):
@@ -81,7 +81,7 @@ class Artifact(Model):
     """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
 
     id: str
-    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image"]
+    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image", "output"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
     source: Source

@@ -225,7 +225,22 @@ class ImageSource(SourceRecord):
         return self.digest or self.image_id or ""
 
 
-Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource
+class OutputSource(SourceRecord):
+    """(v1.1) A finished job run's declared outputs, carried out by `airlift export`."""
+
+    spec: str = Field(pattern=SAFE_NAME)
+    job: str = Field(pattern=SAFE_NAME)
+    run_id: str = Field(pattern=SAFE_NAME)
+    outputs: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")]] = Field(default_factory=list)
+    exit_code: int = 0
+    submitted_at: str = Field(default="", max_length=64)
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.job}/{self.run_id}"
+
+
+Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource | OutputSource
 
 SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "hf-model": HfSource,
@@ -237,6 +252,7 @@ SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "git": GitSource,
     "wheels": WheelsSource,
     "image": ImageSource,
+    "output": OutputSource,
 }
 
 

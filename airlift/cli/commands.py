@@ -27,8 +27,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from airlift.config.spec import load_spec
 
     _check_credentials(load_spec(args.spec))
-    if args.since and not Path(args.since, "manifest.json").is_file():
-        raise InputError(f"--since {args.since}: not a bundle (no manifest.json)")
+    if args.since and Path(args.since).is_file():  # v1.1: a site inventory; --pubkey makes its signature required
+        from airlift.bundle.inventory import read_inventory
+
+        read_inventory(Path(args.since), pubkeys=[Path(k) for k in _trusted_keys(args)])
+    elif args.since and not Path(args.since, "manifest.json").is_file():
+        raise InputError(f"--since {args.since}: not a bundle (no manifest.json) nor an inventory file")
     build_bundle = _flow("build")
     if args.dask:
         from airlift.cli.compose import build_task_runner
@@ -277,12 +281,60 @@ def cmd_submit(args: argparse.Namespace) -> int:
     manifest = _open_trusted(args.bundle, _trusted_keys(args, profile)).manifest
     require_scheduler(profile, source=str(args.site))
     select_jobs(spec_of(manifest), args.job)
+    if getattr(args, "dry_run", False):  # renders only: no flow run, nothing created, nothing submitted
+        from airlift.jobs.dryrun import dry_run
+
+        print(dry_run(manifest, profile, args.job), end="")
+        return 0
     result = _flow("submit")(
         bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force, pubkeys=[str(k) for k in args.pubkey],
+        stream=args.wait,
     )
     print(f"submitted: {', '.join(result.submitted) or 'nothing new'}")
     for name, info in result.jobs.items():
         print(f"  {name:20} job {info.id:>8}  {info.state or ''}  log {info.log}")
+    return 0
+
+
+def _site_root(site: Path) -> Path:
+    from airlift.config.site import load_site
+
+    profile = load_site(site)
+    if profile.shared_root is None:
+        raise InputError(f"{site}: shared_root: is required here")
+    return profile.shared_root
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from airlift.bundle.volumes import SIZE_RE, UNITS
+
+    _site_root(args.site)
+    match = SIZE_RE.match(args.max_size)
+    if not match:
+        raise InputError(f"--max-size {args.max_size!r}: expected a size such as 50GiB, 700MB or 1TiB")
+    limit = int(float(match[1]) * UNITS[(match[2] or "B").lower()])
+    if args.key and not Path(args.key).is_file():
+        raise InputError(f"--key {args.key}: no such file")
+    key = str(args.key) if args.key else None
+    result = _flow("export")(site=str(args.site), out=str(args.out), jobs=args.job, key=key, max_size=limit)
+    for run in result.runs:
+        print(f"  {run.status:12} outputs/{run.job}/{run.run_id}  {run.files} files {human(run.bytes)}  {run.detail}")
+    print(f"exported {len(result.exported)} runs to {result.bundle}: {result.blobs_written} blobs written"
+          + ("" if result.manifest_changed else "; manifest unchanged"))
+    too_large = [r for r in result.runs if r.status == "too-large"]
+    if too_large:
+        print("airlift: error: outputs too large: " + ", ".join(f"outputs/{r.job}/{r.run_id} ({human(r.bytes)})" for r in too_large)
+              + f" exceed --max-size {args.max_size}", file=__import__("sys").stderr)
+        return 1
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    _site_root(args.site)
+    if args.key and not Path(args.key).is_file():
+        raise InputError(f"--key {args.key}: no such file")
+    count = _flow("inventory")(site=str(args.site), out=str(args.out), key=str(args.key) if args.key else None)
+    print(f"inventory {args.out}: {count} artifacts" + (f", signed ({args.out}.sig)" if args.key else ""))
     return 0
 
 

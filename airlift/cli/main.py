@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build or complete a bundle from a spec")
     p.add_argument("spec", type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--since", help="older bundle: write only blobs it lacks (a delta)")
+    p.add_argument("--since", help="older bundle, or a site inventory (airlift inventory): write only blobs it lacks (a delta)")
+    p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key: refuse an inventory none of them signed")
     p.add_argument("--dask", default=os.environ.get("AIRLIFT_DASK_ADDRESS"), help="run per-artifact tasks on Dask: a scheduler address, or 'local' for a LocalCluster")
     p.set_defaults(func=commands.cmd_build)
 
@@ -72,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path)
     p.add_argument("--site", required=True, type=Path)
     p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
-    p.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 if any failed")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs, streaming their output; exit 1 if any failed")
     p.add_argument("--force", action="store_true", help="submit even jobs that are pending, running or done")
+    p.add_argument("--dry-run", action="store_true", help="print each job's sbatch script (or Prefect run parameters); submit nothing")
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable), besides the site's trust.keys")
     p.set_defaults(func=commands.cmd_submit)
 
@@ -147,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-bundle", action="append", default=[], type=Path, metavar="DIR", help="also keep every blob this bundle references (repeatable)")
     c.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
     c.set_defaults(func=commands.cmd_cache_prune)
+
+    p = sub.add_parser("export", help="results out: finished job runs' declared outputs as a signed bundle")
+    p.add_argument("--site", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
+    p.add_argument("--key", type=Path, help="the site's Ed25519 private key: sign the bundle")
+    p.add_argument("--max-size", default="1TiB", help="refuse (and name) a run whose outputs are larger (e.g. 50GiB)")
+    p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("inventory", help="what the site holds: every ingested artifact with its blobs, as JSON")
+    p.add_argument("--site", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--key", type=Path, help="Ed25519 private key: sign the inventory (OUT.sig)")
+    p.set_defaults(func=commands.cmd_inventory)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
     p.add_argument("bundle", type=Path)

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from airlift.config.mounts import Mount, mount_problems, output_path
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
 
@@ -247,6 +248,8 @@ class Job(Strict):
     needs: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     env: dict[Annotated[str, Field(pattern=ENV_KEY_RE)], str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list, description="read-only artifacts inside the job (v1.1)")
+    outputs: list[Annotated[str, AfterValidator(output_path)]] = Field(default_factory=list, description="dirs under $AIRLIFT_OUTPUT")
 
     @field_validator("command")
     @classmethod
@@ -327,7 +330,7 @@ class Spec(Strict):
             for needed_index, needed in enumerate(job.needs):
                 if needed not in job_names or needed == job.name:
                     problems.append((("jobs", index, "needs", needed_index), f"{needed!r} is not another job of this spec"))
-        return problems
+        return problems + mount_problems(self.jobs, set(seen))
 
     def located_artifact_ids(self) -> list[tuple[tuple[str | int, ...], str]]:
         out: list[tuple[tuple[str | int, ...], str]] = []

@@ -17,6 +17,7 @@ from airlift.jobs.common import (
     inherited_environment,
     job_environment,
 )
+from airlift.jobs.launch import Launch
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
 from airlift.util.net import with_transient_retries
@@ -29,7 +30,9 @@ def _enroot_ref(ref: str) -> str:
     return f"{host}#{rest}" if ("." in host or ":" in host) else ref
 
 
-def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None) -> str:
+def render_sbatch(
+    spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None, launch: Launch | None = None,
+) -> str:
     """The sbatch script for one job: `--export=NONE`, then exactly the job's environment.
 
     Every value that comes from a spec, a manifest or a site profile is shell-quoted; names were
@@ -43,6 +46,7 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
         site: The site profile (`shared_root` and `slurm` must be set).
         log_dir: Where the job's output and exit files go.
         inherited: The submitter's allow-listed variables (default: read from this process).
+        launch: This run: its `$AIRLIFT_OUTPUT` and its read-only mounts (see airlift.jobs.launch).
 
     Returns:
         The script's text.
@@ -50,9 +54,13 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
     assert site.shared_root is not None and site.slurm is not None
     root = str(site.shared_root)
     slurm = site.slurm
-    env = {**(inherited_environment() if inherited is None else inherited), **job_environment(site.shared_root, job)}
+    env = {
+        **(inherited_environment() if inherited is None else inherited),
+        **job_environment(site.shared_root, job, launch, runtime=slurm.container_runtime),
+    }
     command = shlex.join(job.command)
     mount = shlex.quote(f"{root}:{root}")
+    binds = [f"{m.source}:{m.target}:ro" for m in (launch.mounts if launch else [])]
     lines = [
         "#!/bin/bash",
         "#SBATCH --export=NONE",
@@ -85,19 +93,21 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
     image = image_target(site, job)
     if slurm.container_runtime == "pyxis":
         lines.append(
-            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={mount} "
+            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={shlex.quote(','.join([f'{root}:{root}', *binds]))} "
             f"--container-env={shlex.quote(','.join(env))} {command}"
         )
     elif slurm.container_runtime == "docker":
         host = f"-H {shlex.quote(site.docker.host)} " if site.docker else ""
         env_args = " ".join(f"-e {shlex.quote(key)}" for key in env if key not in ("PATH", "HOME"))
         lines.append(f"docker {host}image inspect {shlex.quote(image)} >/dev/null 2>&1 || docker {host}pull -q {shlex.quote(image)} >/dev/null")
-        lines.append(f"docker {host}run --rm --network none -v {mount} {env_args} {shlex.quote(image)} {command}")
+        ro = "".join(f"-v {shlex.quote(b)} " for b in binds)
+        lines.append(f"docker {host}run --rm --network none -v {mount} {ro}{env_args} {shlex.quote(image)} {command}")
     elif slurm.container_runtime == "apptainer":
         # APPTAINERENV_<KEY> passes each value into the container verbatim (no comma-separated list to parse).
         lines += [f"export APPTAINERENV_{key}={shlex.quote(value)}" for key, value in env.items() if key not in ("PATH", "HOME")]
         nohttps = "--nohttps " if site.registry and site.registry.insecure else ""
-        lines.append(f"apptainer exec {nohttps}--cleanenv --bind {mount} {shlex.quote('docker://' + image)} {command}")
+        ro = "".join(f"--bind {shlex.quote(b)} " for b in binds)
+        lines.append(f"apptainer exec {nohttps}--cleanenv --bind {mount} {ro}{shlex.quote('docker://' + image)} {command}")
     else:
         lines.append(command)
     return "\n".join(lines) + "\n"
@@ -167,16 +177,17 @@ class SlurmBackend:
         self.site = site
         self.log_dir = site.shared_root / "logs"
 
-    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch) -> JobRecord:
         """Write the job's script and sbatch it after those of `needs` that have not completed yet."""
         assert self.site.shared_root is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         script = self.site.shared_root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
-        write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir).encode(), mode=0o755)
+        write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir, launch=launch).encode(), mode=0o755)
         job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK])
         return JobRecord(
             name=job.name, id=job_id, script=str(script), log=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
             exit_file=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(), backend=self.name,
+            run_id=launch.run_id,
         )
 
     def state(self, record: JobRecord) -> str:

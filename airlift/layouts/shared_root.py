@@ -53,3 +53,36 @@ def load_marker(path: Path) -> IngestMarker | None:
         return IngestMarker.model_validate_json(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+# -- v1.1: a job's pinned checkouts (read-only) and its writable output directory, and the run records
+def checkout_path(root: Path, name: str, commit: str) -> Path:
+    """`checkouts/<name>/<commit>/`: a read-only working tree of bundled repo `name` at `commit`."""
+    return root / "checkouts" / name / commit
+
+
+def output_dir(root: Path, job: str, run_id: str) -> Path:
+    """`outputs/<job>/<run id>/`: the job's `$AIRLIFT_OUTPUT` for one run."""
+    return root / "outputs" / job / run_id
+
+
+def run_record_path(root: Path, job: str, run_id: str) -> Path:
+    """Where submit records one run of a job (what export reads to tell a finished run from one in progress)."""
+    return root / ".airlift" / "runs" / job / f"{run_id}.json"
+
+
+class RunRecord(BaseModel):
+    """One submitted run of a job: written by submit, read by export. Jobs can write under shared_root,
+    so a record is validated when read, and its exit file is only believed when it is inside the root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    job: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    backend: str
+    scheduler_id: str
+    exit_file: str = ""
+    log: str = ""
+    outputs: list[str] = Field(default_factory=list)
+    submitted_at: str

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from airlift.bundle.manifest import now_iso
-from airlift.config.site import Site
+from airlift.config.site import Site, SlurmSsh
 from airlift.config.spec import Job, Spec
 from airlift.jobs.common import (
     TERMINAL_OK,
@@ -119,17 +119,39 @@ _UNREACHABLE = "Unable to contact slurm controller"
 _TIMED_OUT = "Socket timed out"
 
 
-def _query(argv: list[str], what: str) -> str:
+def remote_command(argv: list[str], ssh: SlurmSsh | None) -> list[str]:
+    """`argv` as this host runs it: itself, or through ssh on the site's login node.
+
+    ssh hands the remote shell one string, so every word (and each `env` value) is shlex-quoted there:
+    no spec, manifest or site value becomes a remote shell word unquoted. Options come before `--`,
+    so a host name can never read as an ssh option.
+    """
+    if ssh is None:
+        return list(argv)
+    local = ["ssh", "-o", "BatchMode=yes", "-p", str(ssh.port)]
+    for key, value in ssh.options.items():
+        local += ["-o", f"{key}={value}"]
+    if ssh.identity is not None:
+        local += ["-i", str(ssh.identity), "-o", "IdentitiesOnly=yes"]
+    if ssh.user:
+        local += ["-l", ssh.user]
+    words = ["env", *(f"{k}={v}" for k, v in ssh.env.items()), *argv] if ssh.env else list(argv)
+    return [*local, "--", ssh.host, shlex.join(words)]
+
+
+def _query(argv: list[str], what: str, ssh: SlurmSsh | None = None) -> str:
     """An idempotent Slurm command (a query, a cancel), retried (the core's one retry layer) on controller trouble."""
     return with_transient_retries(
-        what, action=lambda: run(argv, what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr or _TIMED_OUT in stderr),
+        what, action=lambda: run(
+            remote_command(argv, ssh), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr or _TIMED_OUT in stderr,
+        ),
     )
 
 
-def scancel(job_id: str) -> None:
+def scancel(job_id: str, ssh: SlurmSsh | None = None) -> None:
     """Cancel a job that can never run (its afterok dependency failed) rather than leave it queued forever."""
     with contextlib.suppress(WorkError):  # already gone is fine; still queued, the next wait cancels it
-        _query(["scancel", job_id], f"scancel {job_id}")
+        _query(["scancel", job_id], f"scancel {job_id}", ssh)
 
 
 def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
@@ -140,21 +162,23 @@ def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
     return [*argv, str(script)]
 
 
-def sbatch(script: Path, depends_on: list[str]) -> str:
+def sbatch(script: Path, depends_on: list[str], ssh: SlurmSsh | None = None) -> str:
     """Submit a script, after the given jobs succeed (`afterok`); returns the job id."""
     what = f"sbatch {script.name}"
     # Only "unreachable" is retried: after a timeout the job may be queued, and a resubmission would
     # run it twice. That failure is reported (exit 1); `squeue` tells whether the job went in.
     out = with_transient_retries(
-        what, action=lambda: run(sbatch_argv(script, depends_on), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr),
+        what, action=lambda: run(
+            remote_command(sbatch_argv(script, depends_on), ssh), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr,
+        ),
     ).strip()
     return out.split(";", 1)[0]
 
 
-def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
+def slurm_state(job_id: str, exit_file: Path | None = None, ssh: SlurmSsh | None = None) -> str:
     """PENDING/RUNNING/COMPLETED/FAILED/...; a job slurmctld forgot is judged by the exit file it left."""
     try:
-        out = _query(["scontrol", "show", "job", "-o", job_id], f"scontrol {job_id}")
+        out = _query(["scontrol", "show", "job", "-o", job_id], f"scontrol {job_id}", ssh)
     except WorkError:
         out = ""  # slurmctld forgot the job (or is restarting): judged by its exit file below
     match = re.search(r"JobState=(\S+)", out)
@@ -176,6 +200,7 @@ class SlurmBackend:
         assert site.shared_root is not None and site.slurm is not None
         self.site = site
         self.log_dir = site.shared_root / "logs"
+        self._ssh = site.slurm.ssh
 
     def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch) -> JobRecord:
         """Write the job's script and sbatch it after those of `needs` that have not completed yet."""
@@ -183,7 +208,7 @@ class SlurmBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         script = self.site.shared_root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
         write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir, launch=launch).encode(), mode=0o755)
-        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK])
+        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK], self.site.slurm.ssh if self.site.slurm else None)
         return JobRecord(
             name=job.name, id=job_id, script=str(script), log=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
             exit_file=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(), backend=self.name,
@@ -192,8 +217,8 @@ class SlurmBackend:
 
     def state(self, record: JobRecord) -> str:
         """The job's Slurm state, or the one its exit file tells once slurmctld forgot it."""
-        return slurm_state(record.id, Path(record.exit_file) if record.exit_file else None)
+        return slurm_state(record.id, Path(record.exit_file) if record.exit_file else None, self._ssh)
 
     def cancel(self, record: JobRecord) -> None:
         """scancel the job (one whose afterok dependency failed would otherwise stay queued forever)."""
-        scancel(record.id)
+        scancel(record.id, self._ssh)

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 
+from tests.conftest import AIRLIFT, need
 from tests.test_sources import _git, make_git_repo
 
 TRAIN = (
@@ -120,3 +121,47 @@ jobs:
     assert (run / "site" / "six.py").exists(), "pip did not install the bundled wheel with no index"
     records = subprocess.run(["ls", str(root / ".airlift" / "runs" / "pipjob")], capture_output=True, text=True).stdout
     assert f"{run.name}.json" in records
+
+
+def test_submit_through_a_login_node_over_ssh_quotes_every_remote_word(ws, upstream, services):
+    if not services.get("AIRLIFT_SSH_URL") or not services.get("SLURM_CONF"):
+        need("sshd", "no sshd or Slurm recorded")
+    port = services["AIRLIFT_SSH_URL"].rsplit(":", 1)[1]
+    name = f"ssh{uuid.uuid4().hex[:6]}"
+    spec = ws.write("ssh.yaml", f"""name: {name}
+images: [{upstream.app_a}]
+jobs:
+  - name: first
+    image: {upstream.app_a}
+    command: ["sh", "-c", "echo first > \\"$AIRLIFT_OUTPUT/first.txt\\""]
+  - name: second
+    image: {upstream.app_a}
+    command: ["sh", "-c", "echo via-login-node > \\"$AIRLIFT_OUTPUT/done.txt\\""]
+    needs: [first]
+""")
+    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
+    pwned = ws.root / "pwned"
+    root = ws.root / f"r;touch${{IFS}}{pwned};$(touch${{IFS}}{pwned})"  # a value a remote shell would run unquoted
+    site = ws.write("site.yaml", f"""shared_root: '{root}'
+slurm:
+  partition: batch
+  container_runtime: none
+  ssh:
+    host: 127.0.0.1
+    user: root
+    port: {port}
+    identity: {services['AIRLIFT_SSH_KEY']}
+    options: {{StrictHostKeyChecking: "no", UserKnownHostsFile: /dev/null, LogLevel: ERROR}}
+    env: {{SLURM_CONF: {services['SLURM_CONF']}}}
+""")
+    # Without SLURM_CONF here, a local sbatch could not reach the controller: the jobs can only go in over ssh.
+    env = {k: v for k, v in ws.env.items() if k != "SLURM_CONF"}
+    proc = subprocess.run([AIRLIFT, "submit", "bundle", "--site", str(site), "--wait"], cwd=ws.root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "submitted: first, second" in proc.stdout and proc.stdout.count("COMPLETED") == 2, proc.stdout
+    assert not pwned.exists(), "a site value became an unquoted remote shell word"
+    done = next((root / "outputs" / "second").iterdir()) / "done.txt"
+    assert done.read_text() == "via-login-node\n"
+    local = subprocess.run(["squeue"], env=env, capture_output=True, text=True)
+    assert local.returncode != 0, "Slurm answers here without SLURM_CONF: the test would not prove the ssh path"

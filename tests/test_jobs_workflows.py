@@ -11,6 +11,7 @@ import time
 import uuid
 
 from tests.conftest import AIRLIFT, need
+from tests.fixtures import add_model
 from tests.test_sources import _git, make_git_repo
 
 TRAIN = (
@@ -165,3 +166,43 @@ slurm:
     assert done.read_text() == "via-login-node\n"
     local = subprocess.run(["squeue"], env=env, capture_output=True, text=True)
     assert local.returncode != 0, "Slurm answers here without SLURM_CONF: the test would not prove the ssh path"
+
+
+def test_delta_against_a_signed_inventory_takes_the_rest_from_the_store(ws, hub):
+    repo = f"acme/inv-{uuid.uuid4().hex[:6]}"
+    add_model(hub, repo, weights_size=300_000, seed=251)
+    data = ws.root / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("first\n")
+    spec = ws.write("inv.yaml", f"name: inv\nmodels:\n  - hf: {repo}\ndatasets:\n  - path: {data}\n")
+    ws.run("build", str(spec), "--out", "b1")
+    root, store = ws.root / "root", ws.root / "store"
+    site = ws.write("site.yaml", f"shared_root: {root}\nstore: {store}\n")
+    ws.run("ingest", "b1", "--site", str(site))
+    ws.run("keygen", "--out", "site")
+    ws.run("inventory", "--site", str(site), "--out", "inv.json", "--key", "site.key")
+    inventory = json.loads((ws.root / "inv.json").read_text())
+    assert {a["id"] for a in inventory["artifacts"]} == {f"models/{repo}", "files/data"}
+    assert all(a["blobs"] for a in inventory["artifacts"]), "the store holds every ingested blob"
+
+    (data / "b.txt").write_text("second\n")
+    ws.run("keygen", "--out", "stranger")
+    refused = ws.run("build", str(spec), "--out", "b2", "--since", "inv.json", "--pubkey", "stranger.pub", expect=2)
+    assert "inv.json" in refused.stderr and "signature" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    out = ws.run("build", str(spec), "--out", "b2", "--since", "inv.json", "--pubkey", "site.pub").stdout
+    old = {b for a in inventory["artifacts"] for b in a["blobs"]}
+    held = {p.name for p in (ws.root / "b2" / "blobs" / "sha256").iterdir()}
+    assert held and not held & old, "the delta carries a blob the site already holds"
+    assert f"{len(old)} blobs left to the old bundle" in out, out
+
+    bare = ws.write("bare.yaml", f"shared_root: {ws.root / 'other'}\n")
+    no_store = ws.run("ingest", "b2", "--site", str(bare), expect=2)
+    assert "bare.yaml: store: required" in no_store.stderr
+    ws.run("ingest", "b2", "--site", str(site))
+    assert (root / "files" / "data" / "b.txt").read_text() == "second\n"
+
+    lost = next(iter(old))
+    (store / "blobs" / "sha256" / lost).unlink()
+    fresh = ws.write("fresh.yaml", f"shared_root: {ws.root / 'fresh'}\nstore: {store}\n")
+    broken = ws.run("ingest", "b2", "--site", str(fresh), expect=1)
+    assert lost[:12] in broken.stderr or "missing" in broken.stderr, broken.stderr

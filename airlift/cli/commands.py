@@ -211,8 +211,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from airlift.config.site import load_site
 
-    keys = _trusted_keys(args, load_site(args.site))
-    _open_trusted(args.bundle, keys)
+    profile = load_site(args.site)
+    keys = _trusted_keys(args, profile)
+    opened = _open_trusted(args.bundle, keys)
+    since = opened.manifest.since
+    if since is not None and since.name.startswith("inventory:") and profile.store is None:
+        # v1.1: a delta computed from the site's inventory leaves out the blobs the site's store holds.
+        raise InputError(f"{args.site}: store: required to ingest {args.bundle}, a delta built against {since.name.removeprefix('inventory:')}")
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey])
     print(

@@ -81,7 +81,7 @@ class Artifact(Model):
     """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
 
     id: str
-    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image", "output"]
+    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "ngc-catalog", "git", "wheels", "image", "output"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
     source: Source

@@ -151,6 +151,19 @@ class NgcSource(SourceRecord):
         return self.target
 
 
+class NgcCatalogSource(SourceRecord):
+    """(v1.1) Several models of one NGC org/team (discovery), each pinned to a concrete version."""
+
+    org: str = Field(pattern=SAFE_NAME)
+    team: str = Field(pattern=SAFE_NAME)
+    models: dict[Annotated[str, Field(pattern=SAFE_NAME)], Annotated[str, Field(pattern=SAFE_NAME)]] = Field(min_length=1)
+    allow: list[str] | None = None
+
+    @property
+    def pinned(self) -> str:
+        return " ".join(f"{name}:{version}" for name, version in sorted(self.models.items()))
+
+
 class GitSource(SourceRecord):
     """A git repository at a commit (the ref it was resolved from, and its full name)."""
 
@@ -240,7 +253,7 @@ class OutputSource(SourceRecord):
         return f"{self.job}/{self.run_id}"
 
 
-Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource | OutputSource
+Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | NgcCatalogSource | GitSource | WheelsSource | ImageSource | OutputSource
 
 SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "hf-model": HfSource,
@@ -249,6 +262,7 @@ SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "path": PathSource,
     "s3": S3Source,
     "ngc-model": NgcSource,
+    "ngc-catalog": NgcCatalogSource,
     "git": GitSource,
     "wheels": WheelsSource,
     "image": ImageSource,

@@ -73,6 +73,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in plan.artifacts:
         size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
         print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:64]}")
+        if a.kind == "ngc-catalog":  # v1.1 discovery: every model, with the version it was pinned to
+            print("".join(f"      {pin}\n" for pin in a.reference.split()), end="")
     print(
         f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
         f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"

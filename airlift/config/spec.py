@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from airlift.config.mounts import Mount, mount_problems, output_path
+from airlift.config.ngcspec import NGC_TARGET, NgcCatalog, ngc_artifact_id
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
 
@@ -84,7 +85,7 @@ class HfRepo(Strict):
 class NgcModel(Strict):
     """An NVIDIA NGC model, `org/[team/]name[:version]`."""
 
-    ngc: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+    ngc: Annotated[str, Field(pattern=NGC_TARGET)] | NgcCatalog  # v1.1: `org/team/*` or a catalog (config/ngcspec.py)
     allow: list[str] | None = None
 
 
@@ -372,7 +373,7 @@ def artifact_id_of(entry: Any, section: str) -> str:
     if isinstance(entry, HfRepo):
         return f"{'models' if section == 'models' else 'datasets'}/{entry.hf}"
     if isinstance(entry, NgcModel):
-        return f"models/{entry.ngc.split(':', 1)[0]}"
+        return ngc_artifact_id(entry.ngc)
     if isinstance(entry, (UrlFile, LocalPath, S3Prefix)):
         return f"files/{entry.file_name}"
     if isinstance(entry, (str, ImageRef)):

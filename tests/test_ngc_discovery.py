@@ -43,7 +43,7 @@ def test_build_records_concrete_versions_and_each_model_in_its_directory(ws):
 def test_an_unknown_org_or_model_exits_1_with_one_clear_line(ws):
     spec = ws.write("nope.yaml", "name: tao\nmodels:\n  - ngc: {org_team: nope/tao}\n")
     proc = ws.run("plan", str(spec), extra_env=NGC_ENV, expect=1)
-    err = proc.stderr.strip()
+    err = "\n".join(line for line in proc.stderr.strip().splitlines() if not line.startswith("flow run: "))
     assert "nope/tao" in err and "could not be found" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     missing = ws.write("missing.yaml", "name: tao\nmodels:\n  - ngc: {org_team: nvidia/tao, names: [not_a_model]}\n")
     err = ws.run("plan", str(missing), extra_env=NGC_ENV, expect=1).stderr

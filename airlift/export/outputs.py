@@ -144,7 +144,11 @@ def export_outputs(root: Path, out: Path, *, jobs: list[str], max_bytes: int, si
             outcome.status, outcome.detail = "failed", f"exited {code}"
             continue
         run_dir = output_dir(root, record.job, record.run_id)
-        files = [f for name in record.outputs if (run_dir / name).is_dir() for f in _walk(run_dir / name, name)]
+        tops = [name for name in record.outputs if (run_dir / name).is_dir()]
+        for name in tops:  # a job could have replaced its output directory with a link out of the root
+            if (run_dir / name).resolve() != root.resolve() / "outputs" / record.job / record.run_id / name:
+                raise WorkError(f"{run_dir / name}: resolves outside {root} or through a symlink; export refuses it")
+        files = [f for name in tops for f in _walk(run_dir / name, name)]
         outcome.files, outcome.bytes = len(files), sum(info.st_size for _, _, info in files)
         if outcome.bytes > max_bytes:
             outcome.status, outcome.detail = "too-large", f"{outcome.bytes} bytes > the limit of {max_bytes} (--max-size)"

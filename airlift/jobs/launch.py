@@ -21,7 +21,7 @@ from airlift.config.spec import Job, Spec
 from airlift.layouts.checkout import checkout_state, make_checkout, make_view
 from airlift.layouts.shared_root import RunRecord, checkout_path, output_dir, read_marker, run_record_path
 from airlift.util.errors import InputError, WorkError
-from airlift.util.fs import write_bytes_atomic
+from airlift.util.fs import is_within, write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,14 @@ def _source(root: Path, manifest: Manifest, job: Job, index: int, *, materialize
     if artifact.kind in ("hf-model", "hf-dataset"):
         relative = f"checkouts/{artifact.id}/{artifact.source.commit}"
         snapshot = Path(marker.location)
+        if not is_within(root, snapshot):
+            return None, f"job {job.name}: mount {mount.from_}: its marker points outside {root}; run airlift ingest"
         if materialize:
             make_view(root, relative, [(f.path, snapshot / f.path) for f in artifact.files])
         return root / relative, None
     location = Path(marker.location)
+    if not is_within(root, location):  # a job can write markers: never bind what lies outside shared_root
+        return None, f"job {job.name}: mount {mount.from_}: its marker points outside {root}; run airlift ingest"
     if not location.exists():
         return None, f"job {job.name}: mount {mount.from_}: {location} is missing; run airlift ingest"
     return location, None

@@ -7,11 +7,13 @@ air-gapped side's packages share them without importing each other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from airlift.bundle.manifest import Artifact
+from airlift.config.mounts import output_path
 
 MARKER_DIR = ".airlift/ingested"
 
@@ -84,5 +86,5 @@ class RunRecord(BaseModel):
     scheduler_id: str
     exit_file: str = ""
     log: str = ""
-    outputs: list[str] = Field(default_factory=list)
+    outputs: list[Annotated[str, AfterValidator(output_path)]] = Field(default_factory=list)  # never `..` or absolute
     submitted_at: str

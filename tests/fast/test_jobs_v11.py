@@ -218,3 +218,41 @@ def test_ssh_words_are_quoted():
     assert remote_command(["squeue"], None) == ["squeue"]
     with pytest.raises(ValueError):
         SlurmSsh(host="-oProxyCommand=touch /tmp/x")
+
+
+def test_export_refuses_an_output_directory_replaced_by_a_link_out_of_the_root(tmp_path):
+    root = tmp_path / "root"
+    spec = Spec.model_validate({"name": "v11", "images": [IMAGE], "jobs": [{"name": "train", "image": IMAGE, "command": ["true"], "outputs": ["ck"]}]})
+    run_id = _run(root, spec, "train", exit_code="0", files={})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    (root / "outputs" / "train" / run_id / "ck").rmdir()  # made (empty) before the job started
+    (root / "outputs" / "train" / run_id / "ck").symlink_to(outside)
+    from airlift.util.errors import WorkError
+
+    with pytest.raises(WorkError, match="through a symlink"):
+        export_outputs(root, tmp_path / "out", jobs=[], max_bytes=1 << 20)
+
+
+def test_a_forged_run_record_with_dotdot_outputs_is_ignored(tmp_path):
+    root = tmp_path / "root"
+    path = root / ".airlift" / "runs" / "train" / "r1.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"spec": "v11", "job": "train", "run_id": "r1", "backend": "slurm", "scheduler_id": "1",
+                                "outputs": ["../../../etc"], "submitted_at": now_iso()}))
+    assert export_outputs(root, tmp_path / "out", jobs=[], max_bytes=1 << 20).runs == []
+
+
+def test_a_marker_pointing_outside_the_root_is_never_mounted(tmp_path):
+    _gb, built, root = _ingested_repo(tmp_path)
+    from airlift.layouts.shared_root import marker_path
+
+    marker = marker_path(root, "files/notes.txt")
+    data = json.loads(marker.read_text())
+    data["location"] = "/etc"
+    marker.write_text(json.dumps(data))
+    job = Spec.model_validate({"name": "v11", "images": [IMAGE], "datasets": [{"url": "https://example.invalid/notes.txt"}],
+                               "jobs": [{"name": "j", "image": IMAGE, "command": ["true"], "mounts": [{"from": "files/notes.txt", "to": "/n"}]}]}).jobs[0]
+    launch = plan_launch(built.manifest, root, job, materialize=False)
+    assert launch.mounts == [] and "points outside" in launch.problems[0]

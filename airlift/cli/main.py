@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from airlift.cli import commands
+from airlift.cli import commands, outward
 from airlift.util.errors import AirliftError
 
 
@@ -156,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
     p.add_argument("--key", type=Path, help="the site's Ed25519 private key: sign the bundle")
     p.add_argument("--max-size", default="1TiB", help="refuse (and name) a run whose outputs are larger (e.g. 50GiB)")
-    p.set_defaults(func=commands.cmd_export)
+    p.set_defaults(func=outward.cmd_export)
 
     p = sub.add_parser("inventory", help="what the site holds: every ingested artifact with its blobs, as JSON")
     p.add_argument("--site", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--key", type=Path, help="Ed25519 private key: sign the inventory (OUT.sig)")
-    p.set_defaults(func=commands.cmd_inventory)
+    p.set_defaults(func=outward.cmd_inventory)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks")
     p.add_argument("bundle", type=Path)

@@ -256,3 +256,17 @@ def test_a_marker_pointing_outside_the_root_is_never_mounted(tmp_path):
                                "jobs": [{"name": "j", "image": IMAGE, "command": ["true"], "mounts": [{"from": "files/notes.txt", "to": "/n"}]}]}).jobs[0]
     launch = plan_launch(built.manifest, root, job, materialize=False)
     assert launch.mounts == [] and "points outside" in launch.problems[0]
+
+
+def test_dry_run_on_a_prefect_site_prints_the_run_parameters(tmp_path):
+    _gb, built, root = _ingested_repo(tmp_path)
+    spec = Spec.model_validate({"name": "v11", "images": [IMAGE], "repos": [{"git": "https://git.example.invalid/tool.git", "name": "tool"}],
+                                "jobs": [{"name": "train", "image": IMAGE, "command": ["python", "t.py"], "mounts": [{"from": "repos/tool", "to": "/opt/tool"}]}]})
+    manifest = built.manifest.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)})
+    site = Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "prefect": {}})
+    text = dry_run(manifest, site, ["train"])
+    params = json.loads(text.split("\n", 1)[1].rsplit("### preflight", 1)[0])
+    assert text.startswith("### job train: run_deployment('run-job/run-job')")
+    assert params["command"] == ["python", "t.py"] and params["env"]["PIP_NO_INDEX"] == "1"
+    assert params["mounts"] == [[str(root / "checkouts" / "tool" / built.manifest.artifacts[0].source.commit), "/opt/tool"]]
+    assert not (root / "checkouts").exists(), "a dry run creates nothing"

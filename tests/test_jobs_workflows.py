@@ -48,6 +48,7 @@ slurm: {{partition: batch, container_runtime: docker}}
 """)
     refused = ws.run("submit", "bundle", "--site", str(site), expect=1)
     assert "mount repos/trainer is not ingested" in refused.stderr, refused.stderr
+    assert not (root / "outputs").exists(), "a refused submission leaves no run directory"
 
     ws.run("ingest", "bundle", "--site", str(site))
     out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=600).stdout

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from airlift.bundle.manifest import Manifest
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec, artifact_id_of
-from airlift.jobs.launch import Launch, bare_launch, record_run
+from airlift.jobs.launch import Launch, bare_launch, create_output, record_run
 from airlift.layouts.shared_root import read_marker
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, split_target
@@ -279,6 +279,7 @@ def submit_in_order(
         if not force and not should_submit_again(backend, records.get(job.name)):
             continue
         launch = (launches or {}).get(job.name) or bare_launch(root, job)
+        create_output(launch, job)
         records[job.name] = backend.submit(spec, job, needs=[records[n] for n in job.needs if n in records], launch=launch)
         ledger.save(records)
         record_run(root, spec, job, records[job.name])

@@ -90,7 +90,7 @@ def plan_launch(manifest: Manifest, root: Path, job: Job, *, materialize: bool, 
         manifest: The trusted manifest (its artifacts pin each mount's content and commit).
         root: The site's shared_root.
         job: The job.
-        materialize: Create the output directory and the checkouts; False for a dry run.
+        materialize: Create the checkouts; False for a dry run (the output directory is `create_output`'s).
         run_id: The run's id (default: a new one).
 
     Returns:
@@ -108,19 +108,22 @@ def plan_launch(manifest: Manifest, root: Path, job: Job, *, materialize: bool, 
             launch.problems.append(problem)
         if source is not None:
             launch.mounts.append(BoundMount(str(source), mount.to, mount.env_name))
-    if materialize:
-        output.mkdir(parents=True, exist_ok=True)
-        for sub in job.outputs:
-            (output / sub).mkdir(parents=True, exist_ok=True)
     return launch
+
+
+def create_output(launch: Launch, job: Job) -> None:
+    """Make the run's `$AIRLIFT_OUTPUT` and its declared `outputs` directories, just before it is submitted
+    (not at preflight: a refused or skipped job leaves no empty run behind)."""
+    output = Path(launch.output)
+    output.mkdir(parents=True, exist_ok=True)
+    for sub in job.outputs:
+        (output / sub).mkdir(parents=True, exist_ok=True)
 
 
 def bare_launch(root: Path, job: Job) -> Launch:
     """A run with no mounts (its output directory created): for jobs submitted without a preflight's launch."""
     run_id = new_run_id()
-    output = output_dir(root, job.name, run_id)
-    output.mkdir(parents=True, exist_ok=True)
-    return Launch(run_id=run_id, output=str(output))
+    return Launch(run_id=run_id, output=str(output_dir(root, job.name, run_id)))
 
 
 def record_run(root: Path, spec: Spec, job: Job, record: Any) -> None:

@@ -22,7 +22,7 @@ from airlift.ingest.sharedfs import materialize
 from airlift.jobs.common import JobRecord
 from airlift.jobs.dryrun import dry_run
 from airlift.jobs.follow import LogFollower
-from airlift.jobs.launch import plan_launch, record_run
+from airlift.jobs.launch import create_output, plan_launch, record_run
 from airlift.jobs.slurm import render_sbatch
 from airlift.layouts.checkout import checkout_state, make_checkout
 from airlift.util.errors import InputError
@@ -108,7 +108,8 @@ def test_launch_mounts_render_read_only_in_every_runtime(tmp_path):
     })
     job = spec.jobs[0]
     launch = plan_launch(built.manifest, root, job, materialize=True)
-    assert launch.problems == []
+    assert launch.problems == [] and not Path(launch.output).exists(), "preflight makes no run directory"
+    create_output(launch, job)
     checkout = root / "checkouts" / "tool" / gb.commit
     assert [(m.source, m.target) for m in launch.mounts] == [(str(checkout), "/opt/tool"), (str(root / "files" / "notes.txt"), "/data/notes.txt")]
     assert Path(launch.output, "checkpoints").is_dir()
@@ -157,6 +158,7 @@ def test_follower_passes_whole_lines_as_written_and_the_rest_at_the_end(tmp_path
 def _run(root: Path, spec: Spec, job_name: str, *, exit_code: str | None, files: dict[str, bytes]) -> str:
     job = next(j for j in spec.jobs if j.name == job_name)
     launch = plan_launch(_EMPTY, root, job, materialize=True)
+    create_output(launch, job)
     for rel, data in files.items():
         Path(launch.output, rel).parent.mkdir(parents=True, exist_ok=True)
         Path(launch.output, rel).write_bytes(data)

@@ -38,6 +38,19 @@ def demo_image() -> str:
     return ref
 
 
+def demo_repo(path: Path) -> Path:
+    """A local git repository with a v1.0 tag: the trainer code a job mounts, checked out at the pinned commit."""
+    if not (path / ".git").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        git = {**os.environ, "GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.invalid",
+               "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.invalid"}
+        for argv in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "v1.0"], ["tag", "v1.0"]):
+            if argv[0] == "add":
+                (path / "VERSION").write_text("trainer v1.0 (pinned)\n")
+            subprocess.run(["git", *argv], cwd=path, env=git, check=True)
+    return path
+
+
 def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
@@ -71,6 +84,7 @@ def main() -> None:
     tarball = rng.randbytes(4 << 20)
     url = hub.add_file("tokenizer-extras.tar", tarball)
     image = demo_image()
+    trainer = demo_repo(OUT / "trainer-src")
 
     spec = OUT / "airgap.yaml"
     spec.write_text(f"""name: nemotron-sft
@@ -85,11 +99,17 @@ datasets:
 images:
   - {image}
 installer: {{}}                    # airlift itself travels too (this host's Python and platform)
+repos:
+  - git: file://{trainer}
+    ref: v1.0
+    name: trainer
 jobs:
   - name: finetune
     image: {image}
-    command: ["sh", "-c", "cat $HF_HOME/hub/models--nvidia--tiny-nemotron/snapshots/*/config.json && echo fine-tuned with HF_HUB_OFFLINE=$HF_HUB_OFFLINE"]
+    command: ["sh", "-c", "cat $HF_HOME/hub/models--nvidia--tiny-nemotron/snapshots/*/config.json && echo fine-tuned with HF_HUB_OFFLINE=$HF_HUB_OFFLINE && cat /opt/trainer/VERSION | tee $AIRLIFT_OUTPUT/checkpoints/trained-with.txt"]
     uses: [models/nvidia/tiny-nemotron]
+    mounts: [{{from: repos/trainer, to: /opt/trainer}}]
+    outputs: [checkpoints]
 """)
     site = OUT / "site.yaml"
     site.write_text(f"""registry: {{url: "{os.environ.get('AIRLIFT_AIRGAP_REGISTRY', '127.0.0.1:5102')}/mirror", insecure: true}}
@@ -139,6 +159,12 @@ docker: {{host: "{os.environ.get('AIRLIFT_DOCKER_HOST', 'unix:///var/run/docker.
     sh(str(FAR), "submit", str(OUT / "usb-disk"), "--site", str(site), "--wait", env=env)
     log = sorted((OUT / "gpfs" / "airgap" / "logs").glob("nemotron-sft-finetune-*.out"))[-1]
     print(f"   job log {log}:\n" + "".join(f"     {line}\n" for line in log.read_text().splitlines()))
+
+    step("7b. Results out: the job's declared outputs as a signed bundle, for the trip back")
+    if not (OUT / "site.key").exists():
+        sh(str(BIN), "keygen", "--out", str(OUT / "site"), env=env)
+    sh(str(BIN), "export", "--site", str(site), "--out", str(OUT / "results"), "--key", str(OUT / "site.key"), env=env)
+    sh(str(BIN), "verify", str(OUT / "results"), "--pubkey", str(OUT / "site.pub"), env=env)
 
     step("8. A job's view: huggingface_hub, offline, finds the model by repo id (hub stand-in now stopped)")
     probe = "from huggingface_hub import snapshot_download; print(snapshot_download('nvidia/tiny-nemotron', revision='v1.0'))"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from airlift_flows._util import gather
 from airlift_tasks.bundle import verify
-from airlift_tasks.ingest import load_into_docker, materialize_artifact, push_to_registry, upload_to_s3
+from airlift_tasks.ingest import (
+    keep_in_store_task,
+    load_into_docker,
+    materialize_artifact,
+    push_to_registry,
+    upload_to_s3,
+)
 from prefect import flow, get_run_logger
 
 from airlift.ingest import rollback
@@ -33,6 +39,8 @@ def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None, allo
     report = verify(bundle=bundle, store=store, opened=opened)
     if not report.ok:
         raise WorkError("bundle failed verification: " + "; ".join(p.describe() for p in report.problems))
+    if store:  # v1.1: the store keeps what was verified, so the site's inventory can offer it to the next delta
+        keep_in_store_task(bundle=bundle, store=store, manifest=opened.manifest)
     plan = plan_ingest(opened.manifest, profile)
     futures, labels = [], []
     if plan.to_s3:

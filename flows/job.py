@@ -14,7 +14,10 @@ from airlift.jobs.prefect import RunJobParameters
 
 
 @flow(name="run-job", log_prints=True)
-def run_job(job: str, command: list[str], env: dict[str, str], shared_root: str, image: str | None = None, docker_host: str | None = None) -> int:
+def run_job(
+    job: str, command: list[str], env: dict[str, str], shared_root: str, image: str | None = None, docker_host: str | None = None,
+    mounts: list[list[str]] | None = None,
+) -> int:
     """Run one job of a spec inside the air gap.
 
     Args:
@@ -24,6 +27,10 @@ def run_job(job: str, command: list[str], env: dict[str, str], shared_root: str,
         shared_root: Mounted into the container at the same path.
         image: The air-gapped image reference; without one the command runs as a plain process.
         docker_host: The Docker engine to run the container on.
+        mounts: (source under shared_root, target) pairs, bound read-only into the container.
     """
-    params = RunJobParameters(job=job, command=command, env=env, shared_root=shared_root, image=image, docker_host=docker_host)
+    params = RunJobParameters(
+        job=job, command=command, env=env, shared_root=shared_root, image=image, docker_host=docker_host,
+        mounts=tuple((str(m[0]), str(m[1])) for m in mounts or []),
+    )
     return run_job_task(params=params, flow_run_id=str(flow_run.get_id() or "local"))

@@ -13,6 +13,7 @@ from airlift.jobs.common import SubmitResult, require_scheduler
 @flow(name="submit-jobs", log_prints=True)
 def submit_jobs(
     bundle: str, site: str, jobs: list[str] | None = None, wait: bool = False, force: bool = False, pubkeys: list[str] | None = None,
+    stream: bool = False,
 ) -> SubmitResult:
     """Preflight, then submit the spec's jobs (and what they need) to the site's scheduler.
 
@@ -23,15 +24,17 @@ def submit_jobs(
         wait: Poll until every job ends; the run fails if any job failed.
         force: Submit again even jobs that are pending, running or done.
         pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
+        stream: While waiting, write each job's output to stdout as it is written (the CLI's `--wait`).
     """
     profile = load_site(site)
     require_scheduler(profile, source=site)
     keys = profile.trusted_keys(extra=pubkeys)
     manifest = open_trusted(bundle=bundle, pubkeys=keys).manifest
-    preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
-    submission = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force)
+    launches = preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
+    submission = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force, launches=launches)
     if not wait:
         return submission.result()
-    result = submission.result(wait_task(site=profile, records=submission.records, names=list(submission.records)))
+    states = wait_task(site=profile, records=submission.records, names=list(submission.records), stream=stream)
+    result = submission.result(states)
     result.raise_if_failed()
     return result

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import Artifact, Manifest
 from airlift.bundle.store import BlobStore
 from airlift.config.site import RegistryTarget, S3Target
 from airlift.ingest import s3 as s3_sink
@@ -64,3 +64,11 @@ def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, targ
 def load_into_docker(*, bundle: str, store: str | None, artifact: Artifact, docker_host: str, tags: list[str]) -> LoadReport:
     """Stream one image into a Docker engine, tagged with its original and air-gapped references."""
     return load_image(artifact, docker_host=docker_host, blob_path=_blob_locator(bundle, store), tags=tags)
+
+
+@task(name="keep-in-store")
+def keep_in_store_task(*, bundle: str, store: str, manifest: Manifest) -> int:
+    """(v1.1) The site's store keeps a verified bundle's blobs: what its inventory offers the next delta."""
+    from airlift.ingest.plan import keep_in_store
+
+    return keep_in_store(manifest, Path(bundle), Path(store))

@@ -22,6 +22,13 @@ FILES = {
     "README.md": b"# tiny NGC model\n",
 }
 LATEST = "2.0"
+# What `registry.model.list("nvidia/tao/*")` shows (TAO FTMS's pretrained_models discovery): name -> latest.
+CATALOG = {"nvidia/tao": {"pretrained_classification": "2.0", "pretrained_detection": "1.1", "pretrained_segformer": "3.0"}}
+KNOWN_ORGS = {"nvidia"}
+
+
+class ResourceNotFoundException(Exception):
+    """The SDK's own exception type for an unknown org, team or model."""
 
 
 def _log(call: str, **kwargs) -> None:
@@ -34,7 +41,18 @@ def _log(call: str, **kwargs) -> None:
 class _Models:
     def info(self, target: str):
         _log("registry.model.info", target=target)
+        if target.split("/", 1)[0] not in KNOWN_ORGS:
+            raise ResourceNotFoundException(f"Target '{target}' could not be found.")
         return SimpleNamespace(model=SimpleNamespace(latestVersionIdStr=LATEST))
+
+    def list(self, target: str | None = None, **_kwargs):
+        """Pages (lists) of models, as the SDK returns them."""
+        _log("registry.model.list", target=target)
+        org_team = (target or "").removesuffix("/*")
+        if org_team.split("/", 1)[0] not in KNOWN_ORGS:
+            raise ResourceNotFoundException(f"Org '{org_team.split('/', 1)[0]}' could not be found.")
+        models = [SimpleNamespace(name=n, latestVersionIdStr=v) for n, v in sorted(CATALOG.get(org_team, {}).items())]
+        return [models[:2], models[2:]]
 
     def download_version(self, target: str, destination: str | None = ".", file_patterns=None, exclude_patterns=None, progress_callback_func=None):
         _log("registry.model.download_version", target=target, destination=destination, file_patterns=file_patterns)

@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: anything larger in a manifest is hostile or broken
 MAX_MANIFEST_BYTES = 256 << 20
 VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$"
-ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images)/[A-Za-z0-9._:@/+-]+$|^wheels$|^tools/airlift$")
+ARTIFACT_ID_RE = re.compile(r"^(models|datasets|files|repos|images|outputs)/[A-Za-z0-9._:@/+-]+$|^wheels$|^tools/airlift$")
 
 
 class ManifestError(InputError):
@@ -141,7 +141,7 @@ class Artifact(Model):
     """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
 
     id: str
-    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "git", "wheels", "image", "installer"]
+    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "ngc-catalog", "git", "wheels", "image", "installer", "output"]
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
     source: Source

@@ -151,6 +151,19 @@ class NgcSource(SourceRecord):
         return self.target
 
 
+class NgcCatalogSource(SourceRecord):
+    """(v1.1) Several models of one NGC org/team (discovery), each pinned to a concrete version."""
+
+    org: str = Field(pattern=SAFE_NAME)
+    team: str = Field(pattern=SAFE_NAME)
+    models: dict[Annotated[str, Field(pattern=SAFE_NAME)], Annotated[str, Field(pattern=SAFE_NAME)]] = Field(min_length=1)
+    allow: list[str] | None = None
+
+    @property
+    def pinned(self) -> str:
+        return " ".join(f"{name}:{version}" for name, version in sorted(self.models.items()))
+
+
 class GitSource(SourceRecord):
     """A git repository at a commit (the ref it was resolved from, and its full name)."""
 
@@ -247,7 +260,22 @@ class ImageSource(SourceRecord):
         return self.digest or self.image_id or ""
 
 
-Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | GitSource | WheelsSource | ImageSource | InstallerSource
+class OutputSource(SourceRecord):
+    """(v1.1) A finished job run's declared outputs, carried out by `airlift export`."""
+
+    spec: str = Field(pattern=SAFE_NAME)
+    job: str = Field(pattern=SAFE_NAME)
+    run_id: str = Field(pattern=SAFE_NAME)
+    outputs: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")]] = Field(default_factory=list)
+    exit_code: int = 0
+    submitted_at: str = Field(default="", max_length=64)
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.job}/{self.run_id}"
+
+
+Source = HfSource | UrlSource | PathSource | S3Source | NgcSource | NgcCatalogSource | GitSource | WheelsSource | ImageSource | InstallerSource | OutputSource
 
 SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "hf-model": HfSource,
@@ -256,10 +284,12 @@ SOURCE_BY_KIND: dict[str, type[SourceRecord]] = {
     "path": PathSource,
     "s3": S3Source,
     "ngc-model": NgcSource,
+    "ngc-catalog": NgcCatalogSource,
     "git": GitSource,
     "wheels": WheelsSource,
     "image": ImageSource,
     "installer": InstallerSource,
+    "output": OutputSource,
 }
 
 

@@ -27,6 +27,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from airlift.fetch.prepare import prepare_build
 
     _check_out(Path(args.out))
+    if args.since and Path(args.since).is_file():  # v1.1: a site inventory; --pubkey makes its signature required
+        from airlift.bundle.inventory import read_inventory
+
+        read_inventory(Path(args.since), pubkeys=[Path(k) for k in _trusted_keys(args)])
     prepare_build(args.spec, args.since, hand_off=True)  # the flow's same call takes this: read once, one place decides
     build_bundle = _flow("build")
     if args.dask:
@@ -77,6 +81,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in plan.artifacts:
         size = human(a.bytes) + ("+?" if a.unknown_sizes else "")
         print(f"{a.id:50} {a.kind:11} {a.files:6} {size:>11} {human(a.cached_bytes):>11} {human(a.to_fetch_bytes):>11}  {a.reference[:96]}")
+        if a.kind == "ngc-catalog":  # v1.1 discovery: every model, with the version it was pinned to
+            print("".join(f"      {pin}\n" for pin in a.reference.split()), end="")
     print(
         f"total: {totals['artifacts']} artifacts, {totals['files']} files, {human(totals['bytes'])}; "
         f"cached {human(totals['cached_bytes'])}, to fetch {human(totals['to_fetch_bytes'])}"
@@ -248,6 +254,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         from airlift.ingest import rollback
 
         rollback.check(prepared.site.shared_root, prepared.opened.manifest, prepared.opened.sha256, origin=str(args.bundle), allow_older=args.allow_older)
+    profile, opened = prepared.site, prepared.opened
+    since = opened.manifest.since
+    if since is not None and since.name.startswith("inventory:") and profile.store is None:
+        # v1.1: a delta computed from the site's inventory leaves out the blobs the site's store holds.
+        raise InputError(f"{args.site}: store: required to ingest {args.bundle}, a delta built against {since.name.removeprefix('inventory:')}")
     ingest_bundle = _flow("ingest")
     summary = ingest_bundle(bundle=str(args.bundle), site=str(args.site), pubkeys=[str(k) for k in args.pubkey], allow_older=args.allow_older)
     if getattr(args, "json", False):
@@ -322,8 +333,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     manifest = _open_trusted(args.bundle, _trusted_keys(args, profile)).manifest
     require_scheduler(profile, source=str(args.site))
     select_jobs(spec_of(manifest), args.job)
+    if getattr(args, "dry_run", False):  # renders only: no flow run, nothing created, nothing submitted
+        from airlift.jobs.dryrun import dry_run
+
+        print(dry_run(manifest, profile, args.job), end="")
+        return 0
     result = _flow("submit")(
         bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force, pubkeys=[str(k) for k in args.pubkey],
+        stream=args.wait,
     )
     print(f"submitted: {', '.join(result.submitted) or 'nothing new'}")
     for name, info in result.jobs.items():

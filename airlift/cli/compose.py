@@ -159,8 +159,20 @@ def _submit() -> Any:
     return submit_jobs
 
 
+def _export() -> Any:
+    from airlift_flows.export import export_outputs_flow
+
+    return export_outputs_flow
+
+
+def _inventory() -> Any:
+    from airlift_flows.export import inventory_flow
+
+    return inventory_flow
+
+
 _FLOWS = {
     "build": _build, "plan": _plan, "verify": _verify, "keygen": _keygen, "sign": _sign,
     "transfer": _transfer, "ingest": _ingest, "pack": _pack, "unpack": _unpack, "mirror-refresh": _mirror,
-    "submit": _submit,
+    "submit": _submit, "export": _export, "inventory": _inventory,
 }

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from airlift import __version__
-from airlift.cli import commands
+from airlift.cli import commands, outward
 from airlift.util.errors import AirliftError
 
 
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="the spec file (airgap.yaml); see examples/")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="bundle directory: new, empty, or a bundle to complete (anything else is refused)")
-    p.add_argument("--since", help="older bundle: write only blobs it lacks (a delta)")
+    p.add_argument("--since", help="older bundle, or a site inventory (airlift inventory): write only blobs it lacks (a delta)")
+    p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key: refuse an inventory none of them signed (repeatable; default: none)")
     p.add_argument("--dask", default=os.environ.get("AIRLIFT_DASK_ADDRESS"), help="run per-artifact tasks on Dask: a scheduler address, or 'local' for a LocalCluster (default: $AIRLIFT_DASK_ADDRESS, else in this process)")
     p.add_argument("--installer", action="store_true", help="carry airlift itself (tools/airlift, install.sh) for this host's Python and platform when the spec has no installer:")
     p.set_defaults(func=commands.cmd_build)
@@ -114,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path, help="the ingested bundle whose spec lists the jobs")
     p.add_argument("--site", required=True, type=Path, help="site profile (site.yaml) with slurm: or prefect:")
     p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
-    p.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 if any failed")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs, streaming their output; exit 1 if any failed")
     p.add_argument("--force", action="store_true", help="submit even jobs that are pending, running or done")
+    p.add_argument("--dry-run", action="store_true", help="print each job's sbatch script (or Prefect run parameters); submit nothing")
     p.add_argument("--pubkey", action="append", default=[], help="trusted Ed25519 public key (repeatable), besides the site's trust.keys")
     p.set_defaults(func=commands.cmd_submit)
 
@@ -207,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--artifact", action="append", default=[], metavar="ID", help="also evict the records of this artifact id, e.g. models/acme/x, whatever their age (repeatable)")
     c.add_argument("--all", action="store_true", help="empty the cache: every record and blob, whatever its age (--records --older-than 0s); not while a build runs")
     c.set_defaults(func=commands.cmd_cache_prune)
+
+    p = sub.add_parser("export", help="results out: finished job runs' declared outputs as a signed bundle")
+    p.add_argument("--site", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
+    p.add_argument("--key", type=Path, help="the site's Ed25519 private key: sign the bundle")
+    p.add_argument("--max-size", default="1TiB", help="refuse (and name) a run whose outputs are larger (e.g. 50GiB)")
+    p.set_defaults(func=outward.cmd_export)
+
+    p = sub.add_parser("inventory", help="what the site holds: every ingested artifact with its blobs, as JSON")
+    p.add_argument("--site", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--key", type=Path, help="Ed25519 private key: sign the inventory (OUT.sig)")
+    p.set_defaults(func=outward.cmd_inventory)
 
     p = sub.add_parser("ingest", help="verify, then load a bundle into the site's sinks",
                        epilog=_example("airlift ingest /tmp/hello-bundle --site examples/minimal/site.yaml"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -54,6 +54,30 @@ class S3Target(Strict):
         return value
 
 
+class SlurmSsh(Strict):
+    """(v1.1) Run sbatch/squeue/scontrol/scancel on a login node over ssh (NeMo-Run's tunnel).
+
+    The scripts, logs and checkouts stay on the shared filesystem this host mounts; only the Slurm
+    commands travel, every word shell-quoted for the remote shell.
+    """
+
+    host: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$|^\[[0-9A-Fa-f:.]+\]$")
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    port: int = Field(default=22, ge=1, le=65535)
+    identity: Path | None = None
+    options: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")], Annotated[str, Field(pattern=r"^[^\s\x00-\x1f]+$")]] = Field(
+        default_factory=dict, description="ssh -o KEY=VALUE (e.g. UserKnownHostsFile)",
+    )
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict, description="variables the remote Slurm commands need (e.g. SLURM_CONF)",
+    )
+
+    @field_validator("identity")
+    @classmethod
+    def _identity(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+
 class SlurmTarget(Strict):
     """The Slurm partition and account jobs go to, and how their containers run."""
 
@@ -61,6 +85,7 @@ class SlurmTarget(Strict):
     account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     container_runtime: Literal["pyxis", "docker", "apptainer", "none"] = "pyxis"
     extra_args: list[str] = Field(default_factory=list)
+    ssh: SlurmSsh | None = None  # v1.1: submit through a login node
 
 
 class PrefectJobsTarget(Strict):

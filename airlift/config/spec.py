@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from airlift.config.installer import Installer
+from airlift.config.mounts import Mount, mount_problems, output_path
+from airlift.config.ngcspec import NGC_TARGET, NgcCatalog, ngc_artifact_id
 from airlift.config.yamlload import format_loc, read_located_yaml, validate_located
 from airlift.util.errors import InputError
 from airlift.util.names import no_control, ref_name
@@ -105,7 +107,7 @@ class HfRepo(Strict):
 class NgcModel(Strict):
     """An NVIDIA NGC model, `org/[team/]name[:version]`."""
 
-    ngc: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){1,2}(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+    ngc: Annotated[str, Field(pattern=NGC_TARGET)] | NgcCatalog  # v1.1: `org/team/*` or a catalog (config/ngcspec.py)
     allow: list[str] | None = None
     verify_signature: SignatureTrust | None = None  # v1.1: check the model's model-signing signature at build
 
@@ -271,6 +273,8 @@ class Job(Strict):
     needs: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     env: dict[Annotated[str, Field(pattern=ENV_KEY_RE)], str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list, description="read-only artifacts inside the job (v1.1)")
+    outputs: list[Annotated[str, AfterValidator(output_path)]] = Field(default_factory=list, description="dirs under $AIRLIFT_OUTPUT")
 
     @field_validator("command")
     @classmethod
@@ -352,7 +356,7 @@ class Spec(Strict):
             for needed_index, needed in enumerate(job.needs):
                 if needed not in job_names or needed == job.name:
                     problems.append((("jobs", index, "needs", needed_index), f"{needed!r} is not another job of this spec"))
-        return problems
+        return problems + mount_problems(self.jobs, set(seen))
 
     def located_artifact_ids(self) -> list[tuple[tuple[str | int, ...], str]]:
         return [(loc, artifact_id) for loc, artifact_id, _ in self._artifacts()]
@@ -399,7 +403,7 @@ def artifact_id_of(entry: Any, section: str) -> str:
     if isinstance(entry, HfRepo):
         return f"{'models' if section == 'models' else 'datasets'}/{entry.hf}"
     if isinstance(entry, NgcModel):
-        return f"models/{entry.ngc.split(':', 1)[0]}"
+        return ngc_artifact_id(entry.ngc)
     if isinstance(entry, (UrlFile, LocalPath, S3Prefix)):
         return f"files/{entry.file_name}"
     if isinstance(entry, (str, ImageRef)):

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from airlift import __version__
+from airlift.bundle.inventory import is_inventory, read_inventory
 from airlift.bundle.layout import Bundle, with_evidence
 from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
@@ -73,7 +74,12 @@ def assemble_bundle(
     bundle = Bundle(out)
     lineage = None
     old_blobs: set[str] = set()
-    if since is not None:
+    if since is not None and is_inventory(since):
+        # v1.1: a site inventory (its signature was checked by the CLI when --pubkey was given).
+        old_blobs = read_inventory(since).blobs()
+        inventory_sha = hashlib.sha256(since.read_bytes()).hexdigest()
+        lineage = Lineage(manifest_sha256=inventory_sha, name=f"inventory:{since.name}", created=read_inventory(since).created)
+    elif since is not None:
         old = Bundle(since)
         if not old.exists():
             raise InputError(f"--since {since}: not a bundle (no manifest.json)")

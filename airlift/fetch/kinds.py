@@ -53,7 +53,7 @@ KINDS: tuple[SourceKind, ...] = (
     SourceKind((UrlFile,), ("url",), "url"),
     SourceKind((LocalPath,), ("path",), "path"),
     SourceKind((S3Prefix,), ("s3",), "s3prefix"),
-    SourceKind((NgcModel,), ("ngc-model",), "ngc"),
+    SourceKind((NgcModel,), ("ngc-model", "ngc-catalog"), "ngc"),
     SourceKind((GitRepo,), ("git",), "git"),
     SourceKind((tuple,), ("wheels",), "wheels"),  # every `wheels:` entry of a spec makes one artifact
     SourceKind((str, ImageRef), ("image",), "image"),

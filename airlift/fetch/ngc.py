@@ -12,9 +12,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.config.ngcspec import NgcCatalog
 from airlift.config.spec import NgcModel
 from airlift.fetch.base import FetchContext, Resolved
 from airlift.util.errors import WorkError
@@ -40,7 +42,7 @@ def ngc_client(org: str, team: str | None) -> Any:
     if factory is None:
         from ngcsdk import Client as factory
     client = factory()
-    client.configure(api_key=key, org_name=org, team_name=team)
+    _sdk(client.configure, f"org {org}" + (f" team {team}" if team else ""), api_key=key, org_name=org, team_name=team)
     return client
 
 
@@ -60,28 +62,94 @@ def _latest_version(info: Any) -> str | None:
     return None
 
 
-def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved:
-    """Pin an NGC model to a version (the latest when none is given), through the NGC SDK."""
-    org, team, name, version = _split(entry.ngc)
-    if version is None:
-        client = ngc_client(org, team)
-        version = _latest_version(client.registry.model.info(entry.ngc))
+def _sdk(call: Any, what: str, *args: Any, **kwargs: Any) -> Any:
+    """One SDK call; whatever the SDK raises (an unknown org or model, a refused key) becomes one clear line."""
+    try:
+        return call(*args, **kwargs)
+    except WorkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the SDK's exception types are its own (ResourceNotFound, ...)
+        raise WorkError(f"NGC {what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}") from None
+
+
+def _names_in(listing: Any) -> dict[str, str | None]:
+    """Model name -> latest version from `registry.model.list`, which yields pages (lists) of models."""
+    found: dict[str, str | None] = {}
+    stack = [listing]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+            continue
+        name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+        if name:
+            found[str(name)] = _latest_version(SimpleNamespace(**item) if isinstance(item, dict) else item)
+    return found
+
+
+def _resolve_catalog(entry: NgcModel, artifact_id: str) -> Resolved:
+    """Every wanted model of an org/team, each pinned: listed through the SDK, `:latest` or none resolved."""
+    catalog = entry.ngc
+    assert isinstance(catalog, NgcCatalog)
+    org, team = catalog.org_team.split("/")
+    client = ngc_client(org, team)
+    listing = _names_in(_sdk(client.registry.model.list, f"org/team {catalog.org_team}", target=f"{catalog.org_team}/*"))
+    if not listing:
+        raise WorkError(f"{artifact_id}: NGC lists no models under {catalog.org_team} (unknown org or team, or the key cannot see it)")
+    wanted = catalog.wanted()
+    models: dict[str, str] = {}
+    for item in wanted if wanted is not None else sorted(listing):
+        name, _, version = item.partition(":")
+        if name not in listing:
+            raise WorkError(f"{artifact_id}: NGC has no model {name} under {catalog.org_team} (it lists {', '.join(sorted(listing))})")
+        if version in ("", "latest"):
+            version = listing[name] or _latest_version(_sdk(client.registry.model.info, f"model {catalog.org_team}/{name}", f"{catalog.org_team}/{name}")) or ""
         if not version:
-            raise WorkError(f"NGC did not say which version is latest; pin one as {entry.ngc}:<version>", artifact_id=artifact_id)
+            raise WorkError(f"NGC did not say which version of {name} is latest; pin one as {name}:<version>", artifact_id=artifact_id)
+        models[name] = version
+    source = {"org": org, "team": team, "models": models, "allow": entry.allow}
+    return Resolved(artifact_id, "ngc-catalog", {k: v for k, v in source.items() if v is not None})
+
+
+def resolve(entry: NgcModel, *, artifact_id: str, ctx: FetchContext) -> Resolved:
+    """Pin an NGC model to a version (the latest when none is given, or `:latest`), through the NGC SDK.
+
+    `org/team/*` and the catalog forms (airlift/config/ngcspec.py) pin every model they name or list.
+    """
+    if isinstance(entry.ngc, str) and entry.ngc.endswith("/*"):
+        entry = entry.model_copy(update={"ngc": NgcCatalog(org_team=entry.ngc.removesuffix("/*"))})
+    if isinstance(entry.ngc, NgcCatalog):
+        return _resolve_catalog(entry, artifact_id)
+    org, team, name, version = _split(entry.ngc)
+    if version in (None, "latest"):
+        client = ngc_client(org, team)
+        bare = entry.ngc.split(":", 1)[0]
+        version = _latest_version(_sdk(client.registry.model.info, f"model {bare}", bare))
+        if not version:
+            raise WorkError(f"NGC did not say which version is latest; pin one as {bare}:<version>", artifact_id=artifact_id)
     target = f"{org}/{team + '/' if team else ''}{name}:{version}"
     source = {"target": target, "org": org, "team": team, "name": name, "version": version, "allow": entry.allow}
     return Resolved(artifact_id, "ngc-model", {k: v for k, v in source.items() if v is not None})
 
 
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
-    """Download the pinned version with the NGC SDK and store each file by the sha256 computed here."""
+    """Download the pinned version(s) with the NGC SDK and store each file by the sha256 computed here."""
     source = resolved.source
+    if resolved.kind == "ngc-catalog":  # each model in its own directory of the one artifact
+        files: list[FileEntry] = []
+        for name, version in sorted(source.models.items()):
+            one = Resolved(resolved.artifact_id, "ngc-model", {
+                "target": f"{source.org}/{source.team}/{name}:{version}", "org": source.org, "team": source.team,
+                "name": name, "version": version, **({"allow": source.allow} if source.allow else {}),
+            })
+            files += [entry.model_copy(update={"path": f"{name}/{entry.path}"}) for entry in fetch(one, ctx).files]
+        return Artifact(id=resolved.artifact_id, kind="ngc-catalog", source=source, files=files)
     client = ngc_client(source.org, source.team)
     ctx.cache.store.ensure_dirs()
     # Download next to the store so files are hard-linked in, not copied, then drop the temp tree.
     workdir = Path(tempfile.mkdtemp(prefix="ngc-", dir=ctx.cache.store.tmp_dir))
     try:
-        result = client.registry.model.download_version(source.target, destination=str(workdir), file_patterns=source.allow)
+        result = _sdk(client.registry.model.download_version, f"model {source.target}", source.target, destination=str(workdir), file_patterns=source.allow)
         status = getattr(result, "status", "completed")
         if status not in (None, "completed", "COMPLETED"):
             raise WorkError(f"NGC download ended with status {status!r}", artifact_id=resolved.artifact_id)

@@ -38,8 +38,8 @@ def prepare_build(spec: str | Path, since: str | Path | None = None, *, hand_off
     if parsed is None:
         parsed = load_spec(spec)
     check_credentials(parsed)  # the environment is read each time: it is cheap and may differ
-    if since and not Path(since, "manifest.json").is_file():
-        raise InputError(f"--since {since}: not a bundle (no manifest.json)")
+    if since and not Path(since).is_file() and not Path(since, "manifest.json").is_file():  # a file: an inventory (v1.1)
+        raise InputError(f"--since {since}: not a bundle (no manifest.json) nor an inventory file")
     if hand_off:
         _HANDOFF.put(key, parsed)
     return parsed

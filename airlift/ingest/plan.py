@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from airlift.bundle.manifest import Artifact, Manifest
+from airlift.bundle.store import BlobStore
 from airlift.config.site import Site
 from airlift.ingest.docker import LoadReport
 from airlift.ingest.registry import PushReport, airgap_ref, target_repository
@@ -121,3 +123,19 @@ class IngestSummary(BaseModel):
 
 
 _SINKS: dict[type, str] = {UploadReport: "s3", MaterializeReport: "shared_root", PushReport: "registry", LoadReport: "docker"}
+
+
+def keep_in_store(manifest: Manifest, bundle_root: Path, store_root: Path) -> int:
+    """(v1.1) Give the site's `store:` every blob of a verified bundle (hard links where possible), so the
+    site's inventory can offer them and a later delta computed from that inventory finds them there.
+
+    Returns:
+        How many blobs the store gained.
+    """
+    own, store = BlobStore(bundle_root), BlobStore(store_root)
+    gained = 0
+    for digest in sorted(manifest.all_blobs()):
+        if own.has(digest) and not store.has(digest):
+            own.link_blob_to(store, digest)
+            gained += 1
+    return gained

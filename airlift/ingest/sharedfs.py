@@ -85,7 +85,7 @@ def materialize(root: Path, artifact: Artifact, *, blob_path: Callable[[str], Pa
     with under_way("materialize", artifact.id):
         if artifact.kind in ("hf-model", "hf-dataset"):
             location = _materialize_hf(confined, artifact, blob_path)
-        elif artifact.kind in ("url", "path", "s3", "ngc-model", "wheels"):
+        elif artifact.kind in ("url", "path", "s3", "ngc-model", "ngc-catalog", "wheels", "output"):  # output: outputs/<job>/<run id>/
             location = _materialize_files(confined, artifact, blob_path)
         elif artifact.kind == "git":
             confined.path(SharedRootLayout.git_repo_relative(artifact.id.removeprefix("repos/")))  # refuses a name or symlink that escapes

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from airlift.bundle.manifest import Manifest
 from airlift.config.site import Site
 from airlift.config.spec import Job, Spec, artifact_id_of
+from airlift.jobs.launch import Launch, bare_launch, create_output, record_run
 from airlift.layouts.shared_root import SharedRootLayout, read_marker
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, split_target
@@ -30,16 +31,21 @@ from airlift.util.fs import write_bytes_atomic
 INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "TZ")
 
 
-def job_environment(root: Path, job: Job) -> dict[str, str]:
+def job_environment(root: Path, job: Job, launch: Launch | None = None, *, runtime: str = "pyxis") -> dict[str, str]:
     """The contract's offline environment plus the job's own `env`.
 
     Args:
         root: The site's shared_root, mounted at the same path inside the job's container.
         job: The spec's job; its `env` keys were validated as variable names.
+        launch: This run (its `$AIRLIFT_OUTPUT` and mounts); None renders a run-less environment.
+        runtime: The container runtime; with `none` there is nothing to bind, so each mount's source
+            path is given in its AIRLIFT_MOUNT_<TO> variable instead.
 
     Returns:
-        HF_HOME, the *_OFFLINE switches, WANDB_MODE and AIRLIFT_ROOT, then the job's `env`.
+        HF_HOME, the *_OFFLINE switches, WANDB_MODE and AIRLIFT_ROOT, the offline pip/uv switches, the
+        run's AIRLIFT_OUTPUT and WANDB_DIR, then the job's `env`.
     """
+    wheels = str(root / "wheels")
     env = {
         "HF_HOME": str(SharedRootLayout(root).hf_home),
         "HF_HUB_OFFLINE": "1",
@@ -47,7 +53,17 @@ def job_environment(root: Path, job: Job) -> dict[str, str]:
         "HF_DATASETS_OFFLINE": "1",
         "WANDB_MODE": "offline",
         "AIRLIFT_ROOT": str(root),
+        # pip and uv never reach for an index inside the gap: the bundled wheels are the index.
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": wheels,
+        "UV_OFFLINE": "1",
+        "UV_FIND_LINKS": wheels,
     }
+    if launch is not None:
+        env["AIRLIFT_OUTPUT"] = launch.output
+        env["WANDB_DIR"] = launch.output
+        if runtime == "none":
+            env.update({mount.env_name: mount.source for mount in launch.mounts})
     env.update(job.env)
     return env
 
@@ -132,9 +148,12 @@ def require_scheduler(site: Site, *, source: str) -> Path:
     return site.shared_root
 
 
-def preflight(manifest: Manifest, site: Site, *, jobs: list[Job]) -> Preflight:
-    """What stops the jobs from running: images not in the registry at the bundle's digest, artifacts not ingested."""
+def preflight(manifest: Manifest, site: Site, *, jobs: list[Job], launches: dict[str, Launch] | None = None) -> Preflight:
+    """What stops the jobs from running: images not in the registry at the bundle's digest, artifacts not
+    ingested, mounts missing or not at their pinned commit (`launches`, see airlift.jobs.launch)."""
     result = Preflight()
+    for launch in (launches or {}).values():
+        result.missing += launch.problems
     root = site.shared_root
     runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")
     checked_images: dict[str, bool] = {}
@@ -185,6 +204,7 @@ class JobRecord:
     exit_file: str
     submitted_at: str
     backend: str = "slurm"
+    run_id: str = ""  # v1.1: names $AIRLIFT_OUTPUT (outputs/<job>/<run id>)
 
 
 class JobLedger:
@@ -208,8 +228,8 @@ class JobBackend(Protocol):
 
     name: str  # recorded as JobRecord.backend
 
-    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
-        """Submit one job, to run only after `needs` (the records of the jobs it needs) succeed."""
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch) -> JobRecord:
+        """Submit one run (`launch`) of a job, to run only after `needs` (the records of the jobs it needs) succeed."""
         ...
 
     def state(self, record: JobRecord) -> str:
@@ -232,7 +252,9 @@ def should_submit_again(backend: JobBackend, previous: JobRecord | None) -> bool
     return state in TERMINAL_BAD or state == "UNKNOWN"
 
 
-def submit_in_order(spec: Spec, jobs: list[Job], *, backend: JobBackend, root: Path, force: bool = False) -> Submission:
+def submit_in_order(
+    spec: Spec, jobs: list[Job], *, backend: JobBackend, root: Path, force: bool = False, launches: dict[str, Launch] | None = None,
+) -> Submission:
     """Submit jobs in dependency order; a job pending, running or done is not submitted again.
 
     The ledger is saved after each submission, so a crash never forgets a submitted job.
@@ -243,6 +265,8 @@ def submit_in_order(spec: Spec, jobs: list[Job], *, backend: JobBackend, root: P
         backend: The scheduler.
         root: The site's shared_root (the ledger lives under it).
         force: Submit again even jobs that are pending, running or done.
+        launches: Each job's run (output directory, mounts), from preflight; a job without one gets a
+            fresh run with no mounts.
 
     Returns:
         The jobs' records (submitted now or earlier) and the names submitted now.
@@ -253,8 +277,11 @@ def submit_in_order(spec: Spec, jobs: list[Job], *, backend: JobBackend, root: P
     for job in jobs:
         if not force and not should_submit_again(backend, records.get(job.name)):
             continue
-        records[job.name] = backend.submit(spec, job, needs=[records[n] for n in job.needs if n in records])
+        launch = (launches or {}).get(job.name) or bare_launch(root, job)
+        create_output(launch, job)
+        records[job.name] = backend.submit(spec, job, needs=[records[n] for n in job.needs if n in records], launch=launch)
         ledger.save(records)
+        record_run(root, spec, job, records[job.name])
         submitted.append(job.name)
     return Submission(records={job.name: records[job.name] for job in jobs}, submitted=submitted)
 
@@ -278,6 +305,7 @@ def wait_for_jobs(
     timeout_seconds: float = 7 * 24 * 3600,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    on_poll: Callable[[bool], None] | None = None,
 ) -> dict[str, str]:
     """Poll until every named job has ended; cancel jobs that can never run.
 
@@ -291,6 +319,7 @@ def wait_for_jobs(
         timeout_seconds: Give up after this long.
         sleep: Injected for tests.
         clock: Injected for tests.
+        on_poll: Called after each poll with whether every job has ended (streams their output).
 
     Returns:
         Each job's final state.
@@ -301,7 +330,10 @@ def wait_for_jobs(
     deadline = clock() + timeout_seconds
     while True:
         states = {name: state_of(records[name]) for name in names}
-        if all(state in TERMINAL_OK | TERMINAL_BAD for state in states.values()):
+        ended = all(state in TERMINAL_OK | TERMINAL_BAD for state in states.values())
+        if on_poll is not None:
+            on_poll(ended)
+        if ended:
             for name, state in states.items():
                 if state == "DEPENDENCY_NEVER_SATISFIED":
                     log(f"job {name} can never run (a job it needs failed): cancelling {records[name].id}")

@@ -26,8 +26,10 @@ from airlift.jobs.common import (
     job_environment,
     wait_for_jobs,
 )
+from airlift.jobs.launch import Launch
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
+from airlift.util.fs import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -40,20 +42,24 @@ class RunJobParameters:
     shared_root: str
     image: str | None
     docker_host: str | None
+    mounts: tuple[tuple[str, str], ...] = ()  # (source under shared_root, target): bound read-only
+
 
     def as_dict(self) -> dict[str, object]:
         """The run's parameters as `run_deployment` takes them (the `run-job` flow's parameter names)."""
-        return dict(self.__dict__)
+        return {**self.__dict__, "mounts": [list(m) for m in self.mounts]}
 
 
-def run_parameters(site: Site, job: Job) -> RunJobParameters:
-    """What a `run-job` run needs: the same offline environment and allow-list as a Slurm job."""
+def run_parameters(site: Site, job: Job, launch: Launch | None = None) -> RunJobParameters:
+    """What a `run-job` run needs: the same offline environment, allow-list and read-only mounts as a Slurm job."""
     assert site.prefect is not None and site.shared_root is not None
-    image = image_target(site, job) if site.prefect.container_runtime == "docker" else None
+    runtime = site.prefect.container_runtime
+    image = image_target(site, job) if runtime == "docker" else None
     return RunJobParameters(
         job=job.name, command=list(job.command),
-        env={**inherited_environment(), **job_environment(site.shared_root, job)},
+        env={**inherited_environment(), **job_environment(site.shared_root, job, launch, runtime=runtime)},
         shared_root=str(site.shared_root), image=image, docker_host=site.docker.host if site.docker else None,
+        mounts=tuple((m.source, m.target) for m in (launch.mounts if launch and image else [])),
     )
 
 
@@ -88,7 +94,7 @@ class PrefectBackend:
         self._trigger, self._read_state, self._log = trigger, read_state, log
         self._poll_seconds, self._sleep, self._clock = poll_seconds, sleep, clock
 
-    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch | None = None) -> JobRecord:
         """Wait until every need completed, then trigger the job's run.
 
         Raises:
@@ -101,10 +107,11 @@ class PrefectBackend:
             )[need.name]
             if state not in TERMINAL_OK:
                 raise WorkError(f"job {job.name}: its need {need.name} ended {state}")
-        run_id = self._trigger(self.deployment, run_parameters(self.site, job).as_dict())
+        params = run_parameters(self.site, job, launch)
+        run_id = self._trigger(self.deployment, params.as_dict())
         return JobRecord(
-            name=job.name, id=run_id, script=self.deployment, log=f"prefect flow run {run_id}",
-            exit_file="", submitted_at=now_iso(), backend=self.name,
+            name=job.name, id=run_id, script=self.deployment, log=str(job_log_path(params, run_id=run_id)),
+            exit_file=str(job_log_path(params, run_id=run_id).with_suffix(".exit")), submitted_at=now_iso(), backend=self.name, run_id=launch.run_id if launch else "",
         )
 
     def state(self, record: JobRecord) -> str:
@@ -132,6 +139,8 @@ def run_job_argv(params: RunJobParameters) -> list[str]:
         return list(params.command)
     host = ["-H", params.docker_host] if params.docker_host else []
     argv = ["docker", *host, "run", "--rm", "--network", "none", "-v", f"{params.shared_root}:{params.shared_root}"]
+    for source, target in params.mounts:
+        argv += ["-v", f"{source}:{target}:ro"]
     for key in params.env:
         if key not in ("PATH", "HOME"):
             argv += ["-e", key]
@@ -163,6 +172,8 @@ def run_job_process(params: RunJobParameters, *, run_id: str) -> Path:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.run(run_job_argv(params), env=dict(params.env), stdout=log, stderr=subprocess.STDOUT, check=False)
+    # Like a Slurm job's exit file: what export reads to tell a finished run from one in progress.
+    write_bytes_atomic(log_path.with_suffix(".exit"), f"{proc.returncode}\n".encode())
     if proc.returncode != 0:
         raise WorkError(f"job {params.job} exited {proc.returncode}; its output is in {log_path}")
     return log_path

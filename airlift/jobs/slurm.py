@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from airlift.bundle.manifest import now_iso
-from airlift.config.site import Site
+from airlift.config.site import Site, SlurmSsh
 from airlift.config.spec import Job, Spec
 from airlift.jobs.common import (
     TERMINAL_OK,
@@ -17,6 +17,7 @@ from airlift.jobs.common import (
     inherited_environment,
     job_environment,
 )
+from airlift.jobs.launch import Launch
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
@@ -30,7 +31,9 @@ def _enroot_ref(ref: str) -> str:
     return f"{host}#{rest}" if ("." in host or ":" in host) else ref
 
 
-def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None) -> str:
+def render_sbatch(
+    spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None, launch: Launch | None = None,
+) -> str:
     """The sbatch script for one job: `--export=NONE`, then exactly the job's environment.
 
     Every value that comes from a spec, a manifest or a site profile is shell-quoted; names were
@@ -44,6 +47,7 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
         site: The site profile (`shared_root` and `slurm` must be set).
         log_dir: Where the job's output and exit files go.
         inherited: The submitter's allow-listed variables (default: read from this process).
+        launch: This run: its `$AIRLIFT_OUTPUT` and its read-only mounts (see airlift.jobs.launch).
 
     Returns:
         The script's text.
@@ -51,9 +55,13 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
     assert site.shared_root is not None and site.slurm is not None
     root = str(site.shared_root)
     slurm = site.slurm
-    env = {**(inherited_environment() if inherited is None else inherited), **job_environment(site.shared_root, job)}
+    env = {
+        **(inherited_environment() if inherited is None else inherited),
+        **job_environment(site.shared_root, job, launch, runtime=slurm.container_runtime),
+    }
     command = shlex.join(job.command)
     mount = shlex.quote(f"{root}:{root}")
+    binds = [f"{m.source}:{m.target}:ro" for m in (launch.mounts if launch else [])]
     lines = [
         "#!/bin/bash",
         "#SBATCH --export=NONE",
@@ -86,19 +94,21 @@ def render_sbatch(spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited:
     image = image_target(site, job)
     if slurm.container_runtime == "pyxis":
         lines.append(
-            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={mount} "
+            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={shlex.quote(','.join([f'{root}:{root}', *binds]))} "
             f"--container-env={shlex.quote(','.join(env))} {command}"
         )
     elif slurm.container_runtime == "docker":
         host = f"-H {shlex.quote(site.docker.host)} " if site.docker else ""
         env_args = " ".join(f"-e {shlex.quote(key)}" for key in env if key not in ("PATH", "HOME"))
         lines.append(f"docker {host}image inspect {shlex.quote(image)} >/dev/null 2>&1 || docker {host}pull -q {shlex.quote(image)} >/dev/null")
-        lines.append(f"docker {host}run --rm --network none -v {mount} {env_args} {shlex.quote(image)} {command}")
+        ro = "".join(f"-v {shlex.quote(b)} " for b in binds)
+        lines.append(f"docker {host}run --rm --network none -v {mount} {ro}{env_args} {shlex.quote(image)} {command}")
     elif slurm.container_runtime == "apptainer":
         # APPTAINERENV_<KEY> passes each value into the container verbatim (no comma-separated list to parse).
         lines += [f"export APPTAINERENV_{key}={shlex.quote(value)}" for key, value in env.items() if key not in ("PATH", "HOME")]
         nohttps = "--nohttps " if site.registry and site.registry.insecure else ""
-        lines.append(f"apptainer exec {nohttps}--cleanenv --bind {mount} {shlex.quote('docker://' + image)} {command}")
+        ro = "".join(f"--bind {shlex.quote(b)} " for b in binds)
+        lines.append(f"apptainer exec {nohttps}--cleanenv --bind {mount} {ro}{shlex.quote('docker://' + image)} {command}")
     else:
         lines.append(command)
     return "\n".join(lines) + "\n"
@@ -110,17 +120,39 @@ _UNREACHABLE = "Unable to contact slurm controller"
 _TIMED_OUT = "Socket timed out"
 
 
-def _query(argv: list[str], what: str) -> str:
+def remote_command(argv: list[str], ssh: SlurmSsh | None) -> list[str]:
+    """`argv` as this host runs it: itself, or through ssh on the site's login node.
+
+    ssh hands the remote shell one string, so every word (and each `env` value) is shlex-quoted there:
+    no spec, manifest or site value becomes a remote shell word unquoted. Options come before `--`,
+    so a host name can never read as an ssh option.
+    """
+    if ssh is None:
+        return list(argv)
+    local = ["ssh", "-o", "BatchMode=yes", "-p", str(ssh.port)]
+    for key, value in ssh.options.items():
+        local += ["-o", f"{key}={value}"]
+    if ssh.identity is not None:
+        local += ["-i", str(ssh.identity), "-o", "IdentitiesOnly=yes"]
+    if ssh.user:
+        local += ["-l", ssh.user]
+    words = ["env", *(f"{k}={v}" for k, v in ssh.env.items()), *argv] if ssh.env else list(argv)
+    return [*local, "--", ssh.host, shlex.join(words)]
+
+
+def _query(argv: list[str], what: str, ssh: SlurmSsh | None = None) -> str:
     """An idempotent Slurm command (a query, a cancel), retried (the core's one retry layer) on controller trouble."""
     return with_transient_retries(
-        what, action=lambda: run(argv, what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr or _TIMED_OUT in stderr),
+        what, action=lambda: run(
+            remote_command(argv, ssh), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr or _TIMED_OUT in stderr,
+        ),
     )
 
 
-def scancel(job_id: str) -> None:
+def scancel(job_id: str, ssh: SlurmSsh | None = None) -> None:
     """Cancel a job that can never run (its afterok dependency failed) rather than leave it queued forever."""
     with contextlib.suppress(WorkError):  # already gone is fine; still queued, the next wait cancels it
-        _query(["scancel", job_id], f"scancel {job_id}")
+        _query(["scancel", job_id], f"scancel {job_id}", ssh)
 
 
 def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
@@ -131,21 +163,23 @@ def sbatch_argv(script: Path, depends_on: list[str]) -> list[str]:
     return [*argv, str(script)]
 
 
-def sbatch(script: Path, depends_on: list[str]) -> str:
+def sbatch(script: Path, depends_on: list[str], ssh: SlurmSsh | None = None) -> str:
     """Submit a script, after the given jobs succeed (`afterok`); returns the job id."""
     what = f"sbatch {script.name}"
     # Only "unreachable" is retried: after a timeout the job may be queued, and a resubmission would
     # run it twice. That failure is reported (exit 1); `squeue` tells whether the job went in.
     out = with_transient_retries(
-        what, action=lambda: run(sbatch_argv(script, depends_on), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr),
+        what, action=lambda: run(
+            remote_command(sbatch_argv(script, depends_on), ssh), what=what, transient=lambda _code, stderr: _UNREACHABLE in stderr,
+        ),
     ).strip()
     return out.split(";", 1)[0]
 
 
-def slurm_state(job_id: str, exit_file: Path | None = None) -> str:
+def slurm_state(job_id: str, exit_file: Path | None = None, ssh: SlurmSsh | None = None) -> str:
     """PENDING/RUNNING/COMPLETED/FAILED/...; a job slurmctld forgot is judged by the exit file it left."""
     try:
-        out = _query(["scontrol", "show", "job", "-o", job_id], f"scontrol {job_id}")
+        out = _query(["scontrol", "show", "job", "-o", job_id], f"scontrol {job_id}", ssh)
     except WorkError:
         out = ""  # slurmctld forgot the job (or is restarting): judged by its exit file below
     match = re.search(r"JobState=(\S+)", out)
@@ -167,23 +201,25 @@ class SlurmBackend:
         assert site.shared_root is not None and site.slurm is not None
         self.site = site
         self.log_dir = SharedRootLayout(site.shared_root).logs
+        self._ssh = site.slurm.ssh
 
-    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord]) -> JobRecord:
+    def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch) -> JobRecord:
         """Write the job's script and sbatch it after those of `needs` that have not completed yet."""
         assert self.site.shared_root is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         script = self.site.shared_root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
-        write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir).encode(), mode=0o755)
-        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK])
+        write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir, launch=launch).encode(), mode=0o755)
+        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK], self.site.slurm.ssh if self.site.slurm else None)
         return JobRecord(
             name=job.name, id=job_id, script=str(script), log=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
             exit_file=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(), backend=self.name,
+            run_id=launch.run_id,
         )
 
     def state(self, record: JobRecord) -> str:
         """The job's Slurm state, or the one its exit file tells once slurmctld forgot it."""
-        return slurm_state(record.id, Path(record.exit_file) if record.exit_file else None)
+        return slurm_state(record.id, Path(record.exit_file) if record.exit_file else None, self._ssh)
 
     def cancel(self, record: JobRecord) -> None:
         """scancel the job (one whose afterok dependency failed would otherwise stay queued forever)."""
-        scancel(record.id)
+        scancel(record.id, self._ssh)

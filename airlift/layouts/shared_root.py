@@ -7,11 +7,13 @@ air-gapped side's packages share them without importing each other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from airlift.bundle.manifest import Artifact
+from airlift.config.mounts import output_path
 from airlift.util.confine import EscapeError, read_path
 
 MARKER_DIR = ".airlift/ingested"
@@ -99,3 +101,36 @@ def load_marker(path: Path) -> IngestMarker | None:
         return IngestMarker.model_validate_json(read_path(path, max_bytes=MAX_MARKER_BYTES))
     except (OSError, ValueError, EscapeError):
         return None
+
+
+# -- v1.1: a job's pinned checkouts (read-only) and its writable output directory, and the run records
+def checkout_path(root: Path, name: str, commit: str) -> Path:
+    """`checkouts/<name>/<commit>/`: a read-only working tree of bundled repo `name` at `commit`."""
+    return root / "checkouts" / name / commit
+
+
+def output_dir(root: Path, job: str, run_id: str) -> Path:
+    """`outputs/<job>/<run id>/`: the job's `$AIRLIFT_OUTPUT` for one run."""
+    return root / "outputs" / job / run_id
+
+
+def run_record_path(root: Path, job: str, run_id: str) -> Path:
+    """Where submit records one run of a job (what export reads to tell a finished run from one in progress)."""
+    return root / ".airlift" / "runs" / job / f"{run_id}.json"
+
+
+class RunRecord(BaseModel):
+    """One submitted run of a job: written by submit, read by export. Jobs can write under shared_root,
+    so a record is validated when read, and its exit file is only believed when it is inside the root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    job: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    backend: str
+    scheduler_id: str
+    exit_file: str = ""
+    log: str = ""
+    outputs: list[Annotated[str, AfterValidator(output_path)]] = Field(default_factory=list)  # never `..` or absolute
+    submitted_at: str

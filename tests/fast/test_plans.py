@@ -247,7 +247,10 @@ def test_prefect_jobs_run_in_dependency_order_each_after_its_needs_completed(tmp
     env = train["env"]
     assert isinstance(env, dict) and env["SEED"] == "7" and env["HF_HUB_OFFLINE"] == "1" and env["AIRLIFT_ROOT"] == str(tmp_path)
     assert set(env) <= {"PATH", "HOME", "LANG", "TZ", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                        "HF_DATASETS_OFFLINE", "WANDB_MODE", "AIRLIFT_ROOT", "SEED"}
+                        "HF_DATASETS_OFFLINE", "WANDB_MODE", "AIRLIFT_ROOT", "SEED", "PIP_NO_INDEX", "PIP_FIND_LINKS",
+                        "UV_OFFLINE", "UV_FIND_LINKS", "AIRLIFT_OUTPUT", "WANDB_DIR"}
+    assert env["AIRLIFT_OUTPUT"] == env["WANDB_DIR"] and env["AIRLIFT_OUTPUT"].startswith(f"{tmp_path}/outputs/train/")
+    assert Path(env["AIRLIFT_OUTPUT"]).is_dir()  # created before the job starts
     ledger = JobLedger(tmp_path, "fast").load()
     assert {n: (r.id, r.backend) for n, r in ledger.items()} == {"prep": ("run-1", "prefect"), "train": ("run-2", "prefect")}
 

@@ -21,6 +21,11 @@ CONTRACT_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "WANDB_MODE": "offline",
     "AIRLIFT_ROOT": ROOT,
+    # v1.1: pip and uv offline, finding the bundled wheels
+    "PIP_NO_INDEX": "1",
+    "PIP_FIND_LINKS": f"{ROOT}/wheels",
+    "UV_OFFLINE": "1",
+    "UV_FIND_LINKS": f"{ROOT}/wheels",
 }
 RUNTIMES = ["pyxis", "docker", "apptainer", "none"]
 

@@ -12,7 +12,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from airlift.bundle.manifest import Artifact
 from airlift.config.installer import Installer
 from airlift.config.spec import Spec
-from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.base import Resolved
 from airlift.fetch.bundle_writer import BuildResult, resolution_digest
 from airlift.fetch.cache import Cache

@@ -19,7 +19,6 @@ from airlift.ingest.docker import LoadReport, load_image
 from airlift.ingest.registry import PushReport, push_image
 from airlift.ingest.sharedfs import MaterializeReport, materialize
 from airlift.layouts.state import IngestStateLayout
-from airlift.util import s3 as s3_util
 
 
 def _blob_locator(bundle: str, store: str | None) -> Callable[[str], Path]:

@@ -24,7 +24,7 @@ from airlift.bundle.oci_layout import (
     listed_ids,
 )
 from airlift.bundle.store import BlobStore
-from airlift.util.confine import EscapeError, read_regular
+from airlift.util.confine import EscapeError, open_regular, read_regular
 from airlift.util.errors import InputError
 from airlift.util.fs import write_bytes_atomic
 

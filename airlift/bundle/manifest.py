@@ -184,7 +184,7 @@ class Artifact(Model):
         return self
 
     def all_blobs(self) -> set[str]:
-        return {f.sha256 for f in self.files} | {b.hex for b in self.blobs}
+        return {f.sha256 for f in self.files} | {Digest(b).hex for b in self.blobs}  # Digest(): a model_copy may hold plain strings
 
     @property
     def referrers(self) -> list[Referrer]:

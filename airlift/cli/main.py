@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from airlift import __version__
-from airlift.cli import commands, outward
+from airlift.cli import commands, maintenance, outward
 from airlift.util.errors import AirliftError
 
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["status", "start", "stop"], help="status | start | stop (see above)")
     p.add_argument("--port", type=int, default=None, help="start: the port to listen on (default: $AIRLIFT_SERVER_PORT, else the last one if free, else any)")
-    p.set_defaults(func=commands.cmd_server)
+    p.set_defaults(func=maintenance.cmd_server)
 
     p = sub.add_parser(
         "cache", help="the download cache ($AIRLIFT_CACHE): info, prune (local maintenance; runs no Prefect flow)",
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = actions.add_parser("info", parents=[common], formatter_class=_Help, help="size, blobs, records, and what prune could remove",
                            epilog=_example("airlift cache info --json"))
     c.add_argument("--json", action="store_true", help="print the figures as JSON")
-    c.set_defaults(func=commands.cmd_cache_info)
+    c.set_defaults(func=maintenance.cmd_cache_info)
     c = actions.add_parser(
         "prune", parents=[common], formatter_class=_Help, epilog=_example("airlift cache prune --older-than 7d --keep-bundle /tmp/hello-bundle"),
         help="remove blobs no cache record or kept bundle references, and stale temp files, partials and locks",
@@ -208,19 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--records", action="store_true", help="also evict cache records no build has reused for --older-than, so their blobs can go too")
     c.add_argument("--artifact", action="append", default=[], metavar="ID", help="also evict the records of this artifact id, e.g. models/acme/x, whatever their age (repeatable)")
     c.add_argument("--all", action="store_true", help="empty the cache: every record and blob, whatever its age (--records --older-than 0s); not while a build runs")
-    c.set_defaults(func=commands.cmd_cache_prune)
+    c.set_defaults(func=maintenance.cmd_cache_prune)
 
-    p = sub.add_parser("export", help="results out: finished job runs' declared outputs as a signed bundle")
-    p.add_argument("--site", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("export", help="results out: finished job runs' declared outputs as a signed bundle",
+                       epilog=_example("airlift export --site site.yaml --out results/ --job train --key keys/site.key"))
+    p.add_argument("--site", required=True, type=Path, help="site profile (site.yaml) whose shared_root holds the runs")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the bundle of outputs to write or complete")
     p.add_argument("--job", action="append", default=[], help="job name (repeatable); default: all")
     p.add_argument("--key", type=Path, help="the site's Ed25519 private key: sign the bundle")
     p.add_argument("--max-size", default="1TiB", help="refuse (and name) a run whose outputs are larger (e.g. 50GiB)")
     p.set_defaults(func=outward.cmd_export)
 
-    p = sub.add_parser("inventory", help="what the site holds: every ingested artifact with its blobs, as JSON")
-    p.add_argument("--site", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("inventory", help="what the site holds: every ingested artifact with its blobs, as JSON",
+                       epilog=_example("airlift inventory --site site.yaml --out inv.json --key keys/site.key"))
+    p.add_argument("--site", required=True, type=Path, help="site profile (site.yaml) whose ingest markers and store are listed")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the inventory JSON file to write")
     p.add_argument("--key", type=Path, help="Ed25519 private key: sign the inventory (OUT.sig)")
     p.set_defaults(func=outward.cmd_inventory)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry, Manifest, now_iso
-from airlift.bundle.sources import OutputSource
+from airlift.bundle.source_records import OutputSource
 from airlift.layouts.shared_root import RunRecord, output_dir
 from airlift.util.errors import WorkError
 from airlift.util.fs import is_within, write_bytes_atomic

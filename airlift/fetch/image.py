@@ -14,7 +14,7 @@ from typing import Any
 
 from airlift.bundle.manifest import Artifact, ImageInfo, Referrer
 from airlift.bundle.oci_layout import config_platform, oci_form
-from airlift.bundle.sources import ImageSource
+from airlift.bundle.source_records import ImageSource
 from airlift.config.spec import ImageRef, image_ref
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.fetch.engine_image import engine_record_is_sound, fetch_engine, resolve_engine

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from airlift.util.errors import InputError, IntegrityError, WorkError
-from airlift.util.fs import atomic_writer, copy_hashing
+from airlift.util.fs import CHUNK, atomic_writer, copy_hashing
 
 
 class EscapeError(WorkError):

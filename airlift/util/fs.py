@@ -40,7 +40,7 @@ def atomic_writer(path: Path, mode: int = 0o644, *, before_replace: Callable[[],
             checks the path again there, so a symlink planted meanwhile is not replaced blindly).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")  # a long final name must still leave room
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

@@ -14,8 +14,8 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from airlift.util.errors import AirliftError, TransientError, WorkError, is_transient, resource_error
-from airlift.util.settings import settings
 from airlift.util.redact import redact_url
+from airlift.util.settings import settings
 
 log = logging.getLogger("airlift")
 T = TypeVar("T")

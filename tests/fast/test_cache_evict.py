@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from airlift.cli.main import main
-from airlift.fetch.cache import Cache, prune_cache
+from airlift.fetch.cache import Cache
+from airlift.fetch.cache_prune import prune_cache
 from tests.fast.conftest import url_file
 
 OLD = time.time() - 3 * 86400

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from airlift.fetch.cache import DEFAULT_PRUNE_AGE, Cache, cache_info, parse_age, prune_cache
+from airlift.fetch.cache import DEFAULT_PRUNE_AGE, Cache, parse_age
+from airlift.fetch.cache_prune import cache_info, prune_cache
 from airlift.util.errors import InputError
 from airlift.util.locks import FileLock, try_lock
 from tests.fast.conftest import build_bundle, url_file

@@ -192,8 +192,8 @@ def test_a_delta_transfers_to_a_fresh_directory_leaving_the_rest_to_its_lineage(
 # -- moved from tests/test_content_truth.py: they need no service, only the core's build and transfer ----------
 def _core_build(spec: Path, out: Path, cache: Cache, *, since: Path | None = None) -> Bundle:
     """`airlift build SPEC --out OUT [--since OLD]` as the core calls the flow's tasks make, in a row."""
-    from airlift.fetch.assemble import assemble_bundle
     from airlift.fetch.base import FetchContext
+    from airlift.fetch.bundle_writer import assemble_bundle
     from airlift.fetch.kinds import fetch_resolved, resolve_entry
     from airlift.fetch.prepare import prepare_build
 
@@ -230,7 +230,9 @@ def _delta_pair(tmp_path: Path, name: str, *, seed: int) -> dict[str, bytes]:
     changed = {**base, "config.json": b'{"v": 2}\n'}
     (source / "config.json").write_bytes(changed["config.json"])
     _core_build(spec, tmp_path / "v2", cache, since=tmp_path / "v1")
-    assert len(list((tmp_path / "v2" / "blobs" / "sha256").iterdir())) == 1
+    evidence = json.loads((tmp_path / "v2" / "manifest.json").read_text())["evidence"]  # the delta's own SBOM and provenance
+    carried = [p for p in (tmp_path / "v2" / "blobs" / "sha256").iterdir() if p.name not in (evidence["sbom_sha256"], evidence["provenance_sha256"])]
+    assert len(carried) == 1
     return changed
 
 
@@ -288,10 +290,10 @@ def test_a_same_size_corruption_at_a_dir_dest_is_repaired(tmp_path):
     _verified(tmp_path / "dest")
 
 
-def test_a_delta_transfers_to_a_fresh_directory(tmp_path):
+def test_a_delta_transfers_to_a_fresh_directory(tmp_path):  # 3 sent: config.json and the delta's own SBOM and provenance
     _delta_pair(tmp_path, "truth-delta", seed=921)
     out = _transfer(Bundle(tmp_path / "v2"), tmp_path / "fresh")
-    assert (out.blobs_sent, out.blobs_lent) == (1, 2) and out.lineage and out.lineage.startswith("truth-delta"), out
+    assert (out.blobs_sent, out.blobs_lent) == (3, 2) and out.lineage and out.lineage.startswith("truth-delta"), out
     assert "2 blobs left to the lineage truth-delta" in out.summary()
     _verified(tmp_path / "fresh", store=tmp_path / "v1")
     alone = _verified(tmp_path / "fresh", ok=False)

@@ -10,7 +10,8 @@ from cyclonedx.model.bom import Bom
 from airlift.bundle.layout import PROVENANCE, SBOM, Bundle, with_evidence
 from airlift.bundle.manifest import Manifest, artifacts_digest, now_iso
 from airlift.bundle.verify import verify_bundle
-from airlift.transport.location import copy_blobs_to_dir, finalize_dir, plan_dir_transfer
+from airlift.transport.engine import transfer
+from airlift.transport.local import DirEndpoint
 from tests.fast.conftest import (
     Built,
     hf_model,
@@ -141,9 +142,7 @@ def test_the_same_manifest_gives_the_same_evidence_bytes(tmp_path):
 def test_a_transfer_carries_both(tmp_path):
     built = evidence_bundle(tmp_path / "b")
     dest = tmp_path / "dest"
-    plan = plan_dir_transfer(built.bundle, dest)
-    copied = copy_blobs_to_dir(built.bundle, dest, plan.missing)
-    finalize_dir(built.bundle, dest, plan, copied=set(copied))
+    transfer(DirEndpoint(str(built.root)), DirEndpoint(str(dest)))
     for name in (SBOM, PROVENANCE):
         assert (dest / name).read_bytes() == (built.root / name).read_bytes()
     assert verify_bundle(Bundle(dest)).ok

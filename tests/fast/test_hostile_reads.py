@@ -27,7 +27,7 @@ from airlift.ingest.sharedfs import materialize
 from airlift.layouts.shared_root import load_marker, marker_path
 from airlift.serve.catalog import Catalog
 from airlift.serve.server import build_app
-from airlift.transport.location import blob_sizes, copy_blobs_to_dir
+from airlift.transport.local import DirEndpoint
 from airlift.util.confine import EscapeError, SpecialFileError, hash_regular, open_regular, read_regular
 from airlift.util.errors import InputError, WorkError
 from tests.fast.conftest import build_bundle, git_artifact, make_git_bundle, make_writable, serving, url_file
@@ -157,9 +157,9 @@ def test_transfer_refuses_a_special_blob_instead_of_filling_the_disk(tmp_path, k
     digest = blob.name
     replace_with(blob, kind)
     with pytest.raises(WorkError, match="refusing to send"):
-        within(lambda: blob_sizes(built.manifest, built.bundle))
+        within(lambda: DirEndpoint(str(built.root)).list_blobs())
     with pytest.raises(EscapeError):
-        within(lambda: copy_blobs_to_dir(built.bundle, tmp_path / "dest", [digest]))
+        within(lambda: DirEndpoint(str(tmp_path / "dest")).put_blobs(built.bundle, [digest]))
     assert not BlobStore(tmp_path / "dest").has(digest)
 
 
@@ -170,7 +170,7 @@ def test_a_blob_that_grows_is_never_copied_past_its_declared_size(tmp_path):
     with open(blob, "ab") as handle:
         handle.write(b"\0" * (1 << 20))
     with pytest.raises(EscapeError):
-        copy_blobs_to_dir(built.bundle, tmp_path / "dest", [blob.name])
+        DirEndpoint(str(tmp_path / "dest")).put_blobs(built.bundle, [blob.name])
     with pytest.raises(EscapeError):
         materialize(tmp_path / "shared", built.manifest.artifacts[0], blob_path=built.bundle.store.blob_path)
 

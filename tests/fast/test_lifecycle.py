@@ -85,9 +85,10 @@ def test_delta_bundle_holds_only_changed_blobs(tmp_path: Path) -> None:
     _core_build(spec, tmp_path / "v1", cache)
     (source / "config.json").write_bytes(b'{"v": 2}\n')
     _core_build(spec, tmp_path / "v2", cache, since=tmp_path / "v1")
-    new_blobs = list((tmp_path / "v2" / "blobs" / "sha256").iterdir())
-    assert len(new_blobs) == 1 and new_blobs[0].read_bytes() == b'{"v": 2}\n'
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    evidence = {manifest["evidence"]["sbom_sha256"], manifest["evidence"]["provenance_sha256"]}  # each bundle's own
+    new_blobs = [p for p in (tmp_path / "v2" / "blobs" / "sha256").iterdir() if p.name not in evidence]
+    assert len(new_blobs) == 1 and new_blobs[0].read_bytes() == b'{"v": 2}\n'
     assert manifest["since"]["manifest_sha256"] == hashlib.sha256((tmp_path / "v1" / "manifest.json").read_bytes()).hexdigest()
     assert manifest["since"]["name"] == "delta"
     assert len(manifest["artifacts"][0]["files"]) == 3  # the manifest is complete

@@ -9,7 +9,7 @@ import pytest
 from airlift.bundle.layout import SBOM, Bundle
 from airlift.bundle.verify import model_signature_problems, verify_bundle
 from airlift.config.spec import Spec
-from airlift.fetch.assemble import assemble_bundle, check_model_signatures
+from airlift.fetch.bundle_writer import assemble_bundle, check_model_signatures
 from airlift.fetch.cache import Cache
 from airlift.util.errors import InputError, IntegrityError
 from tests.fast.conftest import hf_model, make_writable

@@ -46,12 +46,19 @@ def _asked(artifact: Artifact) -> str:
 def _dependencies(artifact: Artifact) -> list[dict[str, Any]]:
     source = artifact.source
     notes = {"artifact_id": artifact.id, "kind": artifact.kind, "asked": _asked(artifact), "pinned": source.pinned or ""}
-    if artifact.kind == "wheels":
+    if artifact.kind in ("wheels", "installer"):
         sha = {f.path.rsplit("/", 1)[-1]: f.sha256 for f in artifact.files}
-        return [
+        entries = [
             {"name": f"{artifact.id}/{name}", "uri": pin.url, "digest": {"sha256": pin.sha256 or sha.get(name, "")}, "annotations": notes | {"asked": name, "pinned": name}}
             for name, pin in sorted(source.wheels.items())
         ]
+        if artifact.kind == "installer":  # airlift's own wheel: built by the airlift that ran the build, never fetched
+            entries.append({
+                "name": f"{artifact.id}/{source.airlift_wheel}", "uri": f"pkg:pypi/airlift@{source.airlift_version}",
+                "digest": {"sha256": source.airlift_sha256},
+                "annotations": notes | {"asked": "airlift (the running version)", "pinned": source.airlift_wheel, "built_from": source.built_from},
+            })
+        return entries
     digest: dict[str, str] = {}
     uri = _asked(artifact)
     if artifact.kind in ("hf-model", "hf-dataset", "git"):

@@ -36,6 +36,9 @@ _KIND_TYPE = {
     "git": ComponentType.APPLICATION,
     "wheels": ComponentType.LIBRARY,
     "image": ComponentType.CONTAINER,
+    "installer": ComponentType.APPLICATION,  # airlift itself and its dependency wheels
+    "ngc-catalog": ComponentType.MACHINE_LEARNING_MODEL,
+    "output": ComponentType.DATA,  # a job run's results, carried out by `airlift export`
 }
 
 
@@ -75,7 +78,7 @@ def _purl(artifact: Artifact) -> PackageURL | None:
 
 def _component(artifact: Artifact) -> Component:
     files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files]
-    if artifact.kind == "wheels":
+    if artifact.kind in ("wheels", "installer"):
         # Each wheel is a library of its own, by its PyPI name and version.
         files = []
         for entry in artifact.files:

@@ -158,3 +158,13 @@ def test_pack_and_unpack_carry_both(tmp_path):
     for name in (SBOM, PROVENANCE):
         assert (tmp_path / "back" / name).read_bytes() == (built.root / name).read_bytes()
     assert verify_bundle(Bundle(tmp_path / "back")).ok
+
+
+def test_every_artifact_kind_has_an_sbom_component_type():
+    """A kind the SBOM cannot type would fail every build that carries it (it once did for tools/airlift)."""
+    from typing import get_args
+
+    from airlift.bundle.manifest import Artifact
+    from airlift.bundle.sbom import _KIND_TYPE
+
+    assert set(get_args(Artifact.model_fields["kind"].annotation)) <= set(_KIND_TYPE)

@@ -59,16 +59,20 @@ def task_runner_for(dask: str | None):
 
 
 @flow(name="build-bundle", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_files: int = 8, installer: bool = False) -> BuildResult:
+def build_bundle(
+    spec: str, out: str, since: str | None = None, max_parallel_files: int = 8, installer: bool = False, pubkeys: list[str] | None = None,
+) -> BuildResult:
     """Build (or complete) the bundle for `spec` at `out`; with `since`, write only blobs OLD lacks.
 
     Args:
         spec: Path to the spec (airgap.yaml); a relative path resolves in the worker's directory (give an absolute one).
         out: Bundle directory to write or complete.
-        since: An older bundle; the new one is a delta that carries only blobs the old one lacks.
+        since: An older bundle, or a site inventory file (`airlift inventory`); the new one is a delta
+            that carries only blobs the old one (or the site) lacks.
         max_parallel_files: Parallel file downloads inside one artifact.
         installer: Carry airlift itself (tools/airlift) for this host's Python and platform when the
             spec has no `installer:` of its own.
+        pubkeys: Trusted Ed25519 public keys: refuse an inventory (`since`) none of them signed.
     """
     parsed = prepare_build(spec, since)  # the same core call the CLI made
     if installer and parsed.installer is None:
@@ -78,7 +82,7 @@ def build_bundle(spec: str, out: str, since: str | None = None, max_parallel_fil
     reused = sum(plan_artifact(r, Cache(Path(cache_dir))).cached_bytes for r in resolved)  # before any fetch
     artifacts = fetch_all(resolved, cache_dir, max_parallel_files)
     result = assemble(
-        spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since,
+        spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since, pubkeys=pubkeys or [],
         resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
     )
     content = sum(a.total_bytes or (a.image.size if a.image else 0) for a in artifacts)

@@ -42,11 +42,13 @@ def fetch_artifact(*, resolved: Resolved, cache_dir: str, max_parallel_files: in
 
 
 @task(name="assemble-bundle", task_run_name="assemble {out}")
-def assemble(*, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str, since: str | None, resolution: str | None = None) -> BuildResult:
+def assemble(
+    *, spec: Spec, artifacts: list[Artifact], out: str, cache_dir: str, since: str | None, resolution: str | None = None, pubkeys: list[str] | None = None,
+) -> BuildResult:
     """Link blobs from the cache into the bundle, write manifest.json and SHA256SUMS, and publish a contents table."""
     result = assemble_bundle(
         spec=spec, artifacts=artifacts, out=Path(out), cache=Cache(Path(cache_dir)), since=Path(since) if since else None,
-        resolution=resolution,
+        resolution=resolution, since_pubkeys=[Path(k) for k in pubkeys or []],
     )
     rows = [
         {

@@ -34,7 +34,10 @@ def engine_image(upstream, tmp_path):
 
 
 def _blob_bytes(bundle: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in (bundle / "blobs" / "sha256").iterdir()}
+    """Content blobs by size: each bundle's own SBOM and provenance (its evidence) left out."""
+    evidence = json.loads((bundle / "manifest.json").read_text()).get("evidence") or {}
+    own = {evidence.get("sbom_sha256"), evidence.get("provenance_sha256")}
+    return {p.name: p.stat().st_size for p in (bundle / "blobs" / "sha256").iterdir() if p.name not in own}
 
 
 def _images(bundle: Path) -> dict[str, dict]:

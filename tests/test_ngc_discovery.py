@@ -9,6 +9,7 @@ from tests.test_sources import NGC_ENV
 
 
 def test_plan_pins_every_model_of_a_listing_names_and_csv(ws):
+    ws = ws.with_ngc_double()
     spec = ws.write("all.yaml", "name: tao\nmodels:\n  - ngc: nvidia/tao/*\n")
     out = ws.run("plan", str(spec), "--json", extra_env=NGC_ENV).stdout
     row = json.loads(out)["artifacts"][0]
@@ -27,6 +28,7 @@ def test_plan_pins_every_model_of_a_listing_names_and_csv(ws):
 
 
 def test_build_records_concrete_versions_and_each_model_in_its_directory(ws):
+    ws = ws.with_ngc_double()
     spec = ws.write("tao.yaml", 'name: tao\nmodels:\n  - ngc: {org_team: nvidia/tao, names: [pretrained_detection, pretrained_segformer]}\n'
                     "  - ngc: nvidia/nemo/tiny-nemo:latest\n")
     ws.run("build", str(spec), "--out", "bundle", extra_env=NGC_ENV)
@@ -41,6 +43,7 @@ def test_build_records_concrete_versions_and_each_model_in_its_directory(ws):
 
 
 def test_an_unknown_org_or_model_exits_1_with_one_clear_line(ws):
+    ws = ws.with_ngc_double()
     spec = ws.write("nope.yaml", "name: tao\nmodels:\n  - ngc: {org_team: nope/tao}\n")
     proc = ws.run("plan", str(spec), extra_env=NGC_ENV, expect=1)
     err = "\n".join(line for line in proc.stderr.strip().splitlines() if not line.startswith("flow run: "))

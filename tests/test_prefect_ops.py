@@ -86,9 +86,10 @@ def test_mirror_refresh_writes_one_none_one(ws, hub):
     assert "delta since" in third
     bundles = sorted((ws.root / "mirrors").iterdir())
     assert len(bundles) == 2
-    blobs = list((bundles[1] / "blobs" / "sha256").iterdir())
-    assert [b.read_bytes() for b in blobs] == [b'{"v": 2}\n']
     manifest = json.loads((bundles[1] / "manifest.json").read_text())
+    evidence = {manifest["evidence"]["sbom_sha256"], manifest["evidence"]["provenance_sha256"]}  # the delta's own SBOM and provenance
+    blobs = [b for b in (bundles[1] / "blobs" / "sha256").iterdir() if b.name not in evidence]
+    assert [b.read_bytes() for b in blobs] == [b'{"v": 2}\n']
     assert manifest["since"]["name"] == "mirror"
     verified(bundles[1], store=bundles[0])
 
@@ -134,11 +135,11 @@ images:
 jobs:
   - name: prep
     image: {upstream.app_a}
-    command: ["sh", "-c", "env > $AIRLIFT_ROOT/prep.env && echo prep-output-line && test \\"$HF_HUB_OFFLINE\\" = 1 && cat $HF_HOME/hub/models--acme--pjob-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out"]
+    command: ["sh", "-c", "env > $AIRLIFT_OUTPUT/prep.env && echo prep-output-line && test \\"$HF_HUB_OFFLINE\\" = 1 && ! busybox touch $AIRLIFT_ROOT/.airlift/forged 2>/dev/null && cat $HF_HOME/hub/models--acme--pjob-model/snapshots/*/config.json > $AIRLIFT_OUTPUT/prep.out"]
     uses: [models/acme/pjob-model]
   - name: train
     image: {upstream.app_a}
-    command: ["sh", "-c", "test -f $AIRLIFT_ROOT/prep.out && echo trained > $AIRLIFT_ROOT/train.out"]
+    command: ["sh", "-c", "test -f $AIRLIFT_ROOT/outputs/prep/*/prep.out && echo trained > $AIRLIFT_OUTPUT/train.out"]
     needs: [prep]
 """)
     ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
@@ -152,13 +153,15 @@ prefect: {{deployment: run-job/run-job, container_runtime: docker}}
     ws.run("ingest", "bundle", "--site", str(site))
     out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=400).stdout
     assert "submitted: prep, train" in out and out.count("COMPLETED") == 2, out
-    assert (root / "train.out").read_text() == "trained\n"
+    # shared_root is read-only in the container: each job wrote its own outputs/<job>/<run id>/ only.
+    prep, train = (next((root / "outputs" / name).iterdir()) for name in ("prep", "train"))
+    assert (train / "train.out").read_text() == "trained\n" and not (root / ".airlift" / "forged").exists()
     assert "submitted: nothing new" in ws.run("submit", "bundle", "--site", str(site)).stdout
     deadline = time.monotonic() + 60  # the job's output lands on the shared filesystem after its state: generous, ends early
-    while time.monotonic() < deadline and not Path(root / "prep.out").exists():
+    while time.monotonic() < deadline and not Path(prep / "prep.out").exists():
         time.sleep(0.1)
-    assert (root / "prep.out").read_text().startswith('{"architectures"')
-    seen = (root / "prep.env").read_text()
+    assert (prep / "prep.out").read_text().startswith('{"architectures"')
+    seen = (prep / "prep.env").read_text()
     assert "HF_HUB_OFFLINE=1" in seen and f"AIRLIFT_ROOT={root}" in seen
     for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "PREFECT_API_URL", "HF_TOKEN"):
         assert secret not in seen, f"the Prefect job backend passed {secret} to the job"

@@ -9,13 +9,18 @@ import uuid
 
 from tests.fixtures import add_model
 
+# shared_root is read-only in the container: a job writes its $AIRLIFT_OUTPUT only (never .airlift/),
+# and train reads prep's output under outputs/prep/<run id>/.
 PREP = (
     'test "$HF_HUB_OFFLINE" = 1 && test "$TRANSFORMERS_OFFLINE" = 1 && '
-    "cat $HF_HOME/hub/models--acme--job-model/snapshots/*/config.json > $AIRLIFT_ROOT/prep.out && "
-    "busybox sleep 2 && busybox date +%s > $AIRLIFT_ROOT/prep.done"
+    "! busybox touch $AIRLIFT_ROOT/.airlift/forged 2>/dev/null && ! busybox touch $AIRLIFT_ROOT/forged 2>/dev/null && "
+    "cat $HF_HOME/hub/models--acme--job-model/snapshots/*/config.json > $AIRLIFT_OUTPUT/prep.out && "
+    "busybox sleep 2 && busybox date +%s > $AIRLIFT_OUTPUT/prep.done"
 )
-TRAIN = "test -f $AIRLIFT_ROOT/prep.done && busybox date +%s > $AIRLIFT_ROOT/train.started && cat $AIRLIFT_ROOT/prep.out && echo trained"
-
+TRAIN = (
+    "test -f $AIRLIFT_ROOT/outputs/prep/*/prep.done && busybox date +%s > $AIRLIFT_OUTPUT/train.started && "
+    "cat $AIRLIFT_ROOT/outputs/prep/*/prep.out && echo trained"
+)
 
 def test_job_chain_runs_on_slurm_after_preflight(ws, hub, upstream, services):
     model = add_model(hub, "acme/job-model", weights_size=100_000, seed=171)
@@ -52,8 +57,10 @@ slurm: {{partition: batch, container_runtime: docker}}
     ws.run("ingest", "bundle", "--site", str(site))
     out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=600).stdout
     assert "submitted: prep, train" in out and "COMPLETED" in out, out
-    assert (root / "prep.out").read_bytes() == model["config.json"]
-    assert int((root / "train.started").read_text()) >= int((root / "prep.done").read_text()), "train started before prep finished"
+    prep, train = (next((root / "outputs" / name).iterdir()) for name in ("prep", "train"))
+    assert (prep / "prep.out").read_bytes() == model["config.json"]
+    assert int((train / "train.started").read_text()) >= int((prep / "prep.done").read_text()), "train started before prep finished"
+    assert not (root / ".airlift" / "forged").exists() and not (root / "forged").exists(), "shared_root must be read-only in a job"
     train_log = next((root / "logs").glob("chain-train-*.out")).read_text()
     assert "trained" in train_log and model["config.json"].decode() in train_log
     script = (root / ".airlift" / "jobs" / "chain" / "train.sbatch").read_text()

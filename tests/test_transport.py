@@ -30,7 +30,7 @@ def test_s3_round_trip_and_second_transfer_sends_nothing(ws, hub, s3_endpoint):
     try:
         ws.run("transfer", "bundle", "--to", dest, "--s3-endpoint", f"http://{proxy.address}")
         puts = sum(n for k, n in proxy.requests.items() if k.startswith("PUT"))
-        assert puts >= 8 + 2, proxy.requests  # 8 blobs + SHA256SUMS + manifest.json (+ bucket creation)
+        assert puts >= 10 + 6, proxy.requests  # 8 content + 2 evidence blobs + 6 top-level files (+ bucket creation)
         proxy.reset()
         again = ws.json("transfer", "bundle", "--to", dest, "--s3-endpoint", f"http://{proxy.address}")
         assert (again["blobs_sent"], again["bytes_sent"]) == (0, 0), again
@@ -67,7 +67,7 @@ def test_s3_transfer_killed_midway_resumes_without_resending(ws, hub, s3_endpoin
         proxy.bytes_per_second = None
         proxy.reset()
         ws.run("transfer", "bundle", "--to", f"s3://{bucket}/b", "--s3-endpoint", f"http://{proxy.address}")
-        blob_puts = proxy.requests["PUT blob"] + proxy.requests["PUT other"] - 4  # minus SHA256SUMS, manifest, oci-layout, index.json
+        blob_puts = proxy.requests["PUT blob"] + proxy.requests["PUT other"] - 6  # minus SHA256SUMS, manifest, oci-layout, index.json, sbom.cdx.json, provenance.json
         assert blob_puts <= 14 - len(done), f"re-sent completed blobs: {proxy.requests} with {len(done)} already there"
     finally:
         proxy.stop()

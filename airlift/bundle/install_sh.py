@@ -128,10 +128,28 @@ if [ -n "$pubkey" ]; then
   [ -f "$pubkey" ] || die "--pubkey $pubkey: no such file"
   [ -f "$bundle/manifest.json.sig" ] || die "refused: the bundle is not signed (no manifest.json.sig)"
   command -v openssl >/dev/null 2>&1 || die "--pubkey needs openssl"
-  head -c 4096 -- "$bundle/manifest.json.sig" > "$stage/sig.b64"
+  head -c 4096 -- "$bundle/manifest.json.sig" > "$stage/sig.txt"
+  [ "$(wc -l < "$stage/sig.txt")" -le 2 ] || die "refused: manifest.json.sig has more than two lines"
+  sed -n 1p "$stage/sig.txt" > "$stage/sig.b64"
+  expires="$(sed -n 2p "$stage/sig.txt")"
   base64 -d < "$stage/sig.b64" > "$stage/sig" 2>/dev/null || die "refused: manifest.json.sig is not base64"
-  openssl pkeyutl -verify -pubin -inkey "$pubkey" -rawin -in "$stage/manifest.json" -sigfile "$stage/sig" >/dev/null 2>&1 \
+  if [ -n "$expires" ]; then
+    # `airlift sign --expires`: the signature covers the expiry too (airlift/bundle/signing.py signed_message).
+    case "$expires" in
+      'expires '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z) expires="${expires#expires }" ;;
+      *) die "refused: the second line of manifest.json.sig is not 'expires YYYY-MM-DDTHH:MM:SSZ'" ;;
+    esac
+    { printf 'airlift-signature-v2\nexpires %s\n' "$expires"; cat -- "$stage/manifest.json"; } > "$stage/message"
+  else
+    cp -- "$stage/manifest.json" "$stage/message"
+  fi
+  openssl pkeyutl -verify -pubin -inkey "$pubkey" -rawin -in "$stage/message" -sigfile "$stage/sig" >/dev/null 2>&1 \
     || die "refused: manifest.json does not match its signature under $pubkey (tampered, or signed by another key)"
+  if [ -n "$expires" ]; then
+    now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    # Fixed-width UTC times order as strings; the x keeps expr from reading them as numbers.
+    [ "$(expr "x$now" \< "x$expires")" = 1 ] || die "refused: the signature expired at $expires (re-sign the bundle: airlift sign --expires)"
+  fi
   printf 'install.sh: signature valid under %s\n' "$pubkey"
 else
   printf 'install.sh: no --pubkey: the signature is NOT checked, only the blobs against manifest.json\n' >&2
@@ -141,8 +159,11 @@ fi
 VERIFY_PY
 # Everything checked: only now is DIR made.
 created=1
-"$python" -m venv -- "$prefix" || die "$python -m venv $prefix failed"
-PIP_CONFIG_FILE=/dev/null "$prefix/bin/python" -m pip install --isolated --no-index --no-cache-dir --disable-pip-version-check \
+# -I and a directory of our own: `-m` would otherwise import a planted venv.py or pip.py from the
+# working directory (the bundle, usually), which no signature covers.
+cd -- "$stage" || die "cannot enter $stage"
+"$python" -I -m venv -- "$prefix" || die "$python -m venv $prefix failed"
+PIP_CONFIG_FILE=/dev/null "$prefix/bin/python" -I -m pip install --isolated --no-index --no-cache-dir --disable-pip-version-check \
   --quiet --only-binary ':all:' --find-links "$stage/wheels" airlift || die "pip could not install from the verified wheels"
 "$prefix/bin/airlift" --version >/dev/null || die "the installed $prefix/bin/airlift does not run"
 created=''

@@ -40,7 +40,6 @@ EVIDENCE_FILES = (SBOM, PROVENANCE)
 # pins them). The SBOM and the provenance are also blobs (pinned by the manifest's `evidence`), so they
 # travel wherever blobs do; the top-level files are their readable copies.
 DERIVED_FILES: tuple[str, ...] = (*LAYOUT_FILES, INSTALL_SH, *EVIDENCE_FILES)
-TOP_LEVEL_FILES = DERIVED_FILES
 # Every top-level small file a bundle may hold besides its manifest, in the order a transfer sends them
 # (the manifest goes last, so a half-sent bundle is never taken for a whole one). Transports read this
 # list and spell no name themselves: a file added here travels everywhere. At a local DEST the derived
@@ -151,7 +150,8 @@ class Bundle:
         return own, False
 
     def derived_files(self, manifest: Manifest) -> dict[str, bytes]:
-        """`{name: bytes}` of the DERIVED_FILES this bundle has, in the order they are written."""
+        """`{name: bytes}` of the OCI layout files and install.sh this bundle has (the evidence files, also derived,
+        are written from their blobs by `write_sums`), in the order they are written."""
         files = layout_files(manifest, blob_size=self.blob_size, read_blob=self.read_small_blob)
         tools = manifest.artifact("tools/airlift")
         script = next((f for f in tools.files if f.path == INSTALL_SH_PATH), None) if tools is not None else None

@@ -101,9 +101,9 @@ def read_trust(paths: list[str], *, artifact_id: str) -> list[bytes]:
             with open(path, "rb") as handle:
                 data = handle.read(MAX_TRUST_BYTES + 1)
         except OSError as exc:
-            raise InputError(f"{artifact_id}: verify_signature: {path}: {exc.strerror or exc}") from None
+            raise InputError(f"verify_signature: {path}: {exc.strerror or exc}", artifact_id=artifact_id) from None
         if len(data) > MAX_TRUST_BYTES or b"-----BEGIN" not in data:
-            raise InputError(f"{artifact_id}: verify_signature: {path}: not a PEM key or certificate")
+            raise InputError(f"verify_signature: {path}: not a PEM key or certificate", artifact_id=artifact_id)
         out.append(data)
     return out
 

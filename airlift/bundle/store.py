@@ -214,18 +214,40 @@ class BlobStore:
                 return blob
         raise WorkError(f"{path}: changed while it was being copied (twice); stop writing to it, then build again")
 
+    def add_open(self, fd: int, *, label: str) -> StoredBlob:
+        """Copy a regular file the caller already opened (the guarded opener's descriptor, whose identity
+        the caller checked) into the store, hashing each piece as it lands. Nothing is opened by name, so
+        a file swapped for a symlink meanwhile cannot bring another file's bytes in.
+
+        Raises:
+            WorkError: The file changed (size, mtime or inode) while it was being copied; nothing is stored.
+        """
+        self.ensure_dirs()
+        blob = self._copy_fd(fd, None, None)
+        if blob is None:
+            raise WorkError(f"{label}: changed while it was being copied; nothing was stored from it")
+        return blob
+
     def _copy_unchanged(self, path: Path, on_bytes: Callable[[int], None] | None) -> StoredBlob | None:
         """One copy-while-hashing attempt; None (and nothing stored) when the source changed meanwhile."""
+        with open(path, "rb") as fin:
+            return self._copy_fd(fin.fileno(), on_bytes, lambda: _identity(os.stat(path)))
+
+    def _copy_fd(
+        self, src: int, on_bytes: Callable[[int], None] | None, by_name: Callable[[], tuple[int, int, int, int]] | None,
+    ) -> StoredBlob | None:
+        """Copy the open file `src`; None (nothing stored) when its identity (and that of `by_name()`, the
+        name's, when given) after the copy is not the one before it."""
         fd, tmp = self._new_tmp()
         try:
-            with open(path, "rb") as fin, os.fdopen(fd, "r+b") as fout:
-                before = _identity(os.fstat(fin.fileno()))
+            with os.fdopen(fd, "r+b") as fout:
+                before = _identity(os.fstat(src))
                 hasher = hashlib.sha256()
                 # The digest is of the copy as written (read back from its page cache), see copy_hashing.
-                size = copy_hashing(fin.fileno(), fout.fileno(), update=hasher.update, on_bytes=on_bytes)
+                size = copy_hashing(src, fout.fileno(), update=hasher.update, on_bytes=on_bytes)
                 os.fsync(fout.fileno())
                 # fstat catches an edit in place; stat of the name catches a replacement by rename.
-                after = (_identity(os.fstat(fin.fileno())), _identity(os.stat(path)))
+                after = (_identity(os.fstat(src)), by_name() if by_name is not None else before)
             if after != (before, before) or size != before[2]:
                 os.unlink(tmp)
                 return None

@@ -37,7 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         from airlift.cli.compose import build_task_runner
 
         build_bundle = build_bundle.with_options(task_runner=build_task_runner(args.dask))
-    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since, installer=args.installer)
+    result = build_bundle(spec=str(args.spec), out=str(args.out), since=args.since, installer=args.installer, pubkeys=_trusted_keys(args))
     print(
         f"built {result.bundle}: {result.artifacts} artifacts, {result.files} files, {human(result.bytes)}; "
         f"{result.blobs_written} blobs written, manifest sha256 {result.manifest_sha256}"
@@ -264,7 +264,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         _print_json("ingest", summary.model_dump(mode="json") | {"ok": True})
         return 0
-    profile = prepared.site
     # Only the sinks this site has: "S3 0 uploaded" for a site with no S3 reads as a failure.
     sinks = [f"S3 {summary.s3_uploaded} uploaded ({human(summary.s3_bytes)}), {summary.s3_skipped} already there, "
              f"at s3://{profile.s3.bucket}/{profile.s3.prefix}"] if profile.s3 else []

@@ -13,7 +13,10 @@ and `airlift ingest` treat it like any bundle; ingest places it under `shared_ro
   of each file's size, mtime and inode says which blob it is), and a rerun that finds the same runs
   leaves manifest.json, and its signature, untouched.
 - Everything read is below shared_root and bounded: a symlink or special file in an output
-  directory is refused, not followed (a job wrote it).
+  directory is refused, not followed (a job wrote it). The walk opens each directory relative to its
+  parent with O_NOFOLLOW, and each file is read through the guarded opener (`open_regular`, from
+  shared_root down) and must be the very file (device, inode, size) the walk saw: a file or directory
+  swapped for a symlink, a FIFO or another file after the walk is refused, naming it.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlift.bundle.layout import Bundle
 from airlift.bundle.manifest import Artifact, FileEntry, Manifest, now_iso
 from airlift.bundle.source_records import OutputSource
+from airlift.bundle.store import BlobStore
 from airlift.layouts.shared_root import RunRecord, output_dir
-from airlift.util.errors import WorkError
+from airlift.util.confine import open_regular
+from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import is_within, write_bytes_atomic
 
 STAMPS = ".airlift-export-stamps.json"
@@ -92,19 +98,99 @@ def exit_code(root: Path, record: RunRecord) -> int | None:
         return None
 
 
-def _walk(top: Path, prefix: str) -> list[tuple[str, Path, os.stat_result]]:
-    """Regular files under `top` as (bundle path, path, stat); a symlink or special file is refused."""
-    found: list[tuple[str, Path, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode) or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
-                raise WorkError(f"{path}: not a regular file or directory (a symlink or special file); export refuses it")
-            if stat.S_ISREG(info.st_mode):
-                found.append((f"{prefix}/{path.relative_to(top).as_posix()}", path, info))
-        dirnames.sort()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NOCTTY
+_Level = tuple[int, str, Iterator[tuple[str, os.stat_result]]]  # (directory fd, its path below the output, subdirectories left)
+
+
+def _open_dir_below(root: Path, relative: str) -> int:
+    """A descriptor of the directory `root/relative`, each component opened with O_NOFOLLOW from root down."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in relative.split("/"):
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as exc:
+        os.close(fd)
+        raise WorkError(f"{root / relative}: not a directory, or reached through a symlink ({exc.strerror}); export refuses it") from None
+    return fd
+
+
+def _open_child(parent: int, name: str, seen: os.stat_result, shown: Path) -> int:
+    """Open the subdirectory `name` of `parent` without following a link; it must be the one listed."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        raise WorkError(f"{shown}: no longer a directory, or swapped for a symlink ({exc.strerror}); export refuses it") from None
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+        os.close(fd)
+        raise WorkError(f"{shown}: replaced by another directory while it was listed; export refuses it")
+    return fd
+
+
+def _list(fd: int, sub: str, top: Path, prefix: str, found: list[tuple[str, os.stat_result]]) -> _Level:
+    """Record the regular files of the directory `fd` in `found`; its subdirectories come back to walk next."""
+    subdirs: list[tuple[str, os.stat_result]] = []
+    try:
+        for name in sorted(os.listdir(fd)):
+            rel = f"{sub}/{name}" if sub else name
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise WorkError(f"{top / rel}: vanished while the output was listed; export refuses a run still writing") from None
+            if stat.S_ISDIR(info.st_mode):
+                subdirs.append((name, info))
+            elif stat.S_ISREG(info.st_mode):
+                found.append((f"{prefix}/{rel}", info))
+            else:
+                raise WorkError(f"{top / rel}: not a regular file or directory (a symlink or special file); export refuses it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, sub, iter(subdirs)
+
+
+def _walk(root: Path, base: str, prefix: str) -> list[tuple[str, os.stat_result]]:
+    """Regular files under `root/base` as (bundle path, lstat), top-down in name order.
+
+    Every directory is opened relative to its parent's descriptor with O_NOFOLLOW and checked to be the
+    one listed, so the walk never descends through a symlink, even one swapped in while it runs; a
+    symlink or special file is refused.
+    """
+    found: list[tuple[str, os.stat_result]] = []
+    top = root / base
+    stack = [_list(_open_dir_below(root, base), "", top, prefix, found)]
+    try:
+        while stack:
+            fd, sub, subdirs = stack[-1]
+            entry = next(subdirs, None)
+            if entry is None:
+                os.close(stack.pop()[0])
+                continue
+            name, seen = entry
+            rel = f"{sub}/{name}" if sub else name
+            stack.append(_list(_open_child(fd, name, seen, top / rel), rel, top, prefix, found))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
     return found
+
+
+def _store_file(store: BlobStore, root: Path, relative: str, seen: os.stat_result) -> str:
+    """Copy `root/relative` into the store through the guarded opener; it must be the file the walk saw."""
+    shown = root / relative
+    try:
+        fd = open_regular(root, relative, size=seen.st_size)
+    except (OSError, InputError) as exc:  # EscapeError (a symlink, a FIFO, a wrong size) is a WorkError
+        raise WorkError(f"{shown}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}; export refuses it") from None
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+            raise WorkError(f"{shown}: replaced by another file after it was listed; export refuses it")
+        return store.add_open(fd, label=str(shown)).sha256
+    finally:
+        os.close(fd)
 
 
 def _stamp(info: os.stat_result) -> str:
@@ -148,17 +234,18 @@ def export_outputs(root: Path, out: Path, *, jobs: list[str], max_bytes: int, si
         for name in tops:  # a job could have replaced its output directory with a link out of the root
             if (run_dir / name).resolve() != root.resolve() / "outputs" / record.job / record.run_id / name:
                 raise WorkError(f"{run_dir / name}: resolves outside {root} or through a symlink; export refuses it")
-        files = [f for name in tops for f in _walk(run_dir / name, name)]
-        outcome.files, outcome.bytes = len(files), sum(info.st_size for _, _, info in files)
+        base = f"outputs/{record.job}/{record.run_id}"
+        files = [f for name in tops for f in _walk(root, f"{base}/{name}", name)]
+        outcome.files, outcome.bytes = len(files), sum(info.st_size for _, info in files)
         if outcome.bytes > max_bytes:
             outcome.status, outcome.detail = "too-large", f"{outcome.bytes} bytes > the limit of {max_bytes} (--max-size)"
             continue
         entries = []
-        for rel, path, info in files:
+        for rel, info in files:
             key = f"{record.job}/{record.run_id}/{rel}"
             digest = stamps.get(key, "").partition("|")[2] if stamps.get(key, "").startswith(_stamp(info) + "|") else ""
             if not digest or not bundle.store.has(digest, info.st_size):
-                digest = bundle.store.add_file(path).sha256
+                digest = _store_file(bundle.store, root, f"{base}/{rel}", info)
                 result.blobs_written += 1
                 stamps[key] = f"{_stamp(info)}|{digest}"
             entries.append(FileEntry(path=rel, size=info.st_size, sha256=digest, executable=bool(info.st_mode & 0o111)))

@@ -40,10 +40,10 @@ def check_listing(artifact_id: str, kind: str, files: tuple[RemoteFile, ...]) ->
     for remote in files:
         problem = path_problem(remote.path)
         if problem:
-            raise error(f"{artifact_id}: file {remote.path!r}: refused: {problem}")
+            raise error(f"file {remote.path!r}: refused: {problem}", artifact_id=artifact_id)
         folded = remote.path.casefold()
         if folded in seen:
-            raise error(f"{artifact_id}: file {remote.path!r}: refused: listed twice (also as {seen[folded]!r}, case-folded)")
+            raise error(f"file {remote.path!r}: refused: listed twice (also as {seen[folded]!r}, case-folded)", artifact_id=artifact_id)
         seen[folded] = remote.path
 
 

@@ -69,16 +69,22 @@ def check_model_signatures(spec: Spec, artifacts: Sequence[Artifact], cache: Cac
 
 def assemble_bundle(
     *, spec: Spec, artifacts: Sequence[Artifact], out: Path, cache: Cache, since: Path | None = None, resolution: str | None = None,
+    since_pubkeys: Sequence[Path] = (),
 ) -> BuildResult:
-    """Write (or complete) the bundle at `out`. With `since`, blobs that OLD already has are left out."""
+    """Write (or complete) the bundle at `out`. With `since`, blobs that OLD already has are left out.
+
+    A `since` inventory is read once, here, and its signature checked against `since_pubkeys` when given
+    (the CLI's check before the flow run is a courtesy: this is the one that counts).
+    """
     bundle = Bundle(out)
     lineage = None
     old_blobs: set[str] = set()
     if since is not None and is_inventory(since):
-        # v1.1: a site inventory (its signature was checked by the CLI when --pubkey was given).
-        old_blobs = read_inventory(since).blobs()
+        # v1.1: a site inventory, its signature checked against the trusted keys when any are given.
+        inventory = read_inventory(since, pubkeys=list(since_pubkeys) or None)
+        old_blobs = inventory.blobs()
         inventory_sha = hashlib.sha256(since.read_bytes()).hexdigest()
-        lineage = Lineage(manifest_sha256=inventory_sha, name=f"inventory:{since.name}", created=read_inventory(since).created)
+        lineage = Lineage(manifest_sha256=inventory_sha, name=f"inventory:{since.name}", created=inventory.created)
     elif since is not None:
         old = Bundle(since)
         if not old.exists():

@@ -126,7 +126,7 @@ def resolve(entry: Installer, *, artifact_id: str, ctx: FetchContext) -> Resolve
         url = info["url"]
         filename = unquote(posixpath.basename(urlparse(url).path))
         if not filename.endswith(".whl"):
-            raise WorkError(f"{artifact_id}: pip chose a non-wheel {filename}")
+            raise WorkError(f"pip chose a non-wheel {filename}", artifact_id=artifact_id)
         if filename.startswith("airlift-") or filename in pinned:
             continue  # never fetched: the running airlift's own wheel is the one carried
         sha256 = info.get("archive_info", {}).get("hashes", {}).get("sha256")
@@ -146,7 +146,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         if remote.path in resolved.source.wheels:
             return wheels.fetch_wheel(remote, resolved.source.wheels[remote.path].url, ctx)
         if not (remote.sha256 and ctx.cache.store.has(remote.sha256, remote.size)):
-            raise WorkError(f"{resolved.artifact_id}: {remote.path} left the cache since it was built; build again")
+            raise WorkError(f"{remote.path} left the cache since it was built; build again", artifact_id=resolved.artifact_id)
         return FileEntry(path=remote.path, size=remote.size or 0, sha256=remote.sha256, executable=remote.executable)
 
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)

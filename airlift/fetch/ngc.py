@@ -23,7 +23,6 @@ from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map
 from airlift.util.settings import settings
 
-KEY_VARIABLES = ("NGC_API_KEY", "NGC_CLI_API_KEY")
 # Makes the SDK client; None means `ngcsdk.Client`. Only tests set it (to tests/ngc_double.FakeClient).
 client_factory: Callable[[], Any] | None = None
 
@@ -95,13 +94,13 @@ def _resolve_catalog(entry: NgcModel, artifact_id: str) -> Resolved:
     client = ngc_client(org, team)
     listing = _names_in(_sdk(client.registry.model.list, f"org/team {catalog.org_team}", target=f"{catalog.org_team}/*"))
     if not listing:
-        raise WorkError(f"{artifact_id}: NGC lists no models under {catalog.org_team} (unknown org or team, or the key cannot see it)")
+        raise WorkError(f"NGC lists no models under {catalog.org_team} (unknown org or team, or the key cannot see it)", artifact_id=artifact_id)
     wanted = catalog.wanted()
     models: dict[str, str] = {}
     for item in wanted if wanted is not None else sorted(listing):
         name, _, version = item.partition(":")
         if name not in listing:
-            raise WorkError(f"{artifact_id}: NGC has no model {name} under {catalog.org_team} (it lists {', '.join(sorted(listing))})")
+            raise WorkError(f"NGC has no model {name} under {catalog.org_team} (it lists {', '.join(sorted(listing))})", artifact_id=artifact_id)
         if version in ("", "latest"):
             version = listing[name] or _latest_version(_sdk(client.registry.model.info, f"model {catalog.org_team}/{name}", f"{catalog.org_team}/{name}")) or ""
         if not version:

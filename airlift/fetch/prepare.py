@@ -21,7 +21,7 @@ def check_credentials(spec: Spec) -> None:
 
 
 def prepare_build(spec: str | Path, since: str | Path | None = None, *, hand_off: bool = False) -> Spec:
-    """The spec, validated, with its credentials present; `since`, when given, must be a bundle.
+    """The spec, validated, with its credentials present; `since`, when given, must be a bundle or an inventory file.
 
     Args:
         spec: The spec file.

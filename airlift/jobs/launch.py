@@ -2,6 +2,8 @@
 
 - `AIRLIFT_OUTPUT=<shared_root>/outputs/<job>/<run id>` is created (writable) before the job starts, and
   `WANDB_DIR` points there, so W&B's offline runs land where `airlift export` finds them.
+- shared_root is bound read-only at its own path and `$AIRLIFT_OUTPUT` read-write at its own
+  path (`container_binds`): a job writes only its run's output, never `.airlift/` or another artifact.
 - Each `mounts:` entry becomes a read-only bind of a place under shared_root: a git repo's checkout at
   exactly the pinned commit (`checkouts/<name>/<commit>/`, made here on the shared filesystem this host
   mounts), a plain `files/...` or NGC model directory, or a read-only view of a Hugging Face snapshot.
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +22,19 @@ from typing import Any
 from airlift.bundle.manifest import Manifest
 from airlift.config.spec import Job, Spec
 from airlift.layouts.checkout import checkout_state, make_checkout, make_view
-from airlift.layouts.shared_root import RunRecord, checkout_path, output_dir, read_marker, run_record_path
+from airlift.layouts.shared_root import (
+    RunRecord,
+    SharedRootLayout,
+    checkout_path,
+    output_dir,
+    read_marker,
+    run_record_path,
+)
 from airlift.util.errors import InputError, WorkError
 from airlift.util.fs import is_within, write_bytes_atomic
+
+# Artifacts sharedfs materializes as `<root>/<artifact id>`.
+FILE_KINDS = ("url", "path", "s3", "ngc-model", "ngc-catalog", "wheels", "output")
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,9 @@ def _source(root: Path, manifest: Manifest, job: Job, index: int, *, materialize
     if artifact.kind == "git":
         name, commit = artifact.id.removeprefix("repos/"), artifact.source.commit
         path = checkout_path(root, name, commit)
+        unsafe = _unsafe_source(root, path)
+        if unsafe:
+            return None, f"job {job.name}: mount {mount.from_}: {unsafe}"
         if materialize:
             try:
                 make_checkout(root, name, commit)
@@ -67,20 +83,67 @@ def _source(root: Path, manifest: Manifest, job: Job, index: int, *, materialize
                 return None, f"job {job.name}: mount {mount.from_}: {exc}"
         problem = checkout_state(path, commit) if materialize or path.exists() else None
         return path, (f"job {job.name}: mount {mount.from_}: {problem}" if problem else None)
+    # The source comes from the artifact id through the layout ingest writes (sharedfs), never from the
+    # marker's `location`: a job can forge a marker, and that text would reach a runtime's mount list.
     if artifact.kind in ("hf-model", "hf-dataset"):
         relative = f"checkouts/{artifact.id}/{artifact.source.commit}"
-        snapshot = Path(marker.location)
-        if not is_within(root, snapshot):
-            return None, f"job {job.name}: mount {mount.from_}: its marker points outside {root}; run airlift ingest"
+        snapshot = root / SharedRootLayout.hf_artifact_relative(artifact) / "snapshots" / artifact.source.commit
+        problem = _unsafe_source(root, snapshot)
+        if problem:
+            return None, f"job {job.name}: mount {mount.from_}: {problem}"
         if materialize:
             make_view(root, relative, [(f.path, snapshot / f.path) for f in artifact.files])
         return root / relative, None
-    location = Path(marker.location)
-    if not is_within(root, location):  # a job can write markers: never bind what lies outside shared_root
-        return None, f"job {job.name}: mount {mount.from_}: its marker points outside {root}; run airlift ingest"
+    if artifact.kind not in FILE_KINDS:
+        return None, f"job {job.name}: mount {mount.from_}: a {artifact.kind} artifact has no place under {root} to mount"
+    location = root / artifact.id  # files/<name>, models/..., datasets/...: as sharedfs materializes them
+    problem = _unsafe_source(root, location)
+    if problem:
+        return None, f"job {job.name}: mount {mount.from_}: {problem}"
     if not location.exists():
         return None, f"job {job.name}: mount {mount.from_}: {location} is missing; run airlift ingest"
     return location, None
+
+
+def _unsafe_source(root: Path, source: Path) -> str | None:
+    """Why `source` may not be bound: it leaves shared_root (a planted symlink) or a runtime would split it."""
+    if not is_within(root, source):  # a job may have planted a symlink: never bind what lies outside shared_root
+        return f"{source} leads outside {root}; run airlift ingest"
+    return mount_path_problem(str(source))
+
+
+# Container runtimes split mount lists on ',' (pyxis, apptainer) and each entry on ':' (all three).
+_UNSAFE_MOUNT_CHARACTERS = re.compile(r"[,:\x00-\x1f\x7f]")
+
+
+def mount_path_problem(path: str) -> str | None:
+    """Why `path` cannot be a mount's source or target, or None: it must be absolute, without ',' ':' or control characters."""
+    if not path.startswith("/"):
+        return f"mount path {path!r} is not absolute"
+    if _UNSAFE_MOUNT_CHARACTERS.search(path):
+        return f"mount path {path!r} holds ',' ':' or a control character, which a container runtime would split on"
+    return None
+
+
+def container_binds(root: Path | str, launch: Launch | None) -> list[tuple[str, str, bool]]:
+    """Every bind of a containerised run, as (source, target, read_only), each path checked.
+
+    shared_root is read-only at its own path; only the run's `$AIRLIFT_OUTPUT` is writable (at its own
+    path, below it), then each mount, read-only. A run-less job gets shared_root read-only alone.
+
+    Raises:
+        WorkError: A source or target is not absolute or holds ',' ':' or a control character.
+    """
+    binds = [(str(root), str(root), True)]
+    if launch is not None:
+        if launch.output:
+            binds.append((launch.output, launch.output, False))
+        binds += [(m.source, m.target, True) for m in launch.mounts]
+    for source, target, _ in binds:
+        problem = mount_path_problem(source) or mount_path_problem(target)
+        if problem:
+            raise WorkError(f"refusing to render the job's mounts: {problem}")
+    return binds
 
 
 def plan_launch(manifest: Manifest, root: Path, job: Job, *, materialize: bool, run_id: str | None = None) -> Launch:

@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from airlift.bundle.manifest import now_iso
 from airlift.config.site import Site
@@ -26,7 +26,7 @@ from airlift.jobs.common import (
     job_environment,
     wait_for_jobs,
 )
-from airlift.jobs.launch import Launch
+from airlift.jobs.launch import BoundMount, Launch, container_binds
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
@@ -125,7 +125,9 @@ class PrefectBackend:
 def run_job_argv(params: RunJobParameters) -> list[str]:
     """The argv of a `run-job` run.
 
-    With an image: `docker [-H host] run --rm --network none -v ROOT:ROOT -e KEY... -- IMAGE COMMAND...`
+    With an image: `docker [-H host] run --rm --network none -v ROOT:ROOT:ro -v OUT:OUT -v SRC:DST:ro... -e KEY...
+    -- IMAGE COMMAND...`: shared_root read-only, only the run's `$AIRLIFT_OUTPUT` (when it is an
+    `outputs/<job>/<run id>` directory of shared_root) writable, every path checked for ',' and ':'
     (each variable passed by name, so its value never appears on a command line; PATH and HOME are the
     image's own). Without one: the command itself, run as a plain process.
 
@@ -138,13 +140,26 @@ def run_job_argv(params: RunJobParameters) -> list[str]:
     if not params.image:
         return list(params.command)
     host = ["-H", params.docker_host] if params.docker_host else []
-    argv = ["docker", *host, "run", "--rm", "--network", "none", "-v", f"{params.shared_root}:{params.shared_root}"]
-    for source, target in params.mounts:
-        argv += ["-v", f"{source}:{target}:ro"]
+    argv = ["docker", *host, "run", "--rm", "--network", "none"]
+    for source, target, read_only in container_binds(params.shared_root, _launch_of(params)):
+        argv += ["-v", f"{source}:{target}:ro" if read_only else f"{source}:{target}"]
     for key in params.env:
         if key not in ("PATH", "HOME"):
             argv += ["-e", key]
     return [*argv, "--", params.image, *params.command]
+
+
+def _launch_of(params: RunJobParameters) -> Launch | None:
+    """The run (its output and mounts) a `run-job` run's parameters carry: its `$AIRLIFT_OUTPUT` is only
+    made writable when it is exactly `<shared_root>/outputs/<job>/<run id>`."""
+    output = params.env.get("AIRLIFT_OUTPUT")
+    mounts = [BoundMount(source, target, "") for source, target in params.mounts]
+    if output is None:
+        return Launch(run_id="", output="", mounts=mounts) if mounts else None
+    path = PurePosixPath(output)
+    if path.parent.parent != PurePosixPath(params.shared_root, "outputs") or path.parent.name != params.job or path.name in ("", ".", ".."):
+        raise WorkError(f"job {params.job}: AIRLIFT_OUTPUT={output} is not an outputs/{params.job}/<run id> directory of {params.shared_root}")
+    return Launch(run_id=path.name, output=output, mounts=mounts)
 
 
 def job_log_path(params: RunJobParameters, *, run_id: str) -> Path:

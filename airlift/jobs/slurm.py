@@ -17,7 +17,7 @@ from airlift.jobs.common import (
     inherited_environment,
     job_environment,
 )
-from airlift.jobs.launch import Launch
+from airlift.jobs.launch import Launch, container_binds
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
@@ -60,8 +60,10 @@ def render_sbatch(
         **job_environment(site.shared_root, job, launch, runtime=slurm.container_runtime),
     }
     command = shlex.join(job.command)
-    mount = shlex.quote(f"{root}:{root}")
-    binds = [f"{m.source}:{m.target}:ro" for m in (launch.mounts if launch else [])]
+    # shared_root read-only, the run's $AIRLIFT_OUTPUT writable, each mount read-only (checked: no ',' or ':').
+    binds = [] if slurm.container_runtime == "none" else [
+        f"{source}:{target}:ro" if read_only else f"{source}:{target}" for source, target, read_only in container_binds(root, launch)
+    ]
     lines = [
         "#!/bin/bash",
         "#SBATCH --export=NONE",
@@ -94,21 +96,21 @@ def render_sbatch(
     image = image_target(site, job)
     if slurm.container_runtime == "pyxis":
         lines.append(
-            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={shlex.quote(','.join([f'{root}:{root}', *binds]))} "
+            f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={shlex.quote(','.join(binds))} "
             f"--container-env={shlex.quote(','.join(env))} {command}"
         )
     elif slurm.container_runtime == "docker":
         host = f"-H {shlex.quote(site.docker.host)} " if site.docker else ""
         env_args = " ".join(f"-e {shlex.quote(key)}" for key in env if key not in ("PATH", "HOME"))
         lines.append(f"docker {host}image inspect {shlex.quote(image)} >/dev/null 2>&1 || docker {host}pull -q {shlex.quote(image)} >/dev/null")
-        ro = "".join(f"-v {shlex.quote(b)} " for b in binds)
-        lines.append(f"docker {host}run --rm --network none -v {mount} {ro}{env_args} {shlex.quote(image)} {command}")
+        volumes = "".join(f"-v {shlex.quote(b)} " for b in binds)
+        lines.append(f"docker {host}run --rm --network none {volumes}{env_args} {shlex.quote(image)} {command}")
     elif slurm.container_runtime == "apptainer":
         # APPTAINERENV_<KEY> passes each value into the container verbatim (no comma-separated list to parse).
         lines += [f"export APPTAINERENV_{key}={shlex.quote(value)}" for key, value in env.items() if key not in ("PATH", "HOME")]
         nohttps = "--nohttps " if site.registry and site.registry.insecure else ""
-        ro = "".join(f"--bind {shlex.quote(b)} " for b in binds)
-        lines.append(f"apptainer exec {nohttps}--cleanenv --bind {mount} {ro}{shlex.quote('docker://' + image)} {command}")
+        bind = f"--bind {shlex.quote(','.join(binds))} "
+        lines.append(f"apptainer exec {nohttps}--cleanenv {bind}{shlex.quote('docker://' + image)} {command}")
     else:
         lines.append(command)
     return "\n".join(lines) + "\n"

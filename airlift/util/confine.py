@@ -296,11 +296,6 @@ def open_regular(root: Path, relative: str, *, size: int | None = None, max_byte
     return fd
 
 
-def split_under(root: Path, path: Path) -> tuple[Path, str]:
-    """(`root`, the relative path) for `path`, which must be below `root` lexically."""
-    return Path(root), Path(path).relative_to(root).as_posix()
-
-
 def open_path(path: Path, *, size: int | None = None, max_bytes: int | None = None) -> int:
     """`open_regular` for a path whose parent directory the caller chose (a blob path, a given file)."""
     path = Path(path)

@@ -122,7 +122,7 @@ def copy_hashing(
             _read_exactly(dst_fd, view[:count], offset)
         else:
             count = os.preadv(src_fd, [view], offset)
-            _write_all(dst_fd, view[:count], offset)
+            write_all(dst_fd, view[:count], offset)
         if count == 0:
             return offset
         update(view[:count])
@@ -141,7 +141,7 @@ def _read_exactly(fd: int, view: memoryview, offset: int) -> None:
         done += got
 
 
-def _write_all(fd: int, view: memoryview, offset: int) -> None:
+def write_all(fd: int, view: memoryview | bytes | bytearray, offset: int) -> None:
     done = 0
     while done < len(view):
         done += os.pwrite(fd, view[done:], offset + done)

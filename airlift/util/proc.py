@@ -6,14 +6,17 @@ Arguments are always a list (never a shell string), and the caller says which fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from airlift.util.errors import TransientError, WorkError
-from airlift.util.settings import environ_with
+from airlift.util.settings import environ_with, environ_without
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,3 +91,78 @@ def git(*args: str, cwd: Path | None = None, what: str = "git") -> str:
         ["git", *args], what=what, cwd=cwd, env=GIT_ENV,
         transient=lambda _code, stderr: any(word in stderr.lower() for word in _GIT_TRANSIENT),
     )
+
+
+# -- git over a repository a job may have written to: only its objects are read, never its config
+ISOLATED = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+
+
+@contextlib.contextmanager
+def isolated_git(objects: Path, *, object_format: str = "sha1") -> Iterator[dict[str, str]]:
+    """The environment for git reading the object directory `objects` and nothing else of its repo.
+
+    GIT_DIR is a private, empty repository made here (so the repo's config, hooks, info/attributes and
+    refs are never read), no system or global config is read and no GIT_* variable is inherited.
+    """
+    with tempfile.TemporaryDirectory(prefix="airlift-git-") as private:
+        top = Path(private)
+        (top / "refs").mkdir()
+        (top / "objects").mkdir()
+        (top / "HEAD").write_bytes(b"ref: refs/heads/airlift\n")
+        if object_format != "sha1":
+            (top / "config").write_text(f"[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = {object_format}\n")
+        env = environ_without("GIT_")
+        env.update(GIT_ENV, GIT_DIR=str(top), GIT_OBJECT_DIRECTORY=str(objects), GIT_INDEX_FILE=str(top / "index"),
+                   GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null", GIT_ATTR_NOSYSTEM="1",
+                   GIT_NO_REPLACE_OBJECTS="1", HOME=str(top), XDG_CONFIG_HOME=str(top))
+        yield env
+
+
+def git_isolated(env: dict[str, str], *args: str, what: str) -> bytes:
+    """`git <args>` in an `isolated_git` environment; its raw standard output."""
+    proc = subprocess.run(["git", *ISOLATED, *args], env=env, cwd=env["GIT_DIR"], capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise WorkError(lines[-1] if lines else f"git {args[0]}: exit {proc.returncode}", artifact_id=what)
+    return proc.stdout
+
+
+def git_blobs(env: dict[str, str], oids: list[str], *, what: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(oid, its content in chunks) for each blob of `oids`, in order, from one `git cat-file --batch`."""
+    proc = subprocess.Popen(["git", *ISOLATED, "cat-file", "--batch"], env=env, cwd=env["GIT_DIR"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stdin.write(b"".join(oid.encode() + b"\n" for oid in oids))
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
+
+    def chunks(size: int) -> Iterator[bytes]:
+        while size:
+            data = stdout.read(min(1 << 20, size))
+            if not data:
+                raise WorkError("git cat-file ended early", artifact_id=what)
+            size -= len(data)
+            yield data
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        for oid in oids:
+            header = stdout.readline().split()
+            if len(header) != 3 or header[1] != b"blob" or header[0].decode() != oid:
+                raise WorkError(f"{oid}: not a blob of the repository ({b' '.join(header).decode(errors='replace')})", artifact_id=what)
+            body = chunks(int(header[2]))
+            yield oid, body
+            for _ in body:  # whatever the caller left unread
+                pass
+            stdout.read(1)  # the newline after each object
+    finally:
+        stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        feeder.join()

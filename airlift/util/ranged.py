@@ -37,7 +37,7 @@ from typing import NamedTuple, Protocol
 import httpx
 
 from airlift.util.errors import IntegrityError, TransientError, WorkError
-from airlift.util.fs import fsync_dir, write_bytes_atomic
+from airlift.util.fs import fsync_dir, write_all, write_bytes_atomic
 from airlift.util.hashing import git_blob_hasher
 from airlift.util.http import OpenStream, StatusCheck, raise_for_status
 from airlift.util.locks import FileLock
@@ -48,7 +48,6 @@ RANGE_SIZE = 4 << 20  # small enough that a range lost to a kill costs little, b
 RANGED_MIN = 2 * RANGE_SIZE
 WINDOW_PER_CONNECTION = 2
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
-_READ = 4 << 20
 
 
 class Store(Protocol):
@@ -262,7 +261,7 @@ class _Job:
                 if got is None:
                     return  # the whole file came over one stream
                 start, end = self.span(index)
-                _write_all(self.fd, memoryview(buffer)[: end - start], start)
+                write_all(self.fd, memoryview(buffer)[: end - start], start)
                 with self._cond:
                     self._unrecorded.append(index)
                     self._ready[index] = buffer
@@ -327,7 +326,7 @@ class _Job:
             for chunk in response.iter_bytes():
                 if offset + len(chunk) > self.size:
                     raise WorkError(f"{self.label}: the body runs past the {self.size} bytes announced; stopped reading")
-                _write_all(self.fd, chunk, offset)
+                write_all(self.fd, chunk, offset)
                 self.sha256.update(chunk)
                 if self.git_sha1 is not None:
                     self.git_sha1.update(chunk)
@@ -396,10 +395,3 @@ def _open(open_stream: OpenStream, headers: dict[str, str], label: str) -> Itera
         except httpx.UnsupportedProtocol as exc:
             raise WorkError(f"{label}: refused a redirect to a URL that is not http(s) ({exc})") from None
         yield response
-
-
-def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written

@@ -19,9 +19,3 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def has_credentials(url: str) -> bool:
-    """True when `url` carries userinfo or a query string (either may hold a secret)."""
-    parts = urlsplit(url)
-    return bool(parts.username or parts.password or parts.query)

@@ -131,6 +131,11 @@ def environ_with(extra: Mapping[str, str] | None) -> dict[str, str] | None:
     return None if extra is None else {**os.environ, **extra}
 
 
+def environ_without(prefix: str) -> dict[str, str]:
+    """This process's environment less every variable starting with `prefix` (e.g. GIT_: none may steer an isolated git)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefix)}
+
+
 def inherited(names: tuple[str, ...] | frozenset[str], source: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables in `names` that this process (or `source`) has set: what a job may inherit."""
     source = os.environ if source is None else source

@@ -183,3 +183,35 @@ def test_install_sh_names_the_python_it_needs(tmp_path) -> None:
     (bundle.root / "manifest.json").write_text(json.dumps(manifest))
     result = install(bundle, tmp_path / "p")
     assert result.returncode == 1 and "Python 3.99" in result.stderr and "--python" in result.stderr
+
+
+def test_install_sh_never_imports_code_planted_beside_it(tmp_path) -> None:
+    """`python -m venv` run from inside the bundle would import a planted venv.py (no signature covers it)."""
+    bundle = tiny_bundle(tmp_path / "b")
+    _, pub = keygen(tmp_path / "k")
+    sign(bundle, tmp_path / "k.key")
+    for name in ("venv.py", "pip.py", "ensurepip.py"):
+        (bundle.root / name).write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').write('{name}')\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    argv = ["sh", "install.sh", "--prefix", str(tmp_path / "p"), "--python", sys.executable, "--pubkey", str(pub)]
+    result = subprocess.run(argv, cwd=bundle.root, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "PWNED").exists()
+    assert (tmp_path / "p" / "bin" / "airlift").exists()
+
+
+def test_install_sh_checks_a_signature_with_an_expiry(tmp_path) -> None:
+    bundle = tiny_bundle(tmp_path / "b")
+    _, pub = keygen(tmp_path / "k")
+    sign(bundle, tmp_path / "k.key", expires_in=3600)
+    valid = install(bundle, tmp_path / "p1", "--pubkey", str(pub))
+    assert valid.returncode == 0 and "signature valid" in valid.stdout, valid.stderr
+    sign(bundle, tmp_path / "k.key", expires_in=-60)
+    expired = install(bundle, tmp_path / "p2", "--pubkey", str(pub))
+    assert expired.returncode == 1 and "expired" in expired.stderr and not (tmp_path / "p2").exists()
+    sig = bundle.root / "manifest.json.sig"
+    lines = sig.read_text().splitlines()
+    later = lines[1].replace(lines[1][8:12], str(int(lines[1][8:12]) + 5))  # push the expiry out: the signature breaks
+    sig.write_text(f"{lines[0]}\n{later}\n")
+    moved = install(bundle, tmp_path / "p3", "--pubkey", str(pub))
+    assert moved.returncode == 1 and "does not match its signature" in moved.stderr and not (tmp_path / "p3").exists()

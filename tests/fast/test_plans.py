@@ -164,7 +164,7 @@ def test_a_job_with_an_image_runs_in_a_container_without_network_with_shared_roo
         image=f"{REGISTRY}/nvidia/nemo:25.11", docker_host="unix:///run/d.sock",
     )
     assert run_job_argv(params) == [
-        "docker", "-H", "unix:///run/d.sock", "run", "--rm", "--network", "none", "-v", "/gpfs/airgap:/gpfs/airgap",
+        "docker", "-H", "unix:///run/d.sock", "run", "--rm", "--network", "none", "-v", "/gpfs/airgap:/gpfs/airgap:ro",
         "-e", "HF_HOME", "-e", "SEED",  # passed by name: values never reach a command line; PATH/HOME are the image's
         "--", f"{REGISTRY}/nvidia/nemo:25.11", "python", "train.py", "--seed", "$SEED",
     ]

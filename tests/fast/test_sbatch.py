@@ -101,7 +101,7 @@ def test_pyxis_runs_the_registry_image_with_the_root_mounted(tmp_path):
     script = render(tmp_path, "pyxis")
     srun = shlex.split(next(line for line in script.splitlines() if line.startswith("srun ")))
     assert "--container-image=registry.internal:5000#mirror/nvidia/nemo:25.11" in srun
-    assert f"--container-mounts={ROOT}:{ROOT}" in srun
+    assert f"--container-mounts={ROOT}:{ROOT}:ro" in srun
     env_names = next(arg for arg in srun if arg.startswith("--container-env=")).split("=", 1)[1].split(",")
     assert set(CONTRACT_ENV) | {"RUN_NOTE", "SEED"} <= set(env_names)
     assert srun[-4:] == ["python", "train.py", "--note", "two words; $(id)"]
@@ -111,7 +111,7 @@ def test_docker_runs_without_network_and_passes_each_variable(tmp_path):
     script = render(tmp_path, "docker")
     argv = shlex.split(next(line for line in script.splitlines() if " run --rm " in line))
     assert argv[:6] == ["docker", "-H", "unix:///var/run/docker.sock", "run", "--rm", "--network"] and argv[6] == "none"
-    assert argv[argv.index("-v") + 1] == f"{ROOT}:{ROOT}"
+    assert argv[argv.index("-v") + 1] == f"{ROOT}:{ROOT}:ro"
     passed = {argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"}
     assert passed == set(CONTRACT_ENV) | {"RUN_NOTE", "SEED"}  # by name: the values come from the exports
     image = argv.index("registry.internal:5000/mirror/nvidia/nemo:25.11")
@@ -123,7 +123,7 @@ def test_apptainer_passes_values_through_apptainerenv(tmp_path):
     values = exported(script, ["APPTAINERENV_RUN_NOTE", "APPTAINERENV_HF_HOME"])
     assert values == {"APPTAINERENV_RUN_NOTE": hostile(tmp_path), "APPTAINERENV_HF_HOME": f"{ROOT}/hf"}
     exec_line = next(line for line in script.splitlines() if line.startswith("apptainer exec"))
-    assert "--cleanenv" in exec_line and f"--bind {ROOT}:{ROOT}" in exec_line
+    assert "--cleanenv" in exec_line and f"--bind {ROOT}:{ROOT}:ro" in exec_line
     assert "docker://registry.internal:5000/mirror/nvidia/nemo:25.11" in exec_line
 
 

@@ -106,7 +106,9 @@ def test_a_real_slurm_job_sees_no_submitter_variable_beyond_the_allow_list(ws):
     seen = dict(line.split("=", 1) for line in (root / "job.env").read_text().splitlines() if "=" in line)
     assert CANARY not in (root / "job.env").read_text()
     allowed = {"PATH", "HOME", "LANG", "TZ", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
-               "WANDB_MODE", "AIRLIFT_ROOT", "MSG", "PWD", "SHLVL", "_", "OLDPWD"}
+               "WANDB_MODE", "AIRLIFT_ROOT", "MSG", "PWD", "SHLVL", "_", "OLDPWD",
+               # v1.1: offline pip/uv and W&B, and where the run's outputs go (contract: Jobs)
+               "PIP_NO_INDEX", "PIP_FIND_LINKS", "UV_OFFLINE", "UV_FIND_LINKS", "AIRLIFT_OUTPUT", "WANDB_DIR"}
     extra = {k for k in seen if k not in allowed and not k.startswith("SLURM_")}
     assert not extra, f"job saw variables beyond the allow-list: {sorted(extra)}"
     assert seen["HF_HUB_OFFLINE"] == "1" and seen["AIRLIFT_ROOT"] == str(root)

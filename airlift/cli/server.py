@@ -185,6 +185,9 @@ def use_embedded_server() -> Mode:
     if os.environ.get("PREFECT_API_URL"):
         return "external"
     if os.environ.get("AIRLIFT_PREFECT", "").lower() == "ephemeral":
+        # Prefect waits 20 s for its subprocess server, which migrates a fresh database first: on a loaded
+        # machine that takes longer. Give it the embedded server's allowance unless the user set one.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(int(START_TIMEOUT)))
         return "ephemeral"
     server = EmbeddedServer()
     state = server.ensure()

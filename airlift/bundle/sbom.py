@@ -5,6 +5,12 @@ at its commit, an image at its digest, each wheel by its PyPI name and version),
 sub-component per file or blob with its SHA-256. The document is a pure function of the manifest
 (serial number and timestamp included), so a no-op rebuild writes the same bytes, and verify can check
 it agrees with the manifest without trusting anything but the manifest's pin of its digest.
+
+The library builds the document and every artifact's component; the `file` sub-components (one per
+file: 10,000 in a dataset of small files) are added to its JSON output as the CycloneDX 1.6 schema
+spells them. Why not through the library: it keeps children in sorted sets whose every comparison
+builds a tuple of all of a component's fields, which cost 2.8 s for 1,000 files here (n log n, so
+most of a build of 10,000 small files); written directly they cost milliseconds, sorted by name.
 """
 
 from __future__ import annotations
@@ -54,8 +60,22 @@ def _sha256(hexdigest: str) -> HashType:
     return HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)
 
 
-def _file(owner: str, name: str, sha256: str) -> Component:
-    return Component(type=ComponentType.FILE, name=name, bom_ref=f"{owner}#{name}", hashes=[_sha256(sha256)])
+def _file(owner: str, name: str, sha256: str) -> dict:
+    """A `file` component in CycloneDX 1.6 JSON (see the module doc for why not a library Component)."""
+    return {"type": "file", "bom-ref": f"{owner}#{name}", "name": name, "hashes": [{"alg": "SHA-256", "content": sha256}]}
+
+
+def _files(artifact: Artifact) -> list[dict]:
+    """The artifact's files and blobs as `file` components, sorted by name (wheels are libraries instead)."""
+    files = []
+    if artifact.kind not in ("wheels", "installer"):
+        files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files]
+    else:
+        files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files if wheel_name_version(f.path) is None]
+    # Image manifests, configs, layers, referrers and trust material are blobs: each listed by digest.
+    named = {f.sha256 for f in artifact.files}
+    files += [_file(artifact.id, blob, blob.removeprefix("sha256:")) for blob in sorted(set(artifact.blobs)) if blob.removeprefix("sha256:") not in named]
+    return sorted(files, key=lambda f: f["name"])
 
 
 def _purl(artifact: Artifact) -> PackageURL | None:
@@ -77,23 +97,18 @@ def _purl(artifact: Artifact) -> PackageURL | None:
 
 
 def _component(artifact: Artifact) -> Component:
-    files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files]
+    """The artifact's component; its `file` children are added to the JSON afterwards (`_files`)."""
+    libraries = []
     if artifact.kind in ("wheels", "installer"):
-        # Each wheel is a library of its own, by its PyPI name and version.
-        files = []
+        # Each wheel is a library of its own, by its PyPI name and version (a few hundred at most).
         for entry in artifact.files:
             pinned = wheel_name_version(entry.path)
-            if pinned is None:
-                files.append(_file(artifact.id, entry.path, entry.sha256))
-                continue
-            files.append(Component(
-                type=ComponentType.LIBRARY, name=pinned[0], version=pinned[1], bom_ref=f"{artifact.id}#{entry.path}",
-                purl=PackageURL("pypi", None, pinned[0], pinned[1]), hashes=[_sha256(entry.sha256)],
-                properties=[Property(name="airlift:path", value=entry.path)],
-            ))
-    # Image manifests, configs, layers, referrers and trust material are blobs: each listed by digest.
-    named = {f.sha256 for f in artifact.files}
-    files += [_file(artifact.id, blob, blob.removeprefix("sha256:")) for blob in sorted(set(artifact.blobs)) if blob.removeprefix("sha256:") not in named]
+            if pinned is not None:
+                libraries.append(Component(
+                    type=ComponentType.LIBRARY, name=pinned[0], version=pinned[1], bom_ref=f"{artifact.id}#{entry.path}",
+                    purl=PackageURL("pypi", None, pinned[0], pinned[1]), hashes=[_sha256(entry.sha256)],
+                    properties=[Property(name="airlift:path", value=entry.path)],
+                ))
     properties = [Property(name="airlift:kind", value=artifact.kind), Property(name="airlift:pinned", value=artifact.source.pinned or "-")]
     if artifact.signature is not None:
         properties.append(Property(name="airlift:model-signature", value=f"verified ({artifact.signature.method}, {artifact.signature.files} files, {artifact.signature.signature})"))
@@ -102,7 +117,7 @@ def _component(artifact: Artifact) -> Component:
     hashes = [_sha256(artifact.image.digest.removeprefix("sha256:"))] if artifact.image is not None else []
     return Component(
         type=_KIND_TYPE[artifact.kind], name=artifact.id, version=artifact.source.pinned or None, bom_ref=artifact.id,
-        purl=_purl(artifact), hashes=hashes, components=files, properties=properties,
+        purl=_purl(artifact), hashes=hashes, components=libraries, properties=properties,
     )
 
 
@@ -118,7 +133,13 @@ def sbom_bytes(manifest: Manifest) -> bytes:
     for component in components:
         bom.components.add(component)
     bom.register_dependency(bom.metadata.component, components)  # the bundle is made of its artifacts
-    return (JsonV1Dot6(bom).output_as_string(indent=2) + "\n").encode()
+    doc = json.loads(JsonV1Dot6(bom).output_as_string())
+    files = {artifact.id: _files(artifact) for artifact in manifest.artifacts}
+    for component in doc.get("components", []):
+        children = files.get(component.get("bom-ref"), [])
+        if children:
+            component["components"] = sorted([*component.get("components", []), *children], key=lambda c: c["bom-ref"])
+    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def _file_hashes(component: dict) -> Iterable[tuple[str, str]]:

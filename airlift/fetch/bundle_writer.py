@@ -119,7 +119,7 @@ def assemble_bundle(
                 skipped += 1
                 continue
             if not bundle.store.has(digest):
-                cache.store.link_blob_to(bundle.store, digest)
+                cache.store.link_blob_to(bundle.store, digest, dirs_ready=True)  # ensured above
                 written += 1
                 progress(done=done, total=len(wanted))
         digest = bundle.write_manifest(manifest, evidence)

@@ -21,8 +21,7 @@ from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util import ranged
 from airlift.util.errors import IntegrityError, WorkError, is_transient
 from airlift.util.hashing import git_blob_id
-from airlift.util.http import SMALL_BODY, get_small, raise_for_status, resumable_get
-from airlift.util.http import client as http_client
+from airlift.util.http import SMALL_BODY, PerThreadClients, get_small, raise_for_status, resumable_get
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 from airlift.util.phase import progress
 from airlift.util.settings import settings
@@ -97,6 +96,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     headers = build_hf_headers(token=_token(), library_name="airlift")
 
     def one(remote: RemoteFile) -> FileEntry:
+        http = clients.get()  # this worker's: connections are reused, and no pool lock is shared
         label = f"{resolved.artifact_id}: {remote.path}"
         known = remote.sha256 or ctx.cache.sha256_for_etag(remote.git_sha1, remote.size)
         if known and ctx.cache.store.has(known, remote.size):
@@ -132,7 +132,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             git_sha1 = git_blob_id(data) if remote.git_sha1 else None
             if remote.git_sha1 and git_sha1 != remote.git_sha1:
                 raise IntegrityError(f"{label}: git blob id {git_sha1} does not match expected {remote.git_sha1}")
-            stored = ctx.cache.store.put_stream([data], expected_sha256=remote.sha256, label=label)
+            stored = ctx.cache.store.put_stream([data], expected_sha256=remote.sha256, label=label, sync_dir=False)
             ctx.progress(len(data))
             return StoredBlob(stored.sha256, stored.size, git_sha1)
 
@@ -148,6 +148,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
 
         return get()
 
-    with http_client() as http:  # one client (thread-safe) for every file: connections are reused
+    with PerThreadClients() as clients:
         entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
+    ctx.cache.store.sync_names()  # the small files' names, before the artifact record names them
     return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

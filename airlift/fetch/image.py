@@ -22,6 +22,7 @@ from airlift.oci import referrers
 from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
+from airlift.util import ranged
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 
 
@@ -93,6 +94,13 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         descriptors = [manifest["config"], *manifest.get("layers", [])]
 
         def pull(descriptor: dict[str, Any]) -> None:
+            size = descriptor["size"] if isinstance(descriptor.get("size"), int) else None
+            if ranged.worth_ranges(size):
+                # A large layer: parallel ranges, each taking its own host slot (so this holds none:
+                # holding one while its ranges wait for slots would deadlock at a small per-host cap).
+                got = client.pull_blob_ranged(name.repository, descriptor["digest"], store=store, size=size, on_bytes=ctx.on_bytes, attempts=ctx.attempts)
+                if got is not None:
+                    return
             with host_slot(name.api_host):
                 _pull(descriptor)
 

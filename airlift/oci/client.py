@@ -19,9 +19,11 @@ import httpx
 from airlift.bundle.oci_layout import DOCKER_MANIFEST, MAX_IMAGE_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.oci.auth import RegistryAuth, credentials_for, read_capped  # noqa: F401 - credentials_for: re-exported
+from airlift.util import ranged
 from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import CHUNK
 from airlift.util.http import closing_response, raise_for_status, resumable_get
+from airlift.util.net import ATTEMPTS
 from airlift.util.phase import progress
 
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -157,6 +159,26 @@ class RegistryClient:
 
             resumable_get(open_stream, partial.writer, label=label, on_bytes=on_bytes, check=self.check, expected_size=size)
             return partial.commit(expected_sha256=hexdigest, label=label)
+
+    def pull_blob_ranged(
+        self, repository: str, digest: str, *, store: BlobStore, size: int, on_bytes: Callable[[int], None] | None = None,
+        attempts: int = ATTEMPTS,
+    ) -> StoredBlob | None:
+        """A large blob over parallel byte ranges (util/ranged.py: each range holds a host slot and is
+        retried alone); None when one stream must do instead (too small, or the registry ignores Range)."""
+        hexdigest = digest.removeprefix("sha256:")
+        if store.has(hexdigest, size):
+            return StoredBlob(hexdigest, size)
+
+        def open_stream(headers: dict[str, str]):  # noqa: ANN202 - a context manager of a response
+            response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
+            return closing_response(response)
+
+        got = ranged.download(
+            store, f"oci-{hexdigest}", open_stream, url=self.base, size=size, label=f"{repository} blob {digest[:19]}",
+            expected_sha256=hexdigest,  # no If-Range: the URL names its content, and the digest checks it whole on_bytes=on_bytes, check=self.check, attempts=attempts,
+        )
+        return None if got is None else StoredBlob(*got)
 
     def has_blob(self, repository: str, digest: str) -> bool:
         response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull,push")

@@ -73,6 +73,7 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], HubRepo] = {}
         self.files: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
         self.content_bytes = 0
         self.content_requests = 0
         self.faults_injected = 0
@@ -104,6 +105,20 @@ class HubServer:
     def add_file(self, name: str, data: bytes) -> str:
         self.files[name] = data
         return f"{self.url}/files/{name}"
+
+    def add_blob(self, data: bytes) -> str:
+        """Serve `data` as a registry blob, `GET /v2/<any repository>/blobs/sha256:<hex>` (ranges, caps and
+        faults as for files); returns its digest. Only the blob route of the distribution API."""
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        self.files[f"blob:{digest}"] = data
+        return digest
+
+    def add_manifest(self, repository: str, tag: str, raw: bytes, media_type: str) -> str:
+        """Serve an image manifest at `/v2/<repository>/manifests/<tag or digest>`; returns its digest."""
+        digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+        for reference in (tag, digest):
+            self.manifests[(repository, reference)] = (raw, media_type)
+        return digest
 
     def set_faults(self, *, rate: float = 0.0, seed: int = 0, bytes_per_second: float | None = None, ignore_range: bool = False) -> None:
         self.faults = Faults(rate, seed, bytes_per_second, ignore_range, random.Random(seed))
@@ -141,12 +156,18 @@ class HubServer:
 
 
 _API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/(?P<what>revision|tree)/(?P<rev>[^/]+))?$")
+_MANIFEST_RE = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
+_BLOB_RE = re.compile(r"^/v2/.+/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 _RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_hub: HubServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, every keep-alive response then
+    # waited ~40 ms for the client's delayed ACK (46 ms a small file for curl, requests and httpx
+    # alike), which no real hub or CDN does.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet test output
         pass
@@ -168,6 +189,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api(match, head)
         if match := _RESOLVE_RE.match(path):
             return self._resolve(match, head)
+        if match := _MANIFEST_RE.match(path):
+            found = self.server_hub.manifests.get((match["repo"], match["ref"]))
+            if found is None:
+                return self._error(404, "manifest unknown")
+            raw, media_type = found
+            digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+            return self._content(raw, etag=f'"{digest}"', head=head, extra={"Docker-Content-Digest": digest, "Content-Type": media_type})
+        if match := _BLOB_RE.match(path):
+            data = self.server_hub.files.get(f"blob:{match['digest']}")
+            if data is None:
+                return self._error(404, "blob unknown")
+            return self._content(data, etag=f'"{match["digest"]}"', head=head, extra={"Docker-Content-Digest": match["digest"]})
         if path.startswith("/files/"):
             data = self.server_hub.files.get(unquote(path[len("/files/"):]))
             if data is None:
@@ -182,7 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Error-Message", message)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has no body: one would corrupt the next keep-alive response
+            self.wfile.write(body)
 
     def _repo(self, kind: str | None, repo_id: str) -> HubRepo | None:
         repo_type = "dataset" if kind == "datasets" else "model"
@@ -271,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not hub.faults.ignore_range:
             self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", extra.pop("Content-Type", "application/octet-stream"))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         for key, value in extra.items():

@@ -29,7 +29,9 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644, *, before_replace: Callable[[], object] | None = None) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: Path, mode: int = 0o644, *, before_replace: Callable[[], object] | None = None, durable: bool = True,
+) -> Iterator[BinaryIO]:
     """Yield a file that becomes `path` only if the block finishes without error: the one
     temp-file, fsync, rename, fsync-the-directory sequence of the core.
 
@@ -38,6 +40,8 @@ def atomic_writer(path: Path, mode: int = 0o644, *, before_replace: Callable[[],
         mode: Its permission bits.
         before_replace: Called just before the rename; may raise to refuse it (util/confine.py
             checks the path again there, so a symlink planted meanwhile is not replaced blindly).
+        durable: False skips both fsyncs, for hints every reader checks before use (a crash may then
+            leave the old file, the new one or an empty one, still never a torn one under the name).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")  # a long final name must still leave room
@@ -45,21 +49,23 @@ def atomic_writer(path: Path, mode: int = 0o644, *, before_replace: Callable[[],
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write `data` to `path` atomically (temp file, fsync, rename)."""
-    with atomic_writer(path, mode) as handle:
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Write `data` to `path` atomically (temp file, fsync, rename; see atomic_writer for `durable`)."""
+    with atomic_writer(path, mode, durable=durable) as handle:
         handle.write(data)
 
 

@@ -69,8 +69,8 @@ def build_bundle(
         out: Bundle directory to write or complete.
         since: An older bundle or a site inventory file; the new one is a delta that carries only blobs the old one lacks.
         max_parallel_files: Parallel file downloads inside one artifact.
-        installer: Carry airlift itself (tools/airlift) for this host's Python and platform when the spec has no `installer:`.
-        pubkeys: Trusted Ed25519 public keys: refuse an inventory (`since`) none of them signed.
+        installer: Carry airlift itself (tools/airlift) for this host's Python and platform when the spec has no installer entry.
+        pubkeys: Trusted Ed25519 public keys: refuse an inventory (since) none of them signed.
     """
     parsed = prepare_build(spec, since)  # the same core call the CLI made
     if installer and parsed.installer is None:

@@ -27,7 +27,7 @@ def ingest_bundle(bundle: str, site: str, pubkeys: list[str] | None = None, allo
     Args:
         bundle: Bundle directory (inside the air gap).
         site: Path to the site profile (site.yaml).
-        pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
+        pubkeys: Trusted Ed25519 public keys, in addition to the site's trust.keys.
         allow_older: Ingest a bundle older than the site's high-water mark for its name (recorded).
     """
     # The same core call the CLI made: site, keys and the manifest (signature checked), read once here;

@@ -22,8 +22,8 @@ def mirror_refresh(spec: str, bundles_dir: str, transfer_to: str | None = None, 
     """Re-resolve `spec`; when anything changed since the newest bundle in `bundles_dir`, write a delta.
 
     Args:
-        spec: Path to the spec (airgap.yaml; relative: in the worker's directory), with floating references (branches, tags, `latest`).
-        bundles_dir: Directory of this mirror's bundles, named `<spec name>-<UTC time>`.
+        spec: Path to the spec (airgap.yaml; relative: in the worker's directory), with floating references (branches, tags, latest).
+        bundles_dir: Directory of this mirror's bundles, named after the spec and the UTC time.
         transfer_to: Optional destination for a new bundle (path, ssh:// or s3://).
         max_parallel_files: Parallel file downloads inside one artifact.
     """

@@ -19,12 +19,12 @@ def submit_jobs(
 
     Args:
         bundle: The ingested bundle (its manifest carries the spec and its jobs).
-        site: Site profile with `slurm:` (or `prefect:`) and `shared_root`.
-        jobs: Job names; all jobs when empty. Jobs they `need` are included.
+        site: Site profile with slurm: (or prefect:) and shared_root.
+        jobs: Job names; all jobs when empty. Jobs they need are included.
         wait: Poll until every job ends; the run fails if any job failed.
         force: Submit again even jobs that are pending, running or done.
-        pubkeys: Trusted Ed25519 public keys, in addition to the site's `trust.keys`.
-        stream: While waiting, write each job's output to stdout as it is written (the CLI's `--wait`).
+        pubkeys: Trusted Ed25519 public keys, in addition to the site's trust.keys.
+        stream: While waiting, write each job's output to stdout as it is written (the CLI's --wait).
     """
     profile = load_site(site)
     require_scheduler(profile, source=site)

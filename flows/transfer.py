@@ -26,12 +26,12 @@ def transfer_bundle(
     expected absent at `dest`.
 
     Args:
-        src: A bundle directory, `ssh://[user@]host[:port]/abs/path` or `s3://bucket/prefix`.
+        src: A bundle directory, ssh://[user@]host[:port]/abs/path or s3://bucket/prefix.
         dest: Where to put it (same forms). One side must be a local directory.
         ssh_key: Private key for ssh (otherwise the user's ssh config and agent apply).
         ssh_options: Extra ssh options as KEY=VALUE (passed as -o).
         s3_endpoint: S3 endpoint URL (otherwise AWS_ENDPOINT_URL, as boto3 reads it).
-        recheck: Rehash every blob already at `dest`, whatever its stamp says (on S3: download each).
+        recheck: Rehash every blob already at dest, whatever its stamp says (on S3: download each).
     """
     opts = SshOptions(ssh_key, tuple(ssh_options or ()))
     # Built once: every task of this run uses the same endpoints (one S3 client, one bucket check).

@@ -18,7 +18,7 @@ def verify_bundle_flow(
     Args:
         bundle: Bundle directory.
         store: Blob store (or older bundle) that lends the blobs a delta bundle lacks.
-        pubkey: An Ed25519 public key; a manifest not signed by it (or by one of `pubkeys`) is refused.
+        pubkey: An Ed25519 public key; a manifest not signed by it (or by one of pubkeys) is refused.
         receipt_dir: Where to write the receipt (default: the bundle's receipts/ directory).
         pubkeys: More trusted public keys (any one of them may have signed the bundle).
         model_signatures: Also check each model-signing signature the build checked, with its bundled trust.

@@ -5,6 +5,7 @@ Under CI (CI=true) a missing service fails the test; elsewhere it skips with the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -42,6 +43,25 @@ def service_env() -> dict[str, str]:
                 key, _, value = line[len("export "):].partition("=")
                 values[key] = value
     return values
+
+
+def resumable_bytes(parts: Path) -> int:
+    """What a rerun keeps of the largest partial download in `parts` (a cache's .tmp): a plain partial's
+    length, or a ranged one's recorded ranges (util/ranged.py; its file length is only the furthest
+    range begun, since ranges are written at their offsets)."""
+    best = 0
+    for part in parts.glob("*.part") if parts.exists() else ():
+        if part.name.endswith("-r.part"):
+            record = part.with_suffix(".ranges")
+            try:
+                state = json.loads(record.read_text())
+                kept = min(len(state["done"]) * state["range_size"], state["size"])
+            except (OSError, ValueError, KeyError):
+                kept = 0  # no record yet (or one being replaced): nothing is kept
+        else:
+            kept = part.stat().st_size
+        best = max(best, kept)
+    return best
 
 
 def need(service: str, reason: str) -> None:

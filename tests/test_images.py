@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import verified
+from tests.conftest import resumable_bytes, verified
 from tests.images import build, docker, skopeo_digest, skopeo_inspect
 from tests.proxy import CountingProxy
 
@@ -123,20 +123,19 @@ def test_pull_killed_mid_layer_resumes(ws, upstream, big_image):
     try:
         ref = big_image.replace(upstream.registry, proxy.address)
         spec = ws.write("big.yaml", f"name: big\nimages:\n  - {ref}\n")
-        proxy.bytes_per_second = 8 << 20
+        proxy.bytes_per_second = 2 << 20  # per connection: eight 4 MiB ranges at once take ~2 s a round
         proc = ws.popen("build", str(spec), "--out", "bundle", extra_env=_env(upstream))
-        parts = ws.root / "cache" / ".tmp"
-
-        def partial_size() -> int:
-            return max((p.stat().st_size for p in parts.glob("*.part")), default=0) if parts.exists() else 0
-
-        _kill_when(proc, lambda: partial_size() > 12 << 20)
-        on_disk = partial_size()
+        parts = ws.root / "cache" / ".tmp"  # the 40 MiB layer comes over parallel ranges (util/ranged.py)
+        _kill_when(proc, lambda: resumable_bytes(parts) > 12 << 20)
+        on_disk = resumable_bytes(parts)
+        assert 12 << 20 < on_disk < 40 << 20, f"the kill must land mid-layer: {on_disk} bytes kept"
         proxy.bytes_per_second = None
         proxy.reset()
         ws.run("build", str(spec), "--out", "bundle", extra_env=_env(upstream))
         layer = 40 << 20
-        assert proxy.bytes_out <= layer - on_disk + (2 << 20), f"refetched {proxy.bytes_out} with {on_disk} on disk"
+        # The ranges not recorded done, plus the small blobs and at most one range's slack (issue 24: "at
+        # most the bytes left plus one range per connection"; the exact bound is tests/test_kill_trials.py's).
+        assert proxy.bytes_out <= layer - on_disk + (6 << 20), f"refetched {proxy.bytes_out} with {on_disk} on disk"
         verified(ws.root / "bundle")
     finally:
         proxy.stop()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from airlift.testing.tokenserver import LocalRegistry
-from tests.conftest import need
+from tests.conftest import need, resumable_bytes
 from tests.relay import Relay
 
 DATA = 2 << 30  # the file in the layer: the layer (a plain tar) is a little over 2 GiB, past any 32-bit offset
@@ -141,18 +141,16 @@ def test_two_gib_layer_pull_and_push_resume_after_kill_with_flat_memory(ws, larg
     relay = Relay(registry.address).start()
     try:
         spec = ws.write("large.yaml", f"name: large\nimages:\n  - {relay.address}/large/img:1\n")
-        parts = ws.root / "cache" / ".tmp"
-
-        def partial() -> int:
-            return max((p.stat().st_size for p in parts.glob("*.part")), default=0) if parts.exists() else 0
+        parts = ws.root / "cache" / ".tmp"  # the layer comes over parallel ranges (util/ranged.py)
 
         # Pull, killed mid-layer.
-        _, peak_killed = _run_measured(ws, "build", str(spec), "--out", "bundle", kill_when=lambda: partial() > 600 << 20)
-        on_disk = partial()
+        _, peak_killed = _run_measured(ws, "build", str(spec), "--out", "bundle", kill_when=lambda: resumable_bytes(parts) > 600 << 20)
+        on_disk = resumable_bytes(parts)
         assert 0 < on_disk < layer_size, on_disk
         relay.reset()
         _, peak_pull = _run_measured(ws, "build", str(spec), "--out", "bundle")
-        assert relay.bytes_down <= layer_size - on_disk + (4 << 20), f"refetched {relay.bytes_down} with {on_disk} on disk"
+        # The ranges not recorded done, plus at most one range's slack (see tests/test_images.py).
+        assert relay.bytes_down <= layer_size - on_disk + (8 << 20), f"refetched {relay.bytes_down} with {on_disk} on disk"
         manifest = json.loads((ws.root / "bundle" / "manifest.json").read_text())
         assert manifest["artifacts"][0]["image"]["digest"] == manifest_digest
         assert max(peak_killed, peak_pull) <= RSS_LIMIT, f"peak RSS {peak_killed >> 20} / {peak_pull >> 20} MiB"

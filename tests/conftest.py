@@ -55,7 +55,8 @@ def resumable_bytes(parts: Path) -> int:
             record = part.with_suffix(".ranges")
             try:
                 state = json.loads(record.read_text())
-                kept = min(len(state["done"]) * state["range_size"], state["size"])
+                size, step = state["size"], state["range_size"]
+                kept = sum(min(step, size - i * step) for i in state["done"])
             except (OSError, ValueError, KeyError):
                 kept = 0  # no record yet (or one being replaced): nothing is kept
         else:

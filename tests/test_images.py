@@ -133,8 +133,9 @@ def test_pull_killed_mid_layer_resumes(ws, upstream, big_image):
         proxy.reset()
         ws.run("build", str(spec), "--out", "bundle", extra_env=_env(upstream))
         layer = 40 << 20
-        # The ranges not recorded done, plus the small blobs and at most one range's slack (issue 24: "at
-        # most the bytes left plus one range per connection"; the exact bound is tests/test_kill_trials.py's).
+        # The ranges not recorded done, plus the small blobs and one range of slack: one run here refetched
+        # 4.2 MB more than that and we did not find why (the exact per-range bound is held on the Hub
+        # stand-in by tests/test_kill_trials.py; issue 24 allows "the bytes left plus one range per connection").
         assert proxy.bytes_out <= layer - on_disk + (6 << 20), f"refetched {proxy.bytes_out} with {on_disk} on disk"
         verified(ws.root / "bundle")
     finally:

@@ -112,7 +112,7 @@ class BlobStore:
 
     def __init__(self, root: Path, *, check_dirs_once: bool = False) -> None:
         """`check_dirs_once`: for the download cache, this user's own directory on the networked side,
-        whose two directories are checked once per process rather than before every blob (the confined
+        whose two directories are checked once per store object (one per `Cache`) rather than before every blob (the confined
         check was 0.9 ms of a small file's 5); every store a bundle or a site hands in checks each time."""
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs" / "sha256"

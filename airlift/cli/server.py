@@ -177,7 +177,8 @@ class EmbeddedServer:
 
 
 def use_embedded_server() -> Mode:
-    """Point this process's Prefect client at the right server before Prefect is imported (see module doc).
+    """Point this process's Prefect client at the right server; must run before Prefect is imported, which
+    reads these variables once (see module doc).
 
     Returns:
         Which server the runs go to: "external" (PREFECT_API_URL), "ephemeral" or "embedded".

@@ -102,16 +102,10 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                 if got is not None:
                     return
             with host_slot(name.api_host):
-                _pull(descriptor)
-
-        def _pull(descriptor: dict[str, Any]) -> None:
-            with_transient_retries(
-                f"{resolved.artifact_id}: blob {descriptor['digest'][:19]}", attempts=ctx.attempts,
-                action=lambda: client.pull_blob(
-                    name.repository, descriptor["digest"], store=store, on_bytes=ctx.on_bytes,
-                    size=descriptor["size"] if isinstance(descriptor.get("size"), int) else None,
-                ),
-            )
+                with_transient_retries(
+                    f"{resolved.artifact_id}: blob {descriptor['digest'][:19]}", attempts=ctx.attempts,
+                    action=lambda: client.pull_blob(name.repository, descriptor["digest"], store=store, on_bytes=ctx.on_bytes, size=size),
+                )
 
         bounded_map(pull, descriptors, workers=min(4, ctx.max_parallel_files))
         carried, referrer_blobs = _referrers(client, name.repository, source, digest, ctx) if source.referrers is not False else ([], [])

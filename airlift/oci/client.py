@@ -174,9 +174,10 @@ class RegistryClient:
             response = self.request("GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", headers=headers, stream=True)
             return closing_response(response)
 
+        # No If-Range (no etag): the URL names its content, and the digest checks the whole blob.
         got = ranged.download(
             store, f"oci-{hexdigest}", open_stream, url=self.base, size=size, label=f"{repository} blob {digest[:19]}",
-            expected_sha256=hexdigest,  # no If-Range: the URL names its content, and the digest checks it whole on_bytes=on_bytes, check=self.check, attempts=attempts,
+            expected_sha256=hexdigest, on_bytes=on_bytes, check=self.check, attempts=attempts,
         )
         return None if got is None else StoredBlob(*got)
 

@@ -1,8 +1,9 @@
-"""Parallel byte-range downloads of one large file: Hub files, `url:`, wheels (see `download`).
+"""Parallel byte-range downloads of one large file: Hub files, `url:`, wheels, registry layers (see `download`).
 
 A file of RANGED_MIN bytes or more, whose size is known, is cut into RANGE_SIZE ranges; up to
 `max_per_host()` threads fetch them at once, each request holding one of the host's slots (the same
-`host_slot` whole files take), so eight shards and one big file share the link fairly. Each range
+`host_slot` whole files take), so eight shards and one big file share the link fairly. A thread takes
+its slot before its buffer, so threads queued for a slot hold no memory. Each range
 is written at its offset into one partial file in the store's temp area.
 
 - Hashing: the sha256 (and git's sha1, when asked) runs over the contiguous prefix as ranges
@@ -252,11 +253,16 @@ class _Job:
         try:
             if not probe:
                 self._probe.wait()  # the first request tells whether the server honours Range at all
-            while (job := self._next()) is not None:
-                index, buffer = job
-                got = with_transient_retries(
-                    f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe, b=buffer: self._fetch(i, p, b),
-                )
+            while True:
+                # The host slot first, then a buffer: a thread waiting for a slot holds no 4 MiB buffer
+                # (with several large files or layers at once, waiting threads held 62 of them).
+                with host_slot(self.url):
+                    if (job := self._next()) is None:
+                        break
+                    index, buffer = job
+                    got = with_transient_retries(
+                        f"{self.label} range {index}", attempts=self.attempts, action=lambda i=index, p=probe, b=buffer: self._fetch(i, p, b),
+                    )
                 probe = False
                 if got is None:
                     return  # the whole file came over one stream
@@ -284,7 +290,7 @@ class _Job:
             headers["If-Range"] = self.etag
         got = 0
         try:
-            with host_slot(self.url), under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
+            with under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
                 self.check(response, self.label)
                 if response.status_code == 200 and probe:
                     return self._whole(response)

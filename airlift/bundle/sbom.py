@@ -60,9 +60,14 @@ def _sha256(hexdigest: str) -> HashType:
     return HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)
 
 
-def _file(owner: str, name: str, sha256: str) -> dict:
-    """A `file` component in CycloneDX 1.6 JSON (see the module doc for why not a library Component)."""
-    return {"bom-ref": f"{owner}#{name}", "hashes": [{"alg": "SHA-256", "content": sha256}], "name": name, "type": "file"}
+def _file(owner: str, name: str, sha256: str, *, blob: bool = False) -> dict:
+    """A `file` component in CycloneDX 1.6 JSON (see the module doc for why not a library Component).
+
+    A blob's bom-ref is `<artifact>#/<digest>`: no file path starts with `/`, so a hostile file named
+    `sha256:<hex>` cannot share a blob's bom-ref (bom-refs must be unique in a BOM).
+    """
+    ref = f"{owner}#/{name}" if blob else f"{owner}#{name}"
+    return {"bom-ref": ref, "hashes": [{"alg": "SHA-256", "content": sha256}], "name": name, "type": "file"}
 
 
 def _files(artifact: Artifact) -> list[dict]:
@@ -73,7 +78,7 @@ def _files(artifact: Artifact) -> list[dict]:
         files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files if wheel_name_version(f.path) is None]
     # Image manifests, configs, layers, referrers and trust material are blobs: each listed by digest.
     named = {f.sha256 for f in artifact.files}
-    return files + [_file(artifact.id, blob, blob.removeprefix("sha256:")) for blob in sorted(set(artifact.blobs)) if blob.removeprefix("sha256:") not in named]
+    return files + [_file(artifact.id, b, b.removeprefix("sha256:"), blob=True) for b in sorted(set(artifact.blobs)) if b.removeprefix("sha256:") not in named]
 
 
 def _purl(artifact: Artifact) -> PackageURL | None:
@@ -167,7 +172,10 @@ def sbom_problems(data: bytes, manifest: Manifest) -> list[str]:
         listed = {(ref.split("#", 1)[-1], sha) for ref, sha in _file_hashes(component)}
         expected = {(f.path, f.sha256) for f in artifact.files}
         named = {f.sha256 for f in artifact.files}
-        expected |= {(b, b.removeprefix("sha256:")) for b in artifact.blobs if b.removeprefix("sha256:") not in named}
+        expected |= {(f"/{b}", b.removeprefix("sha256:")) for b in artifact.blobs if b.removeprefix("sha256:") not in named}
+        refs = [ref for ref, _ in _file_hashes(component)]
+        if len(refs) != len(set(refs)):
+            problems.append(f"{artifact.id}: a bom-ref is listed twice")
         for path, sha in sorted(expected - listed)[:5]:
             problems.append(f"{artifact.id}: {path}: sha256 {sha[:12]} not listed")
         for path, sha in sorted(listed - expected)[:5]:

@@ -97,7 +97,9 @@ class RegistryClient:
             request = self._http.build_request(method, full, headers=merged, **kwargs)
             response = self._http.send(request, stream=stream)
             # No token yet, or it expired during a long pull or push (Docker Hub's last 300 s): get one, ask again.
-            if response.status_code == 401 and ours and attempt == 0 and (replayable or sent is None) and self.auth.renew(response, scope=scope, sent=sent):
+            # A 401 counts only from this registry's origin: after a redirect it is a CDN's (or anyone's), and
+            # renewing on its challenge would send this registry's credentials to the realm it names.
+            if response.status_code == 401 and ours and _origin(str(response.url)) == _origin(self.base) and attempt == 0 and (replayable or sent is None) and self.auth.renew(response, scope=scope, sent=sent):
                 response.close()
                 continue
             return response

@@ -176,7 +176,7 @@ def _get(
     open_stream: OpenStream, writer: ResumableWriter, *, label: str, etag: str | None, expected_size: int | None,
     on_bytes: Callable[[int], None] | None, check: StatusCheck,
 ) -> None:
-    with _opened(open_stream, _range_headers(writer.size, etag), label) as response:
+    with opened(open_stream, _range_headers(writer.size, etag), label) as response:
         if response.status_code == 416 and writer.size:
             # The partial is no prefix of what the server has now (it changed, or the partial is
             # already whole but unverified): start over rather than fail forever.
@@ -206,7 +206,7 @@ def _limit_text(expected_size: int | None) -> str:
 
 
 @contextlib.contextmanager
-def _opened(open_stream: OpenStream, headers: dict[str, str], label: str) -> Iterator[httpx.Response]:
+def opened(open_stream: OpenStream, headers: dict[str, str], label: str) -> Iterator[httpx.Response]:
     """Open the stream; a redirect to a scheme httpx cannot speak (file://) is a permanent refusal."""
     with contextlib.ExitStack() as stack:
         try:
@@ -261,7 +261,7 @@ def get_small(open_stream: OpenStream, *, label: str, size: int, check: StatusCh
         TransientError: The connection dropped or the body was short (the caller retries).
         WorkError: The body runs past `size` (permanent), or any other HTTP failure.
     """
-    with under_way("download", label), _opened(open_stream, {}, label) as response:
+    with under_way("download", label), opened(open_stream, {}, label) as response:
         check(response, label)
         announced = response.headers.get("content-length", "")
         if announced.isdigit() and int(announced) > size:

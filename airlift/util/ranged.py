@@ -1,36 +1,33 @@
 """Parallel byte-range downloads of one large file: Hub files, `url:`, wheels, registry layers (see `download`).
 
-A file of RANGED_MIN bytes or more, whose size is known, is cut into RANGE_SIZE ranges; up to
-`max_per_host()` threads fetch them at once, each request holding one of the host's slots (the same
-`host_slot` whole files take), so eight shards and one big file share the link fairly. A thread takes
-its slot before its buffer, so threads queued for a slot hold no memory. Each range
-is written at its offset into one partial file in the store's temp area.
+A file of RANGED_MIN bytes or more, of known size, is cut into RANGE_SIZE ranges, written at their
+offsets into one partial file in the store's temp area; up to `max_per_host()` threads fetch them,
+each holding one of the host's slots (the `host_slot` whole files take, so eight shards and one big
+file share the link), taken before its buffer (a thread queued for a slot holds no memory).
 
 - Hashing: the sha256 (and git's sha1, when asked) runs over the contiguous prefix as ranges
-  complete, from the bytes in memory: a range waits, in its buffer, only until the ranges before it
-  are in. A range needs one of WINDOW_PER_CONNECTION x connections buffers of RANGE_SIZE, and a
-  buffer comes back once its range is hashed, so memory stays under that (64 MiB at 8 connections)
-  whatever the file size. Bytes are read back from disk only on a resume.
-- Resume: completed ranges are fsynced and then recorded in `<key>.ranges` (atomic JSON) next to
-  the partial, by the hashing thread (no connection waits on a flush), so a kill -9 costs at most
-  the ranges in flight and those written since the last record.
+  complete, from the bytes in memory. A range needs one of WINDOW_PER_CONNECTION x connections
+  buffers of RANGE_SIZE, back once its range is hashed, so memory stays under that (64 MiB at 8
+  connections) whatever the file size. Bytes are read back from disk only on a resume.
+- Resume: completed ranges are fsynced and then recorded in `<key>.ranges` (atomic JSON) by the
+  hashing thread (no connection waits on a flush): a kill -9 costs the ranges in flight and those
+  written since the last record.
 - Retries: a failed range is retried alone, in the one retry layer (`with_transient_retries`).
-- Fallback: a server that answers the first range with the whole body (200: it ignores Range) has
-  that body taken as one stream, hashed as it is written; when a resumed partial cannot use it,
-  the caller's `resumable_get` takes over (None). Unknown sizes stay with `resumable_get` too.
+- Fallback: a first answer of 200 (Range ignored) is taken as the whole file, hashed as written; a
+  resumed partial, or a server that then flips to ranges, goes to the caller's `resumable_get`
+  (None), as unknown sizes do. If every worker stops with a range missing, the download fails.
 - Bounds: a range whose body runs past its length, or a Content-Range naming another total, fails
   permanently; the digest check and the temp-then-rename are the blob store's rules, unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -40,7 +37,7 @@ import httpx
 from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import fsync_dir, write_all, write_bytes_atomic
 from airlift.util.hashing import git_blob_hasher
-from airlift.util.http import OpenStream, StatusCheck, raise_for_status
+from airlift.util.http import OpenStream, StatusCheck, opened, raise_for_status
 from airlift.util.locks import FileLock
 from airlift.util.net import ATTEMPTS, host_slot, max_per_host, with_transient_retries
 from airlift.util.phase import progress, under_way
@@ -85,15 +82,12 @@ def download(
         store: The blob store (its temp area holds the partial, its blobs the result).
         key: Names the partial (as `BlobStore.partial` keys do); stable across runs, so a rerun resumes.
         open_stream: Given request headers, opens a streaming GET (thread-safe: ranges run in parallel).
-        url: Only for the per-host cap (never logged).
-        size: The announced size; below RANGED_MIN or unknown, None is returned at once.
-        label: Names the file in errors and phase logs.
-        etag: A strong ETag guards each range with If-Range.
+        url, size: For the per-host cap only (never logged); the announced size (below RANGED_MIN or unknown: None at once).
+        label, etag: Names the file in errors and phase logs; a strong ETag guards each range with If-Range.
         expected_sha256: The pin; a mismatch discards the partial (IntegrityError).
         expected_git_sha1: The git blob id to check as well (non-LFS hub files).
         on_bytes: Progress, bytes of the whole file (a failed range's bytes are taken back).
-        check: Classifies a response status, as for `resumable_get`.
-        attempts: Attempts per range, in `with_transient_retries`.
+        check, attempts: Classify a response status (as for `resumable_get`); attempts per range.
 
     Returns:
         The stored blob's digest and size, or None: too small, unknown size, or the server ignores Range.
@@ -136,6 +130,7 @@ class _Job:
     _free: list[bytearray] = field(default_factory=list)  # buffers whose range is hashed, for the next ones
     _allocated: int = 0
     _capacity: int = 1
+    _live: int = 0  # range workers still running
 
     def __post_init__(self) -> None:
         self.part, self.state = Path(f"{self.base}.part"), Path(f"{self.base}.ranges")
@@ -172,16 +167,20 @@ class _Job:
         return start, min(self.size, start + RANGE_SIZE)
 
     def run(self) -> None:
-        os.ftruncate(self.fd, self.size)
+        try:
+            os.ftruncate(self.fd, self.size)
+        except OSError as exc:  # EFBIG, ENOSPC: a size this filesystem cannot hold
+            raise WorkError(f"{self.label}: cannot make room for {self.size} bytes ({exc.strerror})") from None
         for index in self.done:
             self._ready[index] = None
-        pending = [i for i in range(self.count) if i not in self.done]
-        self._todo = iter(pending)
-        connections = min(max_per_host(), len(pending))
+        # Lazy: a hostile size must not become a list of millions of indices before the first request.
+        self._todo = (i for i in range(self.count) if i not in self.done)
+        connections = min(max_per_host(), self.count - len(self.done))
+        self._live = connections
         # The window: a range needs a buffer, and a buffer comes back only once its range is hashed.
         self._capacity = max(1, WINDOW_PER_CONNECTION * connections)
         workers = [threading.Thread(target=self._worker, args=(n == 0,), daemon=True) for n in range(connections)]
-        if not pending:
+        if not connections:
             self._probe.set()
         for worker in workers:
             worker.start()
@@ -213,13 +212,16 @@ class _Job:
         # This thread hashes the prefix and keeps the record, so no connection waits on a disk flush.
         while True:
             with self._cond:
-                while not (self._hashed >= self.count or self._hashed in self._ready or self._unrecorded or self._failure):
+                while not (self._hashed >= self.count or self._hashed in self._ready or self._unrecorded or self._failure or not self._live):
                     self._cond.wait()
                 if self._failure is not None:
                     raise self._failure
                 record, self._unrecorded = self._unrecorded, []
                 ready = self._hashed < self.count and self._hashed in self._ready
                 data = self._ready.pop(self._hashed) if ready else None
+                if not ready and not record and not self._live and self._hashed < self.count:
+                    # Every worker has stopped and this range will never come: fail, never wait forever.
+                    raise WorkError(f"{self.label}: stopped with range {self._hashed} of {self.count} not fetched")
             self._record(record)
             if ready:
                 start, end = self.span(self._hashed)
@@ -280,6 +282,9 @@ class _Job:
         finally:
             if probe:
                 self._probe.set()
+            with self._cond:
+                self._live -= 1
+                self._cond.notify_all()
 
     def _fetch(self, index: int, probe: bool, buffer: bytearray) -> int | None:
         """Fill `buffer` with range `index`; its length, or None when the first answer was the whole file."""
@@ -290,9 +295,13 @@ class _Job:
             headers["If-Range"] = self.etag
         got = 0
         try:
-            with under_way("range", f"{self.label}#{index}"), _open(self.open_stream, headers, self.label) as response:
+            with under_way("range", f"{self.label}#{index}"), opened(self.open_stream, headers, self.label) as response:
                 self.check(response, self.label)
-                if response.status_code == 200 and probe:
+                if self._single and response.status_code != 200:
+                    # It sent the whole file before (that stream failed) and a range now: a server that
+                    # flips between the two gets one stream from the start, in the caller's resumable_get.
+                    raise _NoRanges
+                if response.status_code == 200 and (probe or self._single):
                     return self._whole(response)
                 self._check_range(response, start, end)
                 if probe:
@@ -374,14 +383,11 @@ class _Job:
         os.close(self.fd)
         digest = self.sha256.hexdigest()
         git_sha1 = self.git_sha1.hexdigest() if self.git_sha1 is not None else None
-        if expected_sha256 and digest != expected_sha256:
-            self.part.unlink(missing_ok=True)
-            self.state.unlink(missing_ok=True)
-            raise IntegrityError(f"{self.label}: sha256 {digest} does not match expected {expected_sha256}")
-        if expected_git_sha1 and git_sha1 != expected_git_sha1:
-            self.part.unlink(missing_ok=True)
-            self.state.unlink(missing_ok=True)
-            raise IntegrityError(f"{self.label}: git blob id {git_sha1} does not match expected {expected_git_sha1}")
+        for name, got, wanted in (("sha256", digest, expected_sha256), ("git blob id", git_sha1, expected_git_sha1)):
+            if wanted and got != wanted:
+                self.part.unlink(missing_ok=True)
+                self.state.unlink(missing_ok=True)
+                raise IntegrityError(f"{self.label}: {name} {got} does not match expected {wanted}")
         final = store.blob_path(digest)
         if final.exists():
             self.part.unlink()
@@ -391,13 +397,3 @@ class _Job:
             fsync_dir(final.parent)
         self.state.unlink(missing_ok=True)
         return Fetched(digest, self.size, git_sha1)
-
-
-@contextlib.contextmanager
-def _open(open_stream: OpenStream, headers: dict[str, str], label: str) -> Iterator[httpx.Response]:
-    with contextlib.ExitStack() as stack:
-        try:
-            response = stack.enter_context(open_stream(headers))
-        except httpx.UnsupportedProtocol as exc:
-            raise WorkError(f"{label}: refused a redirect to a URL that is not http(s) ({exc})") from None
-        yield response

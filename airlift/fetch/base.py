@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from airlift.bundle.manifest import MAX_FILE_SIZE
 from airlift.bundle.source_records import Source, source_record
 from airlift.fetch.cache import Cache
 from airlift.util.confine import path_problem
@@ -30,7 +31,7 @@ class RemoteFile:
 def check_listing(artifact_id: str, kind: str, files: tuple[RemoteFile, ...]) -> None:
     """Refuse, before anything is downloaded, a listing whose paths the manifest would refuse.
 
-    One line naming the file: a control character (a newline in an rfilename or S3 key), a part over
+    One line naming the file: a size that is not an int in 0..1 PiB, a control character (a newline in an rfilename or S3 key), a part over
     255 bytes, a name that is not UTF-8 (a `path:` file), a duplicate, including case-folded ones
     (`Config.json` and `config.json` collide on case-insensitive media). A local `path:` source is
     the user's input (exit 2); an upstream's listing is a failure of the upstream (exit 1).
@@ -38,6 +39,8 @@ def check_listing(artifact_id: str, kind: str, files: tuple[RemoteFile, ...]) ->
     error = InputError if kind == "path" else WorkError
     seen: dict[str, str] = {}
     for remote in files:
+        if remote.size is not None and not (type(remote.size) is int and 0 <= remote.size <= MAX_FILE_SIZE):
+            raise error(f"file {remote.path!r}: refused: size {remote.size!r} is not a size", artifact_id=artifact_id)
         problem = path_problem(remote.path)
         if problem:
             raise error(f"file {remote.path!r}: refused: {problem}", artifact_id=artifact_id)

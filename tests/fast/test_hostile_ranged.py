@@ -105,10 +105,8 @@ def test_a_descriptor_size_that_is_not_a_size_is_refused_before_any_request(tmp_
         server.add_manifest("acme/app", "1", raw, "application/vnd.oci.image.manifest.v1+json")
         host = server.url.removeprefix("http://")
         ctx = FetchContext(cache=Cache(tmp_path / "cache"), attempts=2, insecure_registries=frozenset({host}))
-        resolved = image.resolve(f"{host}/acme/app:1", artifact_id="images/acme/app:1", ctx=ctx)
-        server.reset_counters()
-        with pytest.raises(WorkError, match="is not a size"):
-            image.fetch(resolved, ctx)
+        with pytest.raises(WorkError, match="is not a size"):  # at resolve (fetch/base.py check_listing), else at fetch
+            image.fetch(image.resolve(f"{host}/acme/app:1", artifact_id="images/acme/app:1", ctx=ctx), ctx)
         assert not [p for p in (tmp_path / "cache").rglob("*.part")]
     finally:
         server.stop()
@@ -146,3 +144,12 @@ def test_a_hub_file_named_like_a_blob_does_not_share_its_sbom_bom_ref():
     refs = [c["bom-ref"] for c in json.loads(data)["components"][0]["components"]]
     assert len(refs) == len(set(refs)) == 3, refs
     assert sbom.sbom_problems(data, manifest) == []
+
+
+@pytest.mark.parametrize("size", [True, -1, (1 << 50) + 1, 2.5])
+def test_a_listing_size_that_is_not_a_size_is_refused_before_any_download(size):
+    # A hub's lfs.size, an S3 listing or a registry descriptor all reach the ranged download through a listing.
+    from airlift.fetch.base import RemoteFile, Resolved
+
+    with pytest.raises(WorkError, match="is not a size"):
+        Resolved("models/acme/x", "hf-model", {"repo": "acme/x", "repo_type": "model", "revision": "main", "commit": "a" * 40}, (RemoteFile("w.bin", size),))

@@ -32,6 +32,7 @@ from airlift.bundle.manifest import Artifact, Manifest, artifacts_digest
 
 MAX_EVIDENCE_BYTES = 512 << 20  # an SBOM lists every file: bounded, but roomy
 _WHEEL_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+_WHEEL_KINDS = ("wheels", "installer")  # their wheels are libraries, by PyPI name and version
 _KIND_TYPE = {
     "hf-model": ComponentType.MACHINE_LEARNING_MODEL,
     "ngc-model": ComponentType.MACHINE_LEARNING_MODEL,
@@ -72,10 +73,8 @@ def _file(owner: str, name: str, sha256: str, *, blob: bool = False) -> dict:
 
 def _files(artifact: Artifact) -> list[dict]:
     """The artifact's files and blobs as `file` components (wheels are libraries instead); sbom_bytes orders them."""
-    if artifact.kind not in ("wheels", "installer"):
-        files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files]
-    else:
-        files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files if wheel_name_version(f.path) is None]
+    wheels = artifact.kind in _WHEEL_KINDS
+    files = [_file(artifact.id, f.path, f.sha256) for f in artifact.files if not (wheels and wheel_name_version(f.path))]
     # Image manifests, configs, layers, referrers and trust material are blobs: each listed by digest.
     named = {f.sha256 for f in artifact.files}
     return files + [_file(artifact.id, b, b.removeprefix("sha256:"), blob=True) for b in sorted(set(artifact.blobs)) if b.removeprefix("sha256:") not in named]
@@ -102,7 +101,7 @@ def _purl(artifact: Artifact) -> PackageURL | None:
 def _component(artifact: Artifact) -> Component:
     """The artifact's component; its `file` children are added to the JSON afterwards (`_files`)."""
     libraries = []
-    if artifact.kind in ("wheels", "installer"):
+    if artifact.kind in _WHEEL_KINDS:
         # Each wheel is a library of its own, by its PyPI name and version (a few hundred at most).
         for entry in artifact.files:
             pinned = wheel_name_version(entry.path)

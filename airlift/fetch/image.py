@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airlift.bundle.manifest import MAX_FILE_SIZE, Artifact, ImageInfo, Referrer
+from airlift.bundle.manifest import Artifact, ImageInfo, Referrer
 from airlift.bundle.oci_layout import config_platform, oci_form
 from airlift.bundle.source_records import ImageSource
 from airlift.config.spec import ImageRef, image_ref
@@ -23,7 +23,6 @@ from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
 from airlift.util import ranged
-from airlift.util.errors import WorkError
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 
 
@@ -95,9 +94,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         descriptors = [manifest["config"], *manifest.get("layers", [])]
 
         def pull(descriptor: dict[str, Any]) -> None:
-            size = descriptor.get("size")
-            if size is not None and not (type(size) is int and 0 <= size <= MAX_FILE_SIZE):
-                raise WorkError(f"blob {str(descriptor.get('digest'))[:19]}: the registry's descriptor size {size!r} is not a size", artifact_id=resolved.artifact_id)
+            size = descriptor.get("size")  # checked at resolve (check_listing): this manifest is the same, by digest
             if ranged.worth_ranges(size):
                 # A large layer: parallel ranges, each taking its own host slot (so this holds none:
                 # holding one while its ranges wait for slots would deadlock at a small per-host cap).

@@ -237,6 +237,19 @@ def git_artifact(bundle: GitBundle, name: str = "tool", *, ref: str = "main", fu
     )
 
 
+def ingested_repo(tmp_path: Path):
+    """A git repo and a url file, built into a bundle and materialized into `tmp_path/root` (the layouts
+    a job's checkout starts from): (the git bundle, the built bundle, the shared root)."""
+    from airlift.ingest.sharedfs import materialize
+
+    gb = make_git_bundle(tmp_path)
+    built = build_bundle(tmp_path / "bundle", [git_artifact(gb), url_file()])
+    root = tmp_path / "root"
+    for artifact in built.manifest.artifacts:
+        materialize(root, artifact, blob_path=built.bundle.store.blob_path)
+    return gb, built, root
+
+
 @contextmanager
 def serving(app: object) -> Iterator[str]:
     """Serve an ASGI app on a loopback port from a thread of this process; yields its base URL."""
@@ -360,3 +373,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def small_ranges(monkeypatch):
+    """Ranged downloads (airlift/util/ranged.py) cut into 256 KiB ranges, so a test file of a few MiB has many."""
+    from airlift.util import ranged
+
+    monkeypatch.setattr(ranged, "RANGE_SIZE", 256 << 10)
+    monkeypatch.setattr(ranged, "RANGED_MIN", 2 * (256 << 10))

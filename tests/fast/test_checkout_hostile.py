@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airlift.ingest.sharedfs import materialize
 from airlift.layouts.checkout import checkout_state, make_checkout
-from tests.fast.conftest import build_bundle, git_artifact, make_git_bundle, url_file
+from tests.fast.conftest import ingested_repo
 
 
 def _writable(top: Path) -> None:
@@ -30,11 +29,7 @@ def _writable(top: Path) -> None:
 
 @pytest.fixture
 def checkout(tmp_path: Path):
-    gb = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(gb), url_file()])
-    root = tmp_path / "root"
-    for artifact in built.manifest.artifacts:
-        materialize(root, artifact, blob_path=built.bundle.store.blob_path)
+    gb, _built, root = ingested_repo(tmp_path)
     path = make_checkout(root, "tool", gb.commit)
     assert checkout_state(path, gb.commit) is None
     assert (path / "src" / "main.py").read_bytes() == b"print('hi')\n"

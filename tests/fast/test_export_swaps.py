@@ -65,6 +65,16 @@ def _no_secret_in(out: Path) -> None:
     assert not leaked, f"outside bytes were exported: {leaked}"
 
 
+
+def _refused_after_walk(monkeypatch, swap, root: Path, out: Path, *, match: str, naming: Path) -> None:
+    """`swap` runs after export's walk; the export must fail naming `naming`, with no secret in `out`."""
+    _after_walk(monkeypatch, swap)
+    with pytest.raises(WorkError, match=match) as caught:
+        export_outputs(root, out, jobs=[], max_bytes=1 << 20)
+    assert str(naming) in str(caught.value)
+    _no_secret_in(out)
+
+
 def test_a_file_swapped_for_a_symlink_after_the_walk_is_refused(tmp_path, monkeypatch):
     root, outside = tmp_path / "root", _outside(tmp_path)
     ck = _finished_run(root, {"ck/secret": b"x" * len(SECRET)}) / "ck"
@@ -73,11 +83,7 @@ def test_a_file_swapped_for_a_symlink_after_the_walk_is_refused(tmp_path, monkey
         (ck / "secret").unlink()
         (ck / "secret").symlink_to(outside / "secret")
 
-    _after_walk(monkeypatch, swap)
-    with pytest.raises(WorkError, match="symlink") as caught:
-        export_outputs(root, tmp_path / "out", jobs=[], max_bytes=1 << 20)
-    assert str(ck / "secret") in str(caught.value)
-    _no_secret_in(tmp_path / "out")
+    _refused_after_walk(monkeypatch, swap, root, tmp_path / "out", match="symlink", naming=ck / "secret")
 
 
 def test_a_directory_swapped_for_a_symlink_after_the_walk_is_refused(tmp_path, monkeypatch):
@@ -88,11 +94,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_walk_is_refused(tmp_path, m
         os.rename(ck / "sub", tmp_path / "aside")
         (ck / "sub").symlink_to(outside / "sub")
 
-    _after_walk(monkeypatch, swap)
-    with pytest.raises(WorkError, match="symlink") as caught:
-        export_outputs(root, tmp_path / "out", jobs=[], max_bytes=1 << 20)
-    assert str(ck / "sub" / "secret") in str(caught.value)
-    _no_secret_in(tmp_path / "out")
+    _refused_after_walk(monkeypatch, swap, root, tmp_path / "out", match="symlink", naming=ck / "sub" / "secret")
 
 
 def test_a_file_swapped_for_another_file_after_the_walk_is_refused(tmp_path, monkeypatch):
@@ -103,11 +105,7 @@ def test_a_file_swapped_for_another_file_after_the_walk_is_refused(tmp_path, mon
         (tmp_path / "other").write_bytes(SECRET)
         os.replace(tmp_path / "other", ck / "secret")
 
-    _after_walk(monkeypatch, swap)
-    with pytest.raises(WorkError, match="replaced by another file") as caught:
-        export_outputs(root, tmp_path / "out", jobs=[], max_bytes=1 << 20)
-    assert str(ck / "secret") in str(caught.value)
-    _no_secret_in(tmp_path / "out")
+    _refused_after_walk(monkeypatch, swap, root, tmp_path / "out", match="replaced by another file", naming=ck / "secret")
 
 
 def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_descended(tmp_path, monkeypatch):

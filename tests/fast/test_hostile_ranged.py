@@ -25,7 +25,6 @@ from airlift.fetch.base import FetchContext
 from airlift.fetch.cache import Cache
 from airlift.oci.client import RegistryClient
 from airlift.testing.hubserver import HubServer
-from airlift.util import ranged
 from airlift.util.errors import WorkError
 from tests.fast.conftest import hf_model
 
@@ -33,9 +32,8 @@ RANGE = 256 << 10
 
 
 @pytest.fixture(autouse=True)
-def small_ranges(monkeypatch):
-    monkeypatch.setattr(ranged, "RANGE_SIZE", RANGE)
-    monkeypatch.setattr(ranged, "RANGED_MIN", 2 * RANGE)
+def _ranges(small_ranges):
+    """Every test here uses tests/fast/conftest.py's 256 KiB ranges."""
 
 
 def _serve(get) -> ThreadingHTTPServer:

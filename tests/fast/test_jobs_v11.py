@@ -18,7 +18,6 @@ from airlift.cli.main import main
 from airlift.config.site import Site
 from airlift.config.spec import Spec
 from airlift.export.outputs import export_outputs
-from airlift.ingest.sharedfs import materialize
 from airlift.jobs.common import JobRecord
 from airlift.jobs.dryrun import dry_run
 from airlift.jobs.follow import LogFollower
@@ -26,7 +25,7 @@ from airlift.jobs.launch import create_output, plan_launch, record_run
 from airlift.jobs.slurm import render_sbatch
 from airlift.layouts.checkout import checkout_state, make_checkout
 from airlift.util.errors import InputError
-from tests.fast.conftest import build_bundle, git_artifact, make_git_bundle, run, url_file
+from tests.fast.conftest import build_bundle, git_artifact, ingested_repo, make_git_bundle, run
 
 IMAGE = "nvcr.io/nvidia/nemo:25.11"
 
@@ -79,17 +78,8 @@ def test_inventory_lists_blobs_the_store_holds(tmp_path):
         read_inventory(tmp_path / "bad.json")
 
 
-def _ingested_repo(tmp_path: Path):
-    gb = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(gb), url_file()])
-    root = tmp_path / "root"
-    for artifact in built.manifest.artifacts:
-        materialize(root, artifact, blob_path=built.bundle.store.blob_path)
-    return gb, built, root
-
-
 def test_checkout_is_the_pinned_commit_read_only_and_preflight_names_a_wrong_one(tmp_path):
-    gb, _built, root = _ingested_repo(tmp_path)
+    gb, _built, root = ingested_repo(tmp_path)
     checkout = make_checkout(root, "tool", gb.tag_commit)
     assert (checkout / "README.md").read_bytes() == b"version one\n" and not (checkout / "src").exists()
     assert checkout_state(checkout, gb.tag_commit) is None
@@ -100,7 +90,7 @@ def test_checkout_is_the_pinned_commit_read_only_and_preflight_names_a_wrong_one
 
 
 def test_launch_mounts_render_read_only_in_every_runtime(tmp_path):
-    gb, built, root = _ingested_repo(tmp_path)
+    gb, built, root = ingested_repo(tmp_path)
     spec = Spec.model_validate({
         "name": "v11", "images": [IMAGE], "repos": [{"git": "https://git.example.invalid/tool.git", "name": "tool"}],
         "jobs": [{"name": "train", "image": IMAGE, "command": ["true"], "outputs": ["checkpoints"],
@@ -250,7 +240,7 @@ def test_a_forged_run_record_with_dotdot_outputs_is_ignored(tmp_path):
 
 
 def test_a_marker_pointing_outside_the_root_is_never_mounted(tmp_path):
-    _gb, built, root = _ingested_repo(tmp_path)
+    _gb, built, root = ingested_repo(tmp_path)
     from airlift.layouts.shared_root import marker_path
 
     marker = marker_path(root, "files/notes.txt")
@@ -265,7 +255,7 @@ def test_a_marker_pointing_outside_the_root_is_never_mounted(tmp_path):
 
 
 def test_dry_run_on_a_prefect_site_prints_the_run_parameters(tmp_path):
-    _gb, built, root = _ingested_repo(tmp_path)
+    _gb, built, root = ingested_repo(tmp_path)
     spec = Spec.model_validate({"name": "v11", "images": [IMAGE], "repos": [{"git": "https://git.example.invalid/tool.git", "name": "tool"}],
                                 "jobs": [{"name": "train", "image": IMAGE, "command": ["python", "t.py"], "mounts": [{"from": "repos/tool", "to": "/opt/tool"}]}]})
     manifest = built.manifest.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)})

@@ -26,9 +26,8 @@ RANGE = 256 << 10
 
 
 @pytest.fixture
-def small_ranges(monkeypatch):
-    monkeypatch.setattr(ranged, "RANGE_SIZE", RANGE)
-    monkeypatch.setattr(ranged, "RANGED_MIN", 2 * RANGE)
+def small_ranges(small_ranges, monkeypatch):
+    """conftest's 256 KiB ranges, over at most 4 connections per host."""
     monkeypatch.setenv("AIRLIFT_MAX_PER_HOST", "4")
 
 

@@ -18,17 +18,10 @@ from airlift.fetch.base import FetchContext
 from airlift.fetch.cache import Cache
 from airlift.oci.client import RegistryClient
 from airlift.testing.hubserver import HubServer
-from airlift.util import ranged
 from airlift.util.errors import IntegrityError
 
 RANGE = 256 << 10
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture
-def small_ranges(monkeypatch):
-    monkeypatch.setattr(ranged, "RANGE_SIZE", RANGE)
-    monkeypatch.setattr(ranged, "RANGED_MIN", 2 * RANGE)
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def build_bundle(
         spec=parsed, artifacts=artifacts, out=str(Path(out)), cache_dir=cache_dir, since=since, pubkeys=pubkeys or [],
         resolution=resolution_digest([(r.artifact_id, r.cache_key) for r in resolved]),
     )
-    content = sum(a.total_bytes or (a.image.size if a.image else 0) for a in artifacts)
+    content = sum(a.content_bytes for a in artifacts)
     result = result.model_copy(update={"bytes_reused": min(reused, content), "bytes_fetched": max(0, content - reused)})
     get_run_logger().info("bundle %s: %d artifacts, %d files, %d bytes", out, result.artifacts, result.files, result.bytes)
     return result

@@ -25,8 +25,7 @@ def export_outputs_flow(site: str, out: str, jobs: list[str] | None = None, key:
         max_size: A run whose outputs are larger is refused, and named.
     """
     profile = load_site(site)
-    assert profile.shared_root is not None
-    result = export_task(root=str(profile.shared_root), out=out, jobs=jobs or [], max_bytes=max_size, name=Path(site).stem)
+    result = export_task(root=str(profile.required_shared_root(source=site)), out=out, jobs=jobs or [], max_bytes=max_size, name=Path(site).stem)
     bundle = Bundle(out)
     if key and (result.manifest_changed or not (bundle.root / "manifest.json.sig").exists()):
         sign(bundle, Path(key))
@@ -37,6 +36,5 @@ def export_outputs_flow(site: str, out: str, jobs: list[str] | None = None, key:
 def inventory_flow(site: str, out: str, key: str | None = None) -> int:
     """Every artifact the site has ingested, with its blobs, written to `out` (signed with `key` when given)."""
     profile = load_site(site)
-    assert profile.shared_root is not None
     store = str(profile.store) if profile.store else None
-    return inventory_task(root=str(profile.shared_root), store=store, out=out, key=key)
+    return inventory_task(root=str(profile.required_shared_root(source=site)), store=store, out=out, key=key)

@@ -7,7 +7,8 @@ from airlift_tasks.jobs import preflight_task, submit_task, wait_task
 from prefect import flow
 
 from airlift.config.site import load_site
-from airlift.jobs.common import SubmitResult, require_scheduler
+from airlift.jobs.common import SubmitResult
+from airlift.jobs.sites import require_scheduler
 
 
 @flow(name="submit-jobs", log_prints=True)
@@ -27,14 +28,14 @@ def submit_jobs(
         stream: While waiting, write each job's output to stdout as it is written (the CLI's --wait).
     """
     profile = load_site(site)
-    require_scheduler(profile, source=site)
+    job_site = require_scheduler(profile, source=site)
     keys = profile.trusted_keys(extra=pubkeys)
     manifest = open_trusted(bundle=bundle, pubkeys=keys).manifest
-    launches = preflight_task(manifest=manifest, site=profile, jobs=jobs or [])
-    submission = submit_task(manifest=manifest, site=profile, jobs=jobs or [], force=force, launches=launches)
+    launches = preflight_task(manifest=manifest, site=job_site, jobs=jobs or [])
+    submission = submit_task(manifest=manifest, site=job_site, jobs=jobs or [], force=force, launches=launches)
     if not wait:
         return submission.result()
-    states = wait_task(site=profile, records=submission.records, names=list(submission.records), stream=stream)
+    states = wait_task(site=job_site, records=submission.records, names=list(submission.records), stream=stream)
     result = submission.result(states)
     result.raise_if_failed()
     return result

@@ -56,7 +56,7 @@ def assemble(
             "kind": a.kind,
             "resolved": a.source.pinned,
             "files": len(a.files) or len(a.blobs),
-            "bytes": a.total_bytes or (a.image.size if a.image else 0),
+            "bytes": a.content_bytes,
         }
         for a in sorted(artifacts, key=lambda a: a.id)
     ]

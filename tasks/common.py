@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from airlift.bundle.manifest import ImageArtifact
 from airlift.util.units import human
 
 
@@ -33,6 +35,11 @@ class ProgressLog:
         self.start = self.last = time.monotonic()
         self._lock = threading.Lock()
         self._artifact_id = None
+        self._artifact_failed = False  # the API refused once: no more tries for this download
+        # Byte counts arrive from worker threads (range and file workers), which have no Prefect run
+        # context: the artifact is made in a copy of the creating task's, so it names its task run.
+        self._context = contextvars.copy_context()
+        self._artifact_lock = threading.Lock()
         self._bar = _terminal_bar(label, total)
         if self._bar is not None:  # when the task is done with it, its bar goes (and the display, with the last)
             weakref.finalize(self, _release_bar, *self._bar)
@@ -65,13 +72,23 @@ class ProgressLog:
             self.logger.info(message)
 
     def _artifact(self, percent: float) -> None:
+        # Non-blocking: while one worker reports, another does not wait on the API (nor make a second artifact).
+        if not self._artifact_lock.acquire(blocking=False):
+            return
         try:
-            if self._artifact_id is None:
-                self._artifact_id = create_progress_artifact(progress=percent, description=self.label)
-            else:
-                update_progress_artifact(artifact_id=self._artifact_id, progress=percent)
+            self._context.copy().run(self._publish, percent)
         except Exception:  # noqa: BLE001 - progress must never fail the work
-            self._artifact_id = self._artifact_id or False
+            self._artifact_failed = True
+        finally:
+            self._artifact_lock.release()
+
+    def _publish(self, percent: float) -> None:
+        if self._artifact_failed:
+            return
+        if self._artifact_id is None:
+            self._artifact_id = create_progress_artifact(progress=percent, description=self.label)
+        else:
+            update_progress_artifact(artifact_id=self._artifact_id, progress=percent)
 
 
 _PROGRESS = None  # the one live display of this process, while any bar is alive
@@ -118,7 +135,7 @@ def stop_progress() -> None:
 def manifest_bytes(manifest: Any) -> int:
     """The bytes of a manifest's blobs, each once: the known total of a verify or pack bar."""
     sizes = {f.sha256: f.size for artifact in manifest.artifacts for f in artifact.files}
-    images = sum(artifact.image.size for artifact in manifest.artifacts if artifact.image is not None)
+    images = sum(artifact.image.size for artifact in manifest.artifacts if isinstance(artifact, ImageArtifact))
     return sum(sizes.values()) + images
 
 

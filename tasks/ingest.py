@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, Manifest
+from airlift.bundle.manifest import Artifact, ImageArtifact, Manifest
 from airlift.bundle.store import BlobStore
 from airlift.config.site import RegistryTarget, S3Target
 from airlift.ingest import s3 as s3_sink
@@ -51,16 +51,16 @@ def materialize_artifact(*, bundle: str, store: str | None, artifact: Artifact, 
     name="push-image",
     task_run_name="push {artifact.id}",
 )
-def push_to_registry(*, bundle: str, store: str | None, artifact: Artifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
+def push_to_registry(*, bundle: str, store: str | None, artifact: ImageArtifact, target: RegistryTarget, mount_from: list[str]) -> PushReport:
     """Push one image to the site registry with its upstream digest unchanged."""
     return push_image(
         artifact, target=target, blob_path=_blob_locator(bundle, store), state_dir=IngestStateLayout.default().registry_uploads,
-        mount_from=mount_from, on_bytes=ProgressLog(f"push {artifact.id}", artifact.image.size if artifact.image else None),
+        mount_from=mount_from, on_bytes=ProgressLog(f"push {artifact.id}", artifact.image.size),
     )
 
 
 @task(name="docker-load", task_run_name="docker load {artifact.id}")
-def load_into_docker(*, bundle: str, store: str | None, artifact: Artifact, docker_host: str, tags: list[str]) -> LoadReport:
+def load_into_docker(*, bundle: str, store: str | None, artifact: ImageArtifact, docker_host: str, tags: list[str]) -> LoadReport:
     """Stream one image into a Docker engine, tagged with its original and air-gapped references."""
     return load_image(artifact, docker_host=docker_host, blob_path=_blob_locator(bundle, store), tags=tags)
 

@@ -14,7 +14,6 @@ from prefect import get_run_logger, task
 
 from airlift.bundle.inventory import write_inventory
 from airlift.bundle.manifest import Manifest
-from airlift.config.site import Site
 from airlift.export.inventory import site_inventory
 from airlift.export.outputs import ExportResult, export_outputs
 from airlift.jobs.common import (
@@ -30,6 +29,7 @@ from airlift.jobs.common import (
 from airlift.jobs.follow import LogFollower
 from airlift.jobs.launch import Launch, plan_launch
 from airlift.jobs.prefect import PrefectBackend, RunJobParameters, run_job_process
+from airlift.jobs.sites import JobSite, runs_on_slurm
 from airlift.jobs.slurm import SlurmBackend
 
 
@@ -53,18 +53,17 @@ def trigger_deployment(deployment: str, parameters: dict[str, object]) -> str:
     return str(run_deployment(deployment, parameters=parameters, timeout=0).id)
 
 
-def backend_for(site: Site) -> JobBackend:
+def backend_for(site: JobSite) -> JobBackend:
     """The site's scheduler: Slurm when it has `slurm:`, otherwise its Prefect `run-job` deployment."""
-    if site.slurm is not None:
+    if runs_on_slurm(site):
         return SlurmBackend(site)
     return PrefectBackend(site, trigger=trigger_deployment, read_state=prefect_state, log=get_run_logger().info)
 
 
 @task(name="preflight")
-def preflight_task(*, manifest: Manifest, site: Site, jobs: list[str]) -> dict[str, Launch]:
+def preflight_task(*, manifest: Manifest, site: JobSite, jobs: list[str]) -> dict[str, Launch]:
     """Make each job's checkouts and output directory, then refuse to submit, naming what is missing
     (images not in the registry, artifacts not ingested, mounts missing or not at their pinned commit)."""
-    assert site.shared_root is not None
     selected = select_jobs(spec_of(manifest), jobs)
     launches = {job.name: plan_launch(manifest, site.shared_root, job, materialize=True) for job in selected}
     preflight(manifest, site, jobs=selected, launches=launches).raise_if_missing()
@@ -72,9 +71,8 @@ def preflight_task(*, manifest: Manifest, site: Site, jobs: list[str]) -> dict[s
 
 
 @task(name="submit-to-scheduler")
-def submit_task(*, manifest: Manifest, site: Site, jobs: list[str], force: bool, launches: dict[str, Launch] | None = None) -> Submission:
+def submit_task(*, manifest: Manifest, site: JobSite, jobs: list[str], force: bool, launches: dict[str, Launch] | None = None) -> Submission:
     """Submit the jobs (and what they need) to Slurm, or trigger them on the site's Prefect deployment."""
-    assert site.shared_root is not None
     spec = spec_of(manifest)
     return submit_in_order(
         spec, select_jobs(spec, jobs), backend=backend_for(site), root=site.shared_root, force=force, launches=launches,
@@ -82,7 +80,7 @@ def submit_task(*, manifest: Manifest, site: Site, jobs: list[str], force: bool,
 
 
 @task(name="wait-for-jobs")
-def wait_task(*, site: Site, records: dict[str, JobRecord], names: list[str], stream: bool = False) -> dict[str, str]:
+def wait_task(*, site: JobSite, records: dict[str, JobRecord], names: list[str], stream: bool = False) -> dict[str, str]:
     """Poll until every job ended; jobs that can never run are cancelled, not left queued.
 
     With `stream`, each job's output is written to this process's stdout as it grows, directly and not

@@ -72,6 +72,15 @@ def need(service: str, reason: str) -> None:
     pytest.skip(message)
 
 
+def started_registry(registry):  # noqa: ANN001, ANN201 - a LocalRegistry, returned started
+    """`registry` (a LocalRegistry) started, or the test skipped (failed under CI) when docker-registry cannot run."""
+    try:
+        registry.start()
+    except (OSError, RuntimeError) as exc:
+        need("docker-registry", str(exc))
+    return registry
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
@@ -221,6 +230,22 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, symlinks=True)
+
+
+def build_with_container_site(ws, spec: Path, upstream, services, *, runner: str, prefix: str) -> tuple[Path, Path, str]:
+    """Build `spec` (engine images too), then write a site that runs its jobs in containers.
+
+    The site has the air-gapped registry under `<prefix>-<random>`, the upstream engine, shared_root
+    `ws.root/root` and `runner` (a `slurm: {...}` or `prefect: {...}` line).
+    Returns (shared_root, the site file, the registry prefix).
+    """
+    import uuid
+
+    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
+    root, prefix = ws.root / "root", f"{prefix}-{uuid.uuid4().hex[:8]}"
+    registry = f"{services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}"
+    site = ws.write("site.yaml", f'registry: {{url: {registry}, insecure: true}}\ndocker: {{host: "{upstream.docker_host}"}}\nshared_root: {root}\n{runner}\n')
+    return root, site, prefix
 
 
 def busybox_image(docker_host: str, tag: str = "airlift-test/busybox:base") -> str:

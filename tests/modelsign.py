@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,8 +21,8 @@ def make_key(directory: Path, name: str = "signer") -> tuple[Path, Path]:
     return private, public
 
 
-def sign_files(files: dict[str, bytes], private_key: Path, signature: str = "model.sig") -> dict[str, bytes]:
-    """`files` plus the model-signing signature over them (as `model_signing sign key` writes it)."""
+def _signed(files: dict[str, bytes], signature: str, signer: Callable[[Any], Any]) -> dict[str, bytes]:
+    """`files` plus the signature `signer` (a configured `model_signing.signing.Config`) writes over them."""
     import model_signing
 
     with tempfile.TemporaryDirectory() as work:
@@ -29,8 +31,13 @@ def sign_files(files: dict[str, bytes], private_key: Path, signature: str = "mod
             (tree / path).parent.mkdir(parents=True, exist_ok=True)
             (tree / path).write_bytes(data)
         hashing = model_signing.hashing.Config().set_ignored_paths(paths=[signature])
-        model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(hashing).sign(tree, tree / signature)
+        signer(model_signing.signing.Config()).set_hashing_config(hashing).sign(tree, tree / signature)
         return {**files, signature: (tree / signature).read_bytes()}
+
+
+def sign_files(files: dict[str, bytes], private_key: Path, signature: str = "model.sig") -> dict[str, bytes]:
+    """`files` plus the model-signing signature over them (as `model_signing sign key` writes it)."""
+    return _signed(files, signature, lambda config: config.use_elliptic_key_signer(private_key=private_key))
 
 
 def make_ca_and_leaf(directory: Path) -> tuple[Path, Path, Path]:
@@ -72,15 +79,6 @@ def make_ca_and_leaf(directory: Path) -> tuple[Path, Path, Path]:
 
 def sign_files_with_certificate(files: dict[str, bytes], key: Path, certificate: Path, chain: list[Path], signature: str = "model.sig") -> dict[str, bytes]:
     """`files` plus a model-signing signature by a certificate (as `model_signing sign certificate` writes it)."""
-    import model_signing
-
-    with tempfile.TemporaryDirectory() as work:
-        tree = Path(work) / "model"
-        for path, data in files.items():
-            (tree / path).parent.mkdir(parents=True, exist_ok=True)
-            (tree / path).write_bytes(data)
-        hashing = model_signing.hashing.Config().set_ignored_paths(paths=[signature])
-        model_signing.signing.Config().use_certificate_signer(
-            private_key=key, signing_certificate=certificate, certificate_chain=chain,
-        ).set_hashing_config(hashing).sign(tree, tree / signature)
-        return {**files, signature: (tree / signature).read_bytes()}
+    return _signed(files, signature, lambda config: config.use_certificate_signer(
+        private_key=key, signing_certificate=certificate, certificate_chain=chain,
+    ))

@@ -7,12 +7,14 @@ import http.client
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from airlift.testing.serving import BackgroundServer
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
-class CountingProxy:
+class CountingProxy(BackgroundServer):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream  # host:port
         self.requests: Counter[str] = Counter()  # "METHOD kind" e.g. "POST upload", "GET blob"
@@ -20,7 +22,6 @@ class CountingProxy:
         self.bytes_out = 0  # response bodies sent (pulls)
         self.bytes_per_second: float | None = None
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @staticmethod
     def kind(path: str) -> str:
@@ -93,17 +94,9 @@ class CountingProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
 
     @property
     def address(self) -> str:
-        assert self._server is not None
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        return f"127.0.0.1:{self.bound[1]}"

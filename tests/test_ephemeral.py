@@ -45,3 +45,5 @@ def test_long_download_leaves_a_progress_artifact(ws, hub, prefect_server):
     mine = [a for a in artifacts if "fetch models/acme/progress-model" in (a.get("description") or "")]
     assert mine, [a.get("description") for a in artifacts]
     assert all(0 < float(a["data"]) <= 100 for a in mine)
+    # Made from the download's worker threads, yet linked to the fetch task's run (its context is carried over).
+    assert all(a.get("task_run_id") and a.get("flow_run_id") for a in mine), mine

@@ -237,14 +237,14 @@ def test_serve_never_follows_a_symlink_out_of_the_bundle_or_the_shared_root(ws, 
 
 def test_serve_escapes_names_in_the_simple_index(ws, hub):
     from airlift.bundle.layout import Bundle
-    from airlift.bundle.manifest import Artifact, FileEntry, Manifest, now_iso
+    from airlift.bundle.manifest import FileArtifact, FileEntry, Manifest, now_iso
     from tests.test_serve import serving
 
     bundle = Bundle(ws.root / "xss")
     data = b"not really a wheel"
     blob = bundle.store.put_bytes(data)
     evil = "<script>alert(1)<!---1.0-py3-none-any.whl"
-    wheels = Artifact(id="wheels", kind="wheels", source={"targets": [], "wheels": {}}, files=[FileEntry(path=evil, size=len(data), sha256=blob.sha256)])
+    wheels = FileArtifact(id="wheels", kind="wheels", source={"targets": [], "wheels": {}}, files=[FileEntry(path=evil, size=len(data), sha256=blob.sha256)])
     bundle.write_manifest(Manifest(name="xss", created=now_iso(), artifacts=[wheels]))
     with serving(ws, bundle.root) as url:
         index = _curl(f"{url}/simple/").stdout

@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 
-from tests.conftest import AIRLIFT, need
+from tests.conftest import AIRLIFT, build_with_container_site, need
 from tests.fixtures import add_model
 from tests.test_sources import _git, make_git_repo
 
@@ -38,14 +38,7 @@ jobs:
     mounts: [{{from: repos/trainer, to: /opt/trainer}}]
     outputs: [checkpoints, wandb]
 """)
-    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
-    root = ws.root / "root"
-    prefix = f"mnt-{uuid.uuid4().hex[:8]}"
-    site = ws.write("site.yaml", f"""registry: {{url: {services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}, insecure: true}}
-docker: {{host: "{upstream.docker_host}"}}
-shared_root: {root}
-slurm: {{partition: batch, container_runtime: docker}}
-""")
+    root, site, prefix = build_with_container_site(ws, spec, upstream, services, runner="slurm: {partition: batch, container_runtime: docker}", prefix="mnt")
     refused = ws.run("submit", "bundle", "--site", str(site), expect=1)
     assert "mount repos/trainer is not ingested" in refused.stderr, refused.stderr
     assert not (root / "outputs").exists(), "a refused submission leaves no run directory"

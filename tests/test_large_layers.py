@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from airlift.testing.tokenserver import LocalRegistry
-from tests.conftest import need, resumable_bytes
+from tests.conftest import resumable_bytes, started_registry
 from tests.relay import Relay
 
 DATA = 2 << 30  # the file in the layer: the layer (a plain tar) is a little over 2 GiB, past any 32-bit offset
@@ -66,10 +66,7 @@ def _put_blob(client: httpx.Client, base: str, repository: str, *, digest: str, 
 def large_image(tmp_path_factory):
     root = tmp_path_factory.mktemp("large")
     registry = LocalRegistry(root / "registry")
-    try:
-        registry.start()
-    except (OSError, RuntimeError) as exc:
-        need("docker-registry", str(exc))
+    started_registry(registry)
     layer_path = root / "layer.tar"
     layer_digest, layer_size = _write_layer(layer_path)
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
@@ -189,10 +186,7 @@ def test_two_gib_layer_pull_and_push_resume_after_kill_with_flat_memory(ws, larg
 @pytest.fixture
 def plain_registry(tmp_path):
     registry = LocalRegistry(tmp_path / "registry")
-    try:
-        registry.start()
-    except (OSError, RuntimeError) as exc:
-        need("docker-registry", str(exc))
+    started_registry(registry)
     yield registry
     registry.stop()
 

@@ -8,12 +8,11 @@ import os
 import subprocess
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VENV_BIN, verified
+from tests.conftest import REPO, VENV_BIN, build_with_container_site, verified
 from tests.fixtures import add_model, pseudo_random
 
 DEPLOYMENTS = {"build-bundle", "transfer-bundle", "ingest-bundle", "submit-jobs", "mirror-refresh", "run-job"}
@@ -143,14 +142,7 @@ jobs:
     command: ["sh", "-c", "test -f $AIRLIFT_ROOT/outputs/prep/*/prep.out && echo trained > $AIRLIFT_OUTPUT/train.out"]
     needs: [prep]
 """)
-    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
-    root = ws.root / "root"
-    prefix = f"pjobs-{uuid.uuid4().hex[:8]}"
-    site = ws.write("site.yaml", f"""registry: {{url: {services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}, insecure: true}}
-docker: {{host: "{upstream.docker_host}"}}
-shared_root: {root}
-prefect: {{deployment: run-job/run-job, container_runtime: docker}}
-""")
+    root, site, prefix = build_with_container_site(ws, spec, upstream, services, runner="prefect: {deployment: run-job/run-job, container_runtime: docker}", prefix="pjobs")
     ws.run("ingest", "bundle", "--site", str(site))
     out = ws.run("submit", "bundle", "--site", str(site), "--wait", timeout=400).stdout
     assert "submitted: prep, train" in out and out.count("COMPLETED") == 2, out

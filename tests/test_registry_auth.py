@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import os
-import stat
 import subprocess
 import warnings
 
@@ -17,7 +16,8 @@ import pytest
 from airlift.oci import client as oci_client
 from airlift.oci.client import RegistryClient
 from airlift.testing.tokenserver import LocalRegistry, TokenServer
-from tests.conftest import need, verified
+from tests.conftest import started_registry, verified
+from tests.fast.clients import credential_helper
 from tests.relay import Relay
 
 USER, PASSWORD = "alice", "pa55-never-logged"
@@ -37,10 +37,7 @@ def basic_registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("basic-registry")
     (root / "htpasswd").write_text(f"{USER}:{_bcrypt(PASSWORD)}\n")
     registry = LocalRegistry(root / "reg", auth={"htpasswd": {"realm": "airlift-test", "path": str(root / "htpasswd")}})
-    try:
-        registry.start()
-    except (OSError, RuntimeError) as exc:
-        need("docker-registry", str(exc))
+    started_registry(registry)
     yield registry
     registry.stop()
 
@@ -57,10 +54,7 @@ def tokens(tmp_path_factory):
     registry = LocalRegistry(root / "reg", auth={"token": {
         "realm": server.realm, "service": server.service, "issuer": server.issuer, "rootcertbundle": str(bundle),
     }})
-    try:
-        registry.start()
-    except (OSError, RuntimeError) as exc:
-        need("docker-registry", str(exc))
+    started_registry(registry)
     yield server, registry
     registry.stop()
     server.stop()
@@ -80,18 +74,7 @@ def _digest(ref: str) -> str:
 
 def _credential_helper(directory, registry: str) -> str:
     """A real `docker-credential-airlifttest` speaking the helper protocol (get: server URL on stdin, JSON out)."""
-    directory.mkdir(exist_ok=True)
-    helper = directory / "docker-credential-airlifttest"
-    helper.write_text(f"""#!/bin/sh
-[ "$1" = get ] || exit 1
-read -r server
-case "$server" in
-  *{registry}*) printf '{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}' "$server" ;;
-  *) echo "credentials not found in native keychain"; exit 1 ;;
-esac
-""")
-    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
-    return str(directory)
+    return str(credential_helper(directory, "airlifttest", servers=f"*{registry}*", username=USER, secret=PASSWORD))
 
 
 def _assert_no_secret(*texts: str) -> None:

@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 
 from tests.conftest import verified
+from tests.fast.clients import object_sha256, pending_upload
 from tests.fixtures import pseudo_random
 from tests.proxy import CountingProxy
 
@@ -37,24 +38,6 @@ def _client(endpoint: str):
     )
 
 
-def _pending(s3, bucket: str, key: str) -> tuple[str, dict[int, int]] | None:
-    """The pending multipart upload of `key` (its id and its parts' sizes), if any."""
-    uploads = [u for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) if u["Key"] == key]
-    if not uploads:
-        return None
-    upload_id = uploads[0]["UploadId"]
-    parts = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
-    return upload_id, {p["PartNumber"]: p["Size"] for p in parts}
-
-
-def _object_sha256(s3, bucket: str, key: str) -> str:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    digest = hashlib.sha256()
-    while chunk := body.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def test_transfer_killed_mid_blob_resends_only_the_missing_parts(ws, hub, s3_endpoint):
     data = pseudo_random(7 * PART - 12_345, 7)  # 7 parts, the last one short
     blob = hashlib.sha256(data).hexdigest()
@@ -73,14 +56,14 @@ def test_transfer_killed_mid_blob_resends_only_the_missing_parts(ws, hub, s3_end
         deadline = time.monotonic() + 180
         pending = None
         while time.monotonic() < deadline and proc.poll() is None:
-            pending = _pending(s3, bucket, key) if bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]} else None
+            pending = pending_upload(s3, bucket, key) if bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]} else None
             if pending and pending[1]:
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         time.sleep(1.0)  # a part the proxy was already forwarding lands now: count after it
-        pending = _pending(s3, bucket, key)
+        pending = pending_upload(s3, bucket, key)
         assert pending is not None, "the transfer never started a multipart upload"
         upload_id, parts = pending
         assert 1 <= len(parts) < total, f"kill point missed: {len(parts)} of {total} parts at S3"
@@ -96,7 +79,7 @@ def test_transfer_killed_mid_blob_resends_only_the_missing_parts(ws, hub, s3_end
         proxy.stop()
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == len(data) and head["Metadata"]["sha256"] == blob
-    assert _object_sha256(s3, bucket, key) == blob
+    assert object_sha256(s3, bucket, key) == blob
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], f"upload {upload_id} left pending"
     assert not list((ws.root / "cache" / "uploads" / "s3").glob("*")), "state left behind after completion"
     ws.run("transfer", f"s3://{bucket}/b", "--to", "back", "--s3-endpoint", s3_endpoint)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 
+from tests.conftest import build_with_container_site
 from tests.fixtures import add_model
 
 # shared_root is read-only in the container: a job writes its $AIRLIFT_OUTPUT only (never .airlift/),
@@ -41,14 +41,7 @@ jobs:
     uses: [models/acme/job-model]
     resources: {{nodes: 1, time: "00:05:00"}}
 """)
-    ws.run("build", str(spec), "--out", "bundle", extra_env={"DOCKER_HOST": upstream.docker_host})
-    root = ws.root / "root"
-    prefix = f"jobs-{uuid.uuid4().hex[:8]}"
-    site = ws.write("site.yaml", f"""registry: {{url: {services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}, insecure: true}}
-docker: {{host: "{upstream.docker_host}"}}
-shared_root: {root}
-slurm: {{partition: batch, container_runtime: docker}}
-""")
+    root, site, prefix = build_with_container_site(ws, spec, upstream, services, runner="slurm: {partition: batch, container_runtime: docker}", prefix="jobs")
     refused = ws.run("submit", "bundle", "--site", str(site), expect=1)
     assert "models/acme/job-model is not ingested" in refused.stderr
     assert f"{services['AIRLIFT_AIRGAP_REGISTRY']}/{prefix}/airlift-fixtures/app-a:1" in refused.stderr

@@ -210,7 +210,7 @@ class Bundle:
 
     def read_evidence_blob(self, sha256: str) -> bytes | None:
         """An evidence blob's bytes if this bundle holds it as a regular file hashing to its name; else None."""
-        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES
+        from airlift.bundle.sbom_check import MAX_EVIDENCE_BYTES
 
         try:
             fd = open_regular(self.root, str(self.store.blob_path(sha256).relative_to(self.root)))
@@ -228,7 +228,7 @@ class Bundle:
         if manifest.evidence is None:
             return {}
         from airlift.bundle.provenance import provenance_problems
-        from airlift.bundle.sbom import MAX_EVIDENCE_BYTES, sbom_problems
+        from airlift.bundle.sbom_check import MAX_EVIDENCE_BYTES, sbom_problems
 
         checks = {SBOM: sbom_problems, PROVENANCE: provenance_problems}
         problems = {}

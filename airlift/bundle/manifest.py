@@ -10,24 +10,26 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from airlift import __version__
 from airlift.bundle.source_records import Source, source_record
 from airlift.util.confine import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, path_problem
 from airlift.util.errors import InputError
-from airlift.util.names import DIGEST, MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM, Digest
+from airlift.util.names import MEDIA_TYPE, OCI_REPOSITORY, OCI_TAG, PLATFORM, Digest
 
 REFERRER_TAG = r"^sha256-[0-9a-f]{64}\.(sig|att|sbom)$"  # cosign's tag schema
 
@@ -97,13 +99,13 @@ class Referrer(Model):
     `sha256-<hex>.sig`); its manifest and blobs travel as ordinary blobs of the image artifact.
     """
 
-    digest: str = Field(pattern=DIGEST)
+    digest: Digest
     media_type: str = Field(pattern=MEDIA_TYPE, max_length=255)
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
-    subject: str = Field(pattern=DIGEST)
+    subject: Digest
     tag: str | None = Field(default=None, pattern=REFERRER_TAG)
     artifact_type: str | None = Field(default=None, pattern=MEDIA_TYPE, max_length=255)
-    blobs: list[Annotated[str, Field(pattern=DIGEST)]] = Field(default_factory=list)
+    blobs: list[Digest] = Field(default_factory=list)
 
 
 class ImageInfo(Model):
@@ -116,7 +118,7 @@ class ImageInfo(Model):
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
     config: Digest
     layers: list[Digest] = Field(default_factory=list)
-    index_digest: str | None = Field(default=None, pattern=DIGEST)
+    index_digest: Digest | None = None
     repository: str = Field(pattern=OCI_REPOSITORY, max_length=255)
     tag: str | None = Field(default=None, pattern=OCI_TAG)
     referrers: list[Referrer] | None = None  # v1.1; None (not []) keeps older manifests byte-identical
@@ -127,7 +129,7 @@ class ModelSignature(Model):
 
     method: Literal["key", "certificate"]
     signature: str  # the signature file's path among the artifact's files
-    trust: list[Annotated[str, Field(pattern=DIGEST)]] = Field(min_length=1)  # the trust material, as blobs
+    trust: list[Digest] = Field(min_length=1)  # the trust material, as blobs
     verified: Literal[True] = True  # a build whose check failed writes no manifest
     files: int = Field(ge=0)  # how many files the signature covers
 
@@ -137,18 +139,26 @@ class ModelSignature(Model):
         return check_relative_path(value)
 
 
-class Artifact(Model):
-    """One artifact of a bundle: id, kind, typed source, and the blobs that hold it."""
+FileKind = Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "ngc-catalog", "git", "wheels", "installer", "output"]
+ARTIFACT_KINDS: tuple[str, ...] = (*get_args(FileKind), "image")
+
+
+class _ArtifactRecord(Model):
+    """What every artifact has: id, kind, typed source, its files and extra blobs.
+
+    Two record types share it, chosen by `kind` (a discriminated union, `Artifact`): an image has an
+    `ImageInfo` and a file artifact has none, so code that holds one never asks which it has.
+    """
 
     id: str
-    kind: Literal["hf-model", "hf-dataset", "url", "path", "s3", "ngc-model", "ngc-catalog", "git", "wheels", "image", "installer", "output"]
+    kind: str  # narrowed by each record type; declared here so it is validated before `source`
     # `file`: a single plain file that *is* the artifact (files/<name>); `tree`: files below the artifact id.
     layout: Literal["tree", "file"] = "tree"
     source: Source
     files: list[FileEntry] = Field(default_factory=list)
-    image: ImageInfo | None = None
-    blobs: list[Digest] = Field(default_factory=list, description="extra blobs (image manifests, configs, layers), as sha256:<hex>")
-    signature: ModelSignature | None = None  # v1.1: a model-signing signature checked at build
+    if TYPE_CHECKING:  # declared by each record type, after `image` (see below); named here for the methods
+        blobs: list[Digest]
+        signature: ModelSignature | None
 
     @field_validator("source", mode="before")
     @classmethod
@@ -170,7 +180,7 @@ class Artifact(Model):
         return check_artifact_id(value)
 
     @model_validator(mode="after")
-    def _unique_paths(self) -> Artifact:
+    def _unique_paths(self) -> _ArtifactRecord:
         # Two entries for one path: a reviewer signing the manifest cannot tell which bytes a job gets.
         # Case-folded too: `Config.json` and `config.json` collide on case-insensitive media (FAT32, NTFS, APFS).
         seen: dict[str, str] = {}
@@ -184,20 +194,100 @@ class Artifact(Model):
         return self
 
     def all_blobs(self) -> set[str]:
-        return {f.sha256 for f in self.files} | {Digest(b).hex for b in self.blobs}  # Digest(): a model_copy may hold plain strings
-
-    @property
-    def referrers(self) -> list[Referrer]:
-        return list(self.image.referrers or []) if self.image is not None else []
+        return {f.sha256 for f in self.files} | {b.hex for b in self.blobs}
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def content_bytes(self) -> int:
+        """What the artifact weighs in progress and summaries: its files (an image says its own size)."""
+        return self.total_bytes
+
     def content_digest(self) -> str:
-        """A digest of what this artifact is: used to tell whether a destination already has it."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"source"}), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()
+        """A digest of what this artifact is: used to tell whether a destination already has it.
+
+        Over the record as one artifact type used to dump it, `"image": null` included for a file
+        artifact: ingest markers and inventories written before the split name these digests, and a
+        changed digest would make every site re-ingest and every preflight refuse.
+        """
+        payload = {"image": None, **self.model_dump(mode="json", exclude={"source"})}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# `blobs` and `signature` are declared per record type, after `image`: a manifest keeps its keys' order.
+_BLOBS_DESCRIPTION = "extra blobs (image manifests, configs, layers), as sha256:<hex>"
+
+
+class FileArtifact(_ArtifactRecord):
+    """A model, dataset, file, repository, wheel set, installer or job output: files, each a blob."""
+
+    kind: FileKind
+    blobs: list[Digest] = Field(default_factory=list, description=_BLOBS_DESCRIPTION)
+    signature: ModelSignature | None = None  # v1.1: a model-signing signature checked at build
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_image(cls, value: Any) -> Any:
+        # Cache records and ingest markers written before the split carry `"image": null` for every file
+        # artifact; null is no image, so they still read. An image here (not null) is refused.
+        if isinstance(value, dict) and "image" in value and value["image"] is None:
+            return {k: v for k, v in value.items() if k != "image"}
+        return value
+
+
+class ImageArtifact(_ArtifactRecord):
+    """A container image: its manifest, config and layers (and any referrers), each a blob."""
+
+    kind: Literal["image"]
+    image: ImageInfo
+    blobs: list[Digest] = Field(default_factory=list, description=_BLOBS_DESCRIPTION)
+    signature: ModelSignature | None = None  # never set for an image (older records carry `null`)
+
+    @property
+    def referrers(self) -> list[Referrer]:
+        return list(self.image.referrers or [])
+
+    @property
+    def content_bytes(self) -> int:
+        return self.total_bytes or self.image.size
+
+
+Artifact = Annotated[ImageArtifact | FileArtifact, Field(discriminator="kind")]
+"""One artifact of a bundle: an `ImageArtifact` or a `FileArtifact`, told apart by `kind`."""
+
+_ARTIFACT = TypeAdapter(Artifact)
+
+
+def field_path(error: ErrorDetails) -> str:
+    """`artifacts.1.files.0.path`, the field a validation error names, as the manifest spells it.
+
+    pydantic puts the union's tag (the artifact's kind) after an artifact's index; it is not a key of
+    the manifest, so it is left out. A kind that is no record type's is named as the `kind` field.
+    """
+    parts = list(error["loc"])
+    if len(parts) >= 3 and parts[0] == "artifacts" and isinstance(parts[1], int) and parts[2] in ARTIFACT_KINDS:
+        del parts[2]
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("kind")
+    return ".".join(str(p) for p in parts)
+
+
+def error_message(error: ErrorDetails) -> str:
+    """pydantic's message, but for a missing or unknown kind the one a plain field gives (as before the union)."""
+    if error["type"] == "union_tag_not_found":
+        return "Field required"
+    if error["type"] == "union_tag_invalid":
+        return "Input should be " + ", ".join(repr(k) for k in ARTIFACT_KINDS[:-1]) + f" or {ARTIFACT_KINDS[-1]!r}"
+    return error["msg"]
+
+
+def parse_artifact(value: Any) -> ImageArtifact | FileArtifact:
+    """An artifact record from its JSON form (a dict, or bytes/str of JSON); pydantic.ValidationError if invalid."""
+    if isinstance(value, (bytes, str)):
+        return _ARTIFACT.validate_json(value)
+    return _ARTIFACT.validate_python(value)
 
 
 class Lineage(Model):
@@ -221,7 +311,7 @@ class Evidence(Model):
     provenance_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-def artifacts_digest(artifacts: list[Artifact]) -> str:
+def artifacts_digest(artifacts: list[ImageArtifact | FileArtifact]) -> str:
     """sha256 of the canonical JSON (sorted keys, no whitespace, no nulls) of an artifact list."""
     payload = [a.model_dump(mode="json", exclude_none=True) for a in artifacts]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -259,7 +349,7 @@ class Manifest(Model):
             raise ValueError(f"{where}: {error['msg']}") from None
         return value
 
-    def artifact(self, artifact_id: str) -> Artifact | None:
+    def artifact(self, artifact_id: str) -> ImageArtifact | FileArtifact | None:
         return next((a for a in self.artifacts if a.id == artifact_id), None)
 
     def all_blobs(self) -> set[str]:
@@ -297,8 +387,7 @@ class Manifest(Model):
             manifest = cls.model_validate(raw)
         except ValidationError as exc:
             error = exc.errors()[0]
-            loc = ".".join(str(p) for p in error["loc"])
-            raise ManifestError(f"{origin}: {loc}: {error['msg']}") from None
+            raise ManifestError(f"{origin}: {field_path(error)}: {error_message(error)}") from None
         ids = [a.id for a in manifest.artifacts]
         if len(ids) != len(set(ids)):
             raise ManifestError(f"{origin}: duplicate artifact ids")

@@ -113,7 +113,7 @@ def recheck(artifact: Artifact, *, blob_path: Callable[[str], Path], scratch: Pa
     record: ModelSignature | None = artifact.signature
     if record is None:
         return None
-    trust = [blob_path(digest.removeprefix("sha256:")) for digest in record.trust]
+    trust = [blob_path(digest.hex) for digest in record.trust]
     try:
         check(artifact, method=record.method, signature=record.signature, trust=trust, blob_path=blob_path, scratch=scratch)
     except WorkError as exc:

@@ -22,7 +22,8 @@ import json
 import re
 from collections.abc import Callable
 
-from airlift.bundle.manifest import Artifact, Manifest
+from airlift.bundle.manifest import ImageArtifact, Manifest
+from airlift.util.names import Digest
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
@@ -65,9 +66,8 @@ def config_platform(config: dict) -> str:
     return "/".join(str(p) for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
 
 
-def ref_name(artifact: Artifact) -> str | None:
+def ref_name(artifact: ImageArtifact) -> str | None:
     """The `org.opencontainers.image.ref.name` of an image artifact: its reference as written, if skopeo accepts it."""
-    assert artifact.image is not None
     ref = artifact.image.ref
     return ref if REF_NAME_RE.match(ref) else None
 
@@ -102,10 +102,9 @@ def oci_form(raw: bytes) -> bytes | None:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
-def _listed_manifest(artifact: Artifact, read_blob: Callable[[str], bytes | None]) -> tuple[str, str] | None:
+def _listed_manifest(artifact: ImageArtifact, read_blob: Callable[[str], bytes | None]) -> tuple[str, str] | None:
     """(media type, digest) the index names for an image: its own manifest, or the OCI form of a Docker one."""
     image = artifact.image
-    assert image is not None
     if image.media_type != DOCKER_MANIFEST:
         return image.media_type, image.digest
     raw = read_blob(image.digest.hex)
@@ -138,9 +137,9 @@ def index_bytes(
     """
     entries = []
     for artifact in manifest.artifacts:
-        image = artifact.image
-        if image is None or (only is not None and artifact.id not in only):
+        if not isinstance(artifact, ImageArtifact) or (only is not None and artifact.id not in only):
             continue
+        image = artifact.image
         if any(blob_size(d) is None for d in artifact.all_blobs() | {image.digest.hex}):
             continue
         listed = _listed_manifest(artifact, read_blob)
@@ -154,7 +153,7 @@ def index_bytes(
         entries.append({
             "mediaType": media_type,
             "digest": digest,
-            "size": blob_size(digest.removeprefix("sha256:")),
+            "size": blob_size(Digest(digest).hex),
             "platform": _platform(image.platform),
             "annotations": annotations,
         })

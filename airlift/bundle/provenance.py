@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from airlift import __version__
-from airlift.bundle.manifest import Artifact, Manifest, artifacts_digest
+from airlift.bundle.manifest import Artifact, ImageArtifact, Manifest, artifacts_digest
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -64,8 +64,8 @@ def _dependencies(artifact: Artifact) -> list[dict[str, Any]]:
     if artifact.kind in ("hf-model", "hf-dataset", "git"):
         digest = {"gitCommit": source.commit}
         uri = f"pkg:huggingface/{source.repo}@{source.commit}" if artifact.kind != "git" else f"git+{source.url}@{source.commit}"
-    elif artifact.kind == "image" and artifact.image is not None:
-        digest = {"sha256": artifact.image.digest.removeprefix("sha256:")}
+    elif isinstance(artifact, ImageArtifact):
+        digest = {"sha256": artifact.image.digest.hex}
         registry = getattr(source, "registry", None)
         uri = f"{registry + '/' if registry else ''}{artifact.image.repository}@{artifact.image.digest}"
     elif len(artifact.files) == 1:

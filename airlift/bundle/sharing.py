@@ -12,7 +12,8 @@ import json
 from pydantic import BaseModel, Field
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Manifest
+from airlift.bundle.manifest import ImageArtifact, Manifest
+from airlift.util.names import Digest
 
 
 class ImageSharing(BaseModel):
@@ -27,7 +28,7 @@ class ImageSharing(BaseModel):
 def _descriptor_sizes(bundle: Bundle, manifest: Manifest) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for artifact in manifest.artifacts:
-        if artifact.image is None:
+        if not isinstance(artifact, ImageArtifact):
             continue
         digest = artifact.image.digest.hex
         raw = bundle.read_small_blob(digest)
@@ -37,7 +38,7 @@ def _descriptor_sizes(bundle: Bundle, manifest: Manifest) -> dict[str, int]:
             body = json.loads(raw)
             for descriptor in [body["config"], *body.get("layers", [])]:
                 if isinstance(descriptor.get("size"), int) and str(descriptor.get("digest", "")).startswith("sha256:"):
-                    sizes[descriptor["digest"].removeprefix("sha256:")] = descriptor["size"]
+                    sizes[Digest(descriptor["digest"]).hex] = descriptor["size"]
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
         sizes[digest] = len(raw)
@@ -46,7 +47,7 @@ def _descriptor_sizes(bundle: Bundle, manifest: Manifest) -> dict[str, int]:
 
 def image_sharing(bundle: Bundle, manifest: Manifest) -> dict[str, ImageSharing]:
     """`{artifact id: ImageSharing}` for every image artifact of `manifest`."""
-    images = [a for a in manifest.artifacts if a.image is not None]
+    images = [a for a in manifest.artifacts if isinstance(a, ImageArtifact)]
     if not images:
         return {}
     hints = _descriptor_sizes(bundle, manifest)

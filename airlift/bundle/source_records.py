@@ -5,8 +5,8 @@ validated on read: a commit is 40 hex, a digest `sha256:` + 64 hex, repositories
 OCI grammar, refs and names have no `..` or leading `-`, URLs carry no credentials. Each record says
 what pins it (`pinned`), so plan, inspect and the contents table need no switch on kind.
 
-Adding a source kind: a record here (and its entry in SOURCE_BY_KIND), and a module in airlift/fetch
-registered in airlift/fetch/kinds.py.
+Adding a source kind: a record here (and its entry in SOURCE_BY_KIND), its kind in `FileKind`
+(airlift/bundle/manifest.py), and a module in airlift/fetch registered in airlift/fetch/kinds.py.
 """
 
 from __future__ import annotations

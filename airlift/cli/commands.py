@@ -202,10 +202,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"{manifest.name}  created {manifest.created}" + (f"  delta since {manifest.since.name} ({manifest.since.manifest_sha256[:12]})" if manifest.since else ""))
     print(f"  {'artifact':50} {'kind':11} {'count':>12} {'size':>11}  pinned to (commit, digest, ETag; image: platform, digest)")
+    from airlift.bundle.manifest import ImageArtifact
     from airlift.oci.reference import airgap_reference, parse_image
 
     for artifact in manifest.artifacts:
-        if artifact.image is not None:
+        if isinstance(artifact, ImageArtifact):
             image = artifact.image
             name = parse_image(image.ref)
             where = airgap_reference(target.url, name) if target else f"<registry>/{name.repository}:{name.tag or image.digest}"
@@ -326,16 +327,17 @@ def cmd_mirror_refresh(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from airlift.config.site import load_site
-    from airlift.jobs.common import require_scheduler, select_jobs, spec_of
+    from airlift.jobs.common import select_jobs, spec_of
+    from airlift.jobs.sites import require_scheduler
 
     profile = load_site(args.site)
     manifest = _open_trusted(args.bundle, _trusted_keys(args, profile)).manifest
-    require_scheduler(profile, source=str(args.site))
+    job_site = require_scheduler(profile, source=str(args.site))
     select_jobs(spec_of(manifest), args.job)
     if getattr(args, "dry_run", False):  # renders only: no flow run, nothing created, nothing submitted
         from airlift.jobs.dryrun import dry_run
 
-        print(dry_run(manifest, profile, args.job), end="")
+        print(dry_run(manifest, job_site, args.job), end="")
         return 0
     result = _flow("submit")(
         bundle=str(args.bundle), site=str(args.site), jobs=args.job, wait=args.wait, force=args.force, pubkeys=[str(k) for k in args.pubkey],

@@ -16,10 +16,7 @@ from airlift.util.units import human
 def _site_root(site: Path) -> Path:
     from airlift.config.site import load_site
 
-    profile = load_site(site)
-    if profile.shared_root is None:
-        raise InputError(f"{site}: shared_root: is required here")
-    return profile.shared_root
+    return load_site(site).required_shared_root(source=str(site))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

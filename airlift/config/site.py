@@ -124,6 +124,16 @@ class Site(Strict):
         """
         return [*(extra or []), *(str(k) for k in (self.trust.keys if self.trust else []))]
 
+    def required_shared_root(self, *, source: str) -> Path:
+        """The shared_root, for a command that cannot work without one (export, inventory).
+
+        Raises:
+            InputError: The profile (`source`) has no shared_root.
+        """
+        if self.shared_root is None:
+            raise InputError(f"{source}: shared_root: is required here")
+        return self.shared_root
+
     @field_validator("shared_root", "store")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

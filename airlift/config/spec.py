@@ -113,6 +113,11 @@ class NgcModel(Strict):
     verify_signature: SignatureTrust | None = None  # v1.1: check the model's model-signing signature at build
 
 
+def _optional_safe_name(value: str | None) -> str | None:
+    """A file name the spec gives (`name:`), checked as `_safe_name` does: the validator of each kind with one."""
+    return None if value is None else _safe_name(value)
+
+
 class UrlFile(Strict):
     """One file over HTTP(S), optionally pinned by sha256."""
 
@@ -128,10 +133,7 @@ class UrlFile(Strict):
             raise ValueError("must be an http:// or https:// URL")
         return _no_control(value, "url")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else _safe_name(value)
+    _name = field_validator("name")(_optional_safe_name)
 
     @property
     def file_name(self) -> str:
@@ -144,10 +146,7 @@ class LocalPath(Strict):
     path: str = Field(min_length=1)
     name: str | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else _safe_name(value)
+    _name = field_validator("name")(_optional_safe_name)
 
     @property
     def file_name(self) -> str:
@@ -198,10 +197,7 @@ class GitRepo(Strict):
     def _ref(cls, value: str) -> str:
         return value if value == "HEAD" else _ref_name(value)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else _safe_name(value)
+    _name = field_validator("name")(_optional_safe_name)
 
     @property
     def repo_name(self) -> str:

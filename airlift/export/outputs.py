@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, FileEntry, Manifest, now_iso
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry, Manifest, now_iso
 from airlift.bundle.source_records import OutputSource
 from airlift.bundle.store import BlobStore
 from airlift.layouts.shared_root import RunRecord, output_dir
@@ -254,7 +254,7 @@ def export_outputs(root: Path, out: Path, *, jobs: list[str], max_bytes: int, si
             spec=record.spec, job=record.job, run_id=record.run_id, outputs=record.outputs, exit_code=code,
             submitted_at=record.submitted_at,
         )
-        artifacts.append(Artifact(id=f"outputs/{record.job}/{record.run_id}", kind="output", source=source, files=entries))
+        artifacts.append(FileArtifact(id=f"outputs/{record.job}/{record.run_id}", kind="output", source=source, files=entries))
     old = bundle.read_manifest() if bundle.exists() else None
     if old is not None and old.artifacts == artifacts:
         return result  # the same runs: manifest.json (and its signature) stay as they are

@@ -16,6 +16,7 @@ from airlift.bundle.manifest import Artifact, Lineage, Manifest, now_iso
 from airlift.config.spec import Spec
 from airlift.fetch.cache import Cache
 from airlift.util.errors import InputError
+from airlift.util.names import Digest
 from airlift.util.phase import progress, under_way
 
 
@@ -61,8 +62,8 @@ def check_model_signatures(spec: Spec, artifacts: Sequence[Artifact], cache: Cac
             artifact, method=method, signature=trust.signature, trust=[cache.store.blob_path(d) for d in stored],
             blob_path=cache.store.blob_path, scratch=cache.store.tmp_dir,
         )
-        record = ModelSignature(method=method, signature=trust.signature, trust=[f"sha256:{d}" for d in stored], files=covered)
-        blobs = [*artifact.blobs, *(f"sha256:{d}" for d in stored if f"sha256:{d}" not in artifact.blobs)]
+        record = ModelSignature(method=method, signature=trust.signature, trust=[Digest(d) for d in stored], files=covered)
+        blobs = [*artifact.blobs, *(Digest(d) for d in stored if Digest(d) not in artifact.blobs)]
         out.append(artifact.model_copy(update={"signature": record, "blobs": blobs}))
     return out
 

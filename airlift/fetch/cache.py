@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import Artifact, parse_artifact
 from airlift.bundle.store import BlobStore
 from airlift.oci.dedup import LayerIndex
 from airlift.util.errors import InputError
@@ -73,7 +73,7 @@ class Cache:
     def load_record(self, key: str) -> Artifact | None:
         """The artifact recorded for `key`, whether or not its blobs are still present."""
         try:
-            return Artifact.model_validate_json(self._record_path(key).read_bytes())
+            return parse_artifact(self._record_path(key).read_bytes())
         except (FileNotFoundError, ValueError):
             return None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import parse_artifact
 from airlift.bundle.store import SHA256_RE, BlobStore
 from airlift.fetch.cache import _HEX64, DEFAULT_PRUNE_AGE, Cache, parse_age  # noqa: F401 - parse_age, DEFAULT_PRUNE_AGE re-exported
 from airlift.fetch.cache_records import evict, records_to_evict
@@ -77,7 +77,7 @@ def _record_blobs(cache: Cache, evicted: frozenset[Path] = frozenset()) -> set[s
         except FileNotFoundError:
             continue
         try:
-            found |= Artifact.model_validate_json(data).all_blobs()
+            found |= parse_artifact(data).all_blobs()
         except ValueError:
             found |= set(_HEX64.findall(data.decode("utf-8", "replace")))
     return found

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tarfile
 
-from airlift.bundle.manifest import Artifact, ImageInfo
+from airlift.bundle.manifest import Artifact, ImageArtifact, ImageInfo, parse_artifact
 from airlift.bundle.oci_layout import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, config_platform
 from airlift.config.spec import ImageRef
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
@@ -25,6 +25,7 @@ from airlift.oci.dedup import LayerBlob, LayerIndex, gzip_layer
 from airlift.oci.reference import parse_image
 from airlift.util.errors import IntegrityError, WorkError
 from airlift.util.fs import CHUNK, IterReader, write_bytes_atomic
+from airlift.util.names import Digest
 from airlift.util.settings import settings
 
 MAX_CONFIG_BYTES = 64 << 20  # an image config is metadata: anything this large is not one
@@ -55,20 +56,18 @@ def resolve_engine(entry: ImageRef, *, artifact_id: str, platform: str, ctx: Fet
     recorded = _recorded(ctx, image.id)
     if recorded is not None:
         _, manifest = recorded
-        files = tuple(RemoteFile(d["digest"], d["size"], d["digest"].removeprefix("sha256:")) for d in [manifest["config"], *manifest["layers"]])
+        files = tuple(RemoteFile(d["digest"], d["size"], Digest(d["digest"]).hex) for d in [manifest["config"], *manifest["layers"]])
     else:
         index = LayerIndex(ctx.cache.root, ctx.cache.store)
         known = [blob for blob in (index.lookup(d) for d in image.attrs.get("RootFS", {}).get("Layers", [])) if blob is not None]
-        files = tuple(RemoteFile(b.digest, b.size, b.digest.removeprefix("sha256:")) for b in known)
+        files = tuple(RemoteFile(b.digest, b.size, b.digest.hex) for b in known)
         # What is not known yet is sized only once compressed; with nothing known, the uncompressed size bounds it.
         files += (RemoteFile(image.id, None if known else image.attrs.get("Size")),)
     return Resolved(artifact_id, "image", {k: v for k, v in source.items() if v is not None}, files)
 
 
 def _record_path(ctx: FetchContext, image_id: str):  # noqa: ANN202 - a Path
-    hexdigest = image_id.removeprefix("sha256:")
-    ctx.cache.store.blob_path(hexdigest)  # validates the hex digest before it becomes a file name
-    return ctx.cache.layout.engine_record(hexdigest)
+    return ctx.cache.layout.engine_record(Digest(image_id).hex)  # Digest(): ValueError unless a sha256 digest
 
 
 def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
@@ -76,18 +75,18 @@ def _recorded(ctx: FetchContext, image_id: str) -> tuple[bytes, dict] | None:
     store = ctx.cache.store
     try:
         digest = json.loads(_record_path(ctx, image_id).read_bytes())["manifest"]
-        raw = store.blob_path(digest.removeprefix("sha256:")).read_bytes()
+        raw = store.blob_path(Digest(digest).hex).read_bytes()
         if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             return None
         manifest = json.loads(raw)
         if manifest["config"]["digest"] != image_id:
             return None
         for descriptor in [manifest["config"], *manifest["layers"]]:
-            if not store.has(descriptor["digest"].removeprefix("sha256:"), descriptor["size"]):
+            if not store.has(Digest(descriptor["digest"]).hex, descriptor["size"]):
                 return None
         # Each layer must still be one the index has checked for its diff_id (records of older
         # versions may name a registry's unchecked claim): else the image is saved again.
-        diff_ids = json.loads(store.blob_path(image_id.removeprefix("sha256:")).read_bytes())["rootfs"]["diff_ids"]
+        diff_ids = json.loads(store.blob_path(Digest(image_id).hex).read_bytes())["rootfs"]["diff_ids"]
         index = LayerIndex(ctx.cache.root, store)
         checked = [index.lookup(d, checked_only=True) for d in diff_ids]
         if [blob.digest if blob else None for blob in checked] != [layer["digest"] for layer in manifest["layers"]]:
@@ -103,7 +102,9 @@ def engine_record_is_sound(cached: Artifact, ctx: FetchContext) -> bool:
     Records written before layer claims were checked may name a registry's unchecked blob; the image
     is then saved again, and layers whose claims now check out are referenced, not stored again.
     """
-    recorded = _recorded(ctx, cached.source.image_id) if cached.image is not None else None
+    if not isinstance(cached, ImageArtifact):
+        return False
+    recorded = _recorded(ctx, cached.source.image_id)
     return recorded is not None and "sha256:" + hashlib.sha256(recorded[0]).hexdigest() == cached.image.digest
 
 
@@ -117,7 +118,7 @@ def fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
         write_bytes_atomic(_record_path(ctx, image_id), json.dumps({"manifest": "sha256:" + hashlib.sha256(recorded[0]).hexdigest()}).encode())
     raw, manifest = recorded
     store = ctx.cache.store
-    config = json.loads(store.blob_path(image_id.removeprefix("sha256:")).read_bytes())
+    config = json.loads(store.blob_path(Digest(image_id).hex).read_bytes())
     platform = config_platform(config)
     descriptors = [manifest["config"], *manifest["layers"]]
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -126,7 +127,7 @@ def fetch_engine(resolved: Resolved, ctx: FetchContext) -> Artifact:
         size=len(raw) + sum(d["size"] for d in descriptors), config=image_id,
         layers=[d["digest"] for d in manifest["layers"]], repository=source.repository, tag=source.tag,
     )
-    return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=[digest, *(d["digest"] for d in descriptors)])
+    return ImageArtifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=[digest, *(d["digest"] for d in descriptors)])
 
 
 def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
@@ -134,14 +135,14 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
     store = ctx.cache.store
     index = LayerIndex(ctx.cache.root, store)
     image_id = resolved.source.image_id
-    image_hex = image_id.removeprefix("sha256:")
+    image_hex = Digest(image_id).hex
     client = _engine()
     try:
         diff_ids = client.api.inspect_image(image_id).get("RootFS", {}).get("Layers", [])
         if any(index.lookup(d) is None for d in diff_ids):
             _learn_cached_images(ctx, index)
         # A registry's claim is decompressed and checked here, once, before the engine image relies on it.
-        wanted = {d.removeprefix("sha256:") for d in diff_ids if index.confirm(d) is None}
+        wanted = {Digest(d).hex for d in diff_ids if index.confirm(d) is None}
         produced: dict[str, LayerBlob] = {}
         config_raw: bytes | None = None
         stream = client.api.get_image(image_id, chunk_size=CHUNK)
@@ -167,7 +168,7 @@ def _save(resolved: Resolved, ctx: FetchContext) -> tuple[bytes, dict]:
                 made = LayerBlob(media_type=OCI_LAYER_GZIP, digest=f"sha256:{blob.sha256}", size=blob.size, checked=True)
                 index.remember(diff_id, made)
                 produced[diff_id] = index.lookup(diff_id, checked_only=True) or made
-                wanted.discard(diff_id.removeprefix("sha256:"))
+                wanted.discard(Digest(diff_id).hex)
     finally:
         client.close()
     if config_raw is None or hashlib.sha256(config_raw).hexdigest() != image_hex:
@@ -195,8 +196,8 @@ def _learn_cached_images(ctx: FetchContext, index: LayerIndex) -> None:
     records = ctx.cache.records_dir
     for path in sorted(records.glob("*.json")) if records.is_dir() else []:
         try:
-            artifact = Artifact.model_validate_json(path.read_bytes())
+            artifact = parse_artifact(path.read_bytes())
         except (OSError, ValueError):
             continue
-        if artifact.image is not None and artifact.source.from_ == "registry":
+        if isinstance(artifact, ImageArtifact) and artifact.source.from_ == "registry":
             index.learn_image(artifact)

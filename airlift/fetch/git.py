@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.spec import GitRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util.errors import WorkError
@@ -72,7 +72,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ctx.progress(blob.size)
-    return Artifact(
+    return FileArtifact(
         id=resolved.artifact_id, kind="git", source=source, layout="file",
         files=[FileEntry(path=f"{name}.bundle", size=blob.size, sha256=blob.sha256)],
     )

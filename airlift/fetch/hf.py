@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.bundle.store import StoredBlob
 from airlift.config.spec import HfRepo
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
@@ -151,4 +151,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     with PerThreadClients() as clients:
         entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
     ctx.cache.store.sync_names()  # the small files' names, before the artifact record names them
-    return Artifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind=resolved.kind, source=source, files=entries)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airlift.bundle.manifest import Artifact, ImageInfo, Referrer
+from airlift.bundle.manifest import Artifact, ImageArtifact, ImageInfo, Referrer
 from airlift.bundle.oci_layout import config_platform, oci_form
 from airlift.bundle.source_records import ImageSource
 from airlift.config.spec import ImageRef, image_ref
@@ -23,6 +23,7 @@ from airlift.oci.client import INDEX_TYPES, RegistryClient, choose_platform
 from airlift.oci.dedup import LayerIndex
 from airlift.oci.reference import parse_image
 from airlift.util import ranged
+from airlift.util.names import Digest
 from airlift.util.net import bounded_map, host_slot, with_transient_retries
 
 
@@ -47,7 +48,7 @@ def resolve(entry: str | ImageRef, *, artifact_id: str, ctx: FetchContext) -> Re
     # Layer sizes come from the manifest (metadata), so `plan` can size an image without pulling it.
     manifest = json.loads(raw)
     files = tuple(
-        RemoteFile(path=d["digest"], size=d.get("size"), sha256=d["digest"].removeprefix("sha256:"))
+        RemoteFile(path=d["digest"], size=d.get("size"), sha256=Digest(d["digest"]).hex)
         for d in [manifest.get("config", {}), *manifest.get("layers", [])] if d.get("digest")
     )
     source = {
@@ -111,7 +112,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         carried, referrer_blobs = _referrers(client, name.repository, source, digest, ctx) if source.referrers is not False else ([], [])
     finally:
         client.close()
-    config = json.loads(store.blob_path(manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
+    config = json.loads(store.blob_path(Digest(manifest["config"]["digest"]).hex).read_bytes())
     # diff_id -> compressed blob, so an engine image built FROM this one references these blobs.
     LayerIndex(ctx.cache.root, store).learn(manifest, config)
     platform = config_platform(config)
@@ -127,4 +128,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     converted = oci_form(raw)
     if converted is not None:
         blobs.append(f"sha256:{store.put_bytes(converted).sha256}")
-    return Artifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=blobs)
+    return ImageArtifact(id=resolved.artifact_id, kind="image", source=source, image=info, blobs=blobs)

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 from packaging.requirements import Requirement
 
 from airlift.bundle.install_sh import INSTALL_SH_PATH, render_install_sh
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.installer import Installer
 from airlift.config.spec import Wheels
 from airlift.fetch import wheels
@@ -150,4 +150,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         return FileEntry(path=remote.path, size=remote.size or 0, sha256=remote.sha256, executable=remote.executable)
 
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
-    return Artifact(id=resolved.artifact_id, kind="installer", source=resolved.source, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind="installer", source=resolved.source, files=entries)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.ngcspec import NgcCatalog
 from airlift.config.spec import NgcModel
 from airlift.fetch.base import FetchContext, Resolved
@@ -142,7 +142,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
                 "name": name, "version": version, **({"allow": source.allow} if source.allow else {}),
             })
             files += [entry.model_copy(update={"path": f"{name}/{entry.path}"}) for entry in fetch(one, ctx).files]
-        return Artifact(id=resolved.artifact_id, kind="ngc-catalog", source=source, files=files)
+        return FileArtifact(id=resolved.artifact_id, kind="ngc-catalog", source=source, files=files)
     client = ngc_client(source.org, source.team)
     ctx.cache.store.ensure_dirs()
     # Download next to the store so files are hard-linked in, not copied, then drop the temp tree.
@@ -167,4 +167,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         entries = bounded_map(one, files, workers=ctx.max_parallel_files)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return Artifact(id=resolved.artifact_id, kind="ngc-model", source=source, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind="ngc-model", source=source, files=entries)

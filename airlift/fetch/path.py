@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.spec import LocalPath
 from airlift.fetch import path_stamps
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
@@ -100,4 +100,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     if _fingerprint([(remote.path, seen) for remote, (_, seen) in zip(resolved.files, results, strict=True)]) != resolved.source.stamp:
         raise WorkError(f"{root}: changed while the build was reading it; stop writing to it, then build again")
     entries = [entry for entry, _ in results]
-    return Artifact(id=resolved.artifact_id, kind="path", layout=resolved.layout, source={"path": resolved.source.path}, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind="path", layout=resolved.layout, source={"path": resolved.source.path}, files=entries)

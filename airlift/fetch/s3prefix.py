@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 
-from airlift.bundle.manifest import Artifact, FileEntry, check_relative_path
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry, check_relative_path
 from airlift.config.spec import S3Prefix
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
 from airlift.util.errors import IntegrityError, WorkError
@@ -85,4 +85,4 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
         return get()
 
     entries = bounded_map(one, resolved.files, workers=ctx.max_parallel_files)
-    return Artifact(id=resolved.artifact_id, kind="s3", source=resolved.source, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind="s3", source=resolved.source, files=entries)

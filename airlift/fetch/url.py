@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.spec import UrlFile
 from airlift.fetch import http
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
@@ -53,7 +53,7 @@ def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
             resolved.fetch_url or resolved.source.url, ctx, label=label, etag=remote.etag, size=remote.size, expected_sha256=remote.sha256
         )
         sha256, size = blob.sha256, blob.size
-    return Artifact(
+    return FileArtifact(
         id=resolved.artifact_id,
         kind="url",
         layout="file",

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileArtifact, FileEntry
 from airlift.config.spec import Wheels
 from airlift.fetch import http
 from airlift.fetch.base import FetchContext, RemoteFile, Resolved
@@ -107,7 +107,7 @@ def _size(url: str) -> int | None:
 def fetch(resolved: Resolved, ctx: FetchContext) -> Artifact:
     """Download every pinned wheel, checked against pip's sha256."""
     entries = bounded_map(lambda remote: fetch_wheel(remote, resolved.source.wheels[remote.path].url, ctx), resolved.files, workers=ctx.max_parallel_files)
-    return Artifact(id=resolved.artifact_id, kind="wheels", source=resolved.source, files=entries)
+    return FileArtifact(id=resolved.artifact_id, kind="wheels", source=resolved.source, files=entries)
 
 
 def fetch_wheel(remote: RemoteFile, url: str, ctx: FetchContext) -> FileEntry:

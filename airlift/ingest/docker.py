@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import ImageArtifact
 from airlift.util.errors import WorkError
 from airlift.util.fs import CHUNK
 
@@ -40,12 +40,11 @@ def _padding(size: int) -> bytes:
     return b"\0" * ((BLOCK - size % BLOCK) % BLOCK)
 
 
-def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags: list[str]) -> Iterator[bytes]:
+def docker_archive(artifact: ImageArtifact, *, blob_path: Callable[[str], Path], tags: list[str]) -> Iterator[bytes]:
     """Yield a docker-archive (manifest.json + config + layer tars) streamed from the blob files."""
     image = artifact.image
-    assert image is not None
     config_hex = image.config.hex
-    layer_names = [f"{layer.removeprefix('sha256:')}/layer.tar" for layer in image.layers]
+    layer_names = [f"{layer.hex}/layer.tar" for layer in image.layers]
     for layer, name in zip(image.layers, layer_names, strict=True):
         path = blob_path(layer.hex)
         size = path.stat().st_size
@@ -61,12 +60,11 @@ def docker_archive(artifact: Artifact, *, blob_path: Callable[[str], Path], tags
     yield b"\0" * (BLOCK * 2)
 
 
-def load_image(artifact: Artifact, *, docker_host: str, blob_path: Callable[[str], Path], tags: list[str]) -> LoadReport:
+def load_image(artifact: ImageArtifact, *, docker_host: str, blob_path: Callable[[str], Path], tags: list[str]) -> LoadReport:
     """Stream the image into the Docker engine as a docker-archive and tag it; skip it when already there."""
     import docker
 
     image = artifact.image
-    assert image is not None
     client = docker.DockerClient(base_url=docker_host)
     try:
         try:

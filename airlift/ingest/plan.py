@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from airlift.bundle.manifest import Artifact, Manifest
+from airlift.bundle.manifest import Artifact, FileArtifact, ImageArtifact, Manifest
 from airlift.bundle.store import BlobStore
 from airlift.config.site import Site
 from airlift.ingest.docker import LoadReport
@@ -32,27 +32,26 @@ from airlift.oci.reference import parse_image
 
 @dataclass(frozen=True)
 class ImagePush:
-    artifact: Artifact
+    artifact: ImageArtifact
     mount_from: list[str]
 
 
 @dataclass(frozen=True)
 class DockerLoad:
-    artifact: Artifact
+    artifact: ImageArtifact
     tags: list[str]
 
 
 @dataclass
 class IngestPlan:
     to_s3: list[Artifact] = field(default_factory=list)
-    to_shared_root: list[Artifact] = field(default_factory=list)
+    to_shared_root: list[FileArtifact] = field(default_factory=list)
     pushes: list[ImagePush] = field(default_factory=list)  # in push order
     loads: list[DockerLoad] = field(default_factory=list)
 
 
-def docker_tags(artifact: Artifact, site: Site) -> list[str]:
+def docker_tags(artifact: ImageArtifact, site: Site) -> list[str]:
     """The tags an image is loaded under: its original reference (with its tag) and its air-gapped one."""
-    assert artifact.image is not None
     tags = []
     name = parse_image(artifact.image.ref)
     if name.tag:
@@ -69,15 +68,14 @@ def plan_ingest(manifest: Manifest, site: Site) -> IngestPlan:
     for artifact in manifest.artifacts:
         if site.s3 is not None and artifact.files:
             plan.to_s3.append(artifact)
-        if site.shared_root is not None and artifact.image is None:
+        if site.shared_root is not None and isinstance(artifact, FileArtifact):
             plan.to_shared_root.append(artifact)
-    images = [a for a in manifest.artifacts if a.image is not None]
+    images = [a for a in manifest.artifacts if isinstance(a, ImageArtifact)]
     for artifact in images:
-        assert artifact.image is not None
         if site.registry is not None:
             mount_from = [
                 target_repository(site.registry, other)[1] for other in images
-                if other is not artifact and other.image is not None and set(other.image.layers) & set(artifact.image.layers)
+                if other is not artifact and set(other.image.layers) & set(artifact.image.layers)
             ]
             plan.pushes.append(ImagePush(artifact, mount_from))
         if site.docker is not None and (tags := docker_tags(artifact, site)):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import ImageArtifact
 from airlift.config.site import RegistryTarget
 from airlift.oci import referrers
 from airlift.oci.client import RegistryClient
@@ -41,16 +41,14 @@ class PushReport:
     referrers_present: int = 0
 
 
-def target_repository(target: RegistryTarget, artifact: Artifact) -> tuple[str, str]:
+def target_repository(target: RegistryTarget, artifact: ImageArtifact) -> tuple[str, str]:
     """(registry host, repository under the site prefix) an image is pushed to."""
-    assert artifact.image is not None
     host, repository, _ = push_target(target.url, repository=artifact.image.repository, tag=artifact.image.tag)
     return host, repository
 
 
-def airgap_ref(target: RegistryTarget, artifact: Artifact) -> str:
+def airgap_ref(target: RegistryTarget, artifact: ImageArtifact) -> str:
     """The image's air-gapped reference, `<registry url>/<repository>:<tag>`."""
-    assert artifact.image is not None
     return airgap_reference(target.url, parse_image(artifact.image.ref))
 
 
@@ -75,7 +73,7 @@ class _UploadState:
 
 
 def push_image(
-    artifact: Artifact,
+    artifact: ImageArtifact,
     *,
     target: RegistryTarget,
     blob_path: Callable[[str], Path],
@@ -85,7 +83,6 @@ def push_image(
 ) -> PushReport:
     """Push one image with its digest unchanged: skip, mount or upload each blob, then the manifest bytes."""
     image = artifact.image
-    assert image is not None
     host, repository = target_repository(target, artifact)
     report = PushReport(image=image.ref, target=airgap_ref(target, artifact), digest=image.digest)
     client = RegistryClient(host, insecure=target.insecure)
@@ -125,7 +122,7 @@ def push_image(
 
 
 def _push_referrers(
-    client: RegistryClient, artifact: Artifact, repository: str, report: PushReport, blob_path: Callable[[str], Path],
+    client: RegistryClient, artifact: ImageArtifact, repository: str, report: PushReport, blob_path: Callable[[str], Path],
     state_dir: Path, host: str, label: str,
 ) -> None:
     """After the image itself (a referrer names its subject): its referrers, digests unchanged."""
@@ -142,13 +139,13 @@ def _push_referrers(
 def _upload(client: RegistryClient, repository: str, digest: str, blob_path: Callable[[str], Path], state_dir: Path, host: str, on_bytes) -> int:
     path = blob_path(Digest(digest).hex)
     state = _UploadState(state_dir, host, repository, digest)
-    location = state.load()
-    offset = client.upload_status(repository, location) if location else None
-    if offset is None:
-        location = client.start_upload(repository)
+    saved = state.load()
+    offset = client.upload_status(repository, saved) if saved else None
+    if saved is None or offset is None:  # nothing to resume (or the registry forgot the session): start one
+        location, offset = client.start_upload(repository), 0
         state.save(location)
-        offset = 0
-    assert location is not None
+    else:
+        location = saved
     location = client.upload_chunks(repository, location, path=path, offset=offset, on_location=state.save, on_bytes=on_bytes)
     client.finish_upload(repository, location, digest=digest)
     state.clear()

@@ -16,10 +16,11 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from airlift.bundle.manifest import Manifest
-from airlift.config.site import Site
+from airlift.bundle.manifest import ImageArtifact, Manifest
+from airlift.config.site import RegistryTarget, Site
 from airlift.config.spec import Job, Spec, artifact_id_of
 from airlift.jobs.launch import Launch, bare_launch, create_output, record_run
+from airlift.jobs.sites import JobSite
 from airlift.layouts.shared_root import SharedRootLayout, read_marker
 from airlift.oci.client import RegistryClient
 from airlift.oci.reference import airgap_reference, parse_image, split_target
@@ -130,44 +131,25 @@ class Preflight:
             raise WorkError("preflight refused to submit: " + "; ".join(self.missing))
 
 
-def require_scheduler(site: Site, *, source: str) -> Path:
-    """The site's shared_root, when the site can run jobs (it has `slurm:` or `prefect:`, and `shared_root`).
-
-    Args:
-        site: The site profile.
-        source: The profile's path, for the error message.
-
-    Returns:
-        The shared_root (where the ledger, the scripts and the logs go).
-
-    Raises:
-        InputError: The profile lacks a scheduler or shared_root.
-    """
-    if (site.slurm is None and site.prefect is None) or site.shared_root is None:
-        raise InputError(f"{source}: submit needs shared_root: and slurm: (or prefect:) in the site profile")
-    return site.shared_root
-
-
-def preflight(manifest: Manifest, site: Site, *, jobs: list[Job], launches: dict[str, Launch] | None = None) -> Preflight:
+def preflight(manifest: Manifest, site: JobSite, *, jobs: list[Job], launches: dict[str, Launch] | None = None) -> Preflight:
     """What stops the jobs from running: images not in the registry at the bundle's digest, artifacts not
     ingested, mounts missing or not at their pinned commit (`launches`, see airlift.jobs.launch)."""
     result = Preflight()
     for launch in (launches or {}).values():
         result.missing += launch.problems
-    root = site.shared_root
-    runtime = site.slurm.container_runtime if site.slurm else (site.prefect.container_runtime if site.prefect else "none")
+    profile, root, runtime = site.profile, site.shared_root, site.container_runtime
     checked_images: dict[str, bool] = {}
     for job in jobs:
         if runtime != "none":
             artifact = manifest.artifact(artifact_id_of(job.image, "images"))
-            if artifact is None or artifact.image is None:
+            if not isinstance(artifact, ImageArtifact):
                 result.missing.append(f"job {job.name}: image {job.image} is not in the bundle")
-            elif site.registry is None:
+            elif profile.registry is None:
                 result.missing.append(f"job {job.name}: the site has no registry to run image {job.image} from")
             else:
-                target = image_target(site, job)
+                target = image_target(profile, job)
                 if target not in checked_images:
-                    checked_images[target] = _registry_has(site, artifact.image.repository, artifact.image.tag or artifact.image.digest, artifact.image.digest)
+                    checked_images[target] = _registry_has(profile.registry, artifact.image.repository, artifact.image.tag or artifact.image.digest, artifact.image.digest)
                 if not checked_images[target]:
                     result.missing.append(f"job {job.name}: image {target} ({artifact.image.digest[:19]}) is not in the registry; run airlift ingest")
         for used in job.uses:
@@ -175,18 +157,17 @@ def preflight(manifest: Manifest, site: Site, *, jobs: list[Job], launches: dict
             if artifact is None:
                 result.missing.append(f"job {job.name}: uses {used}, which is not in the bundle")
                 continue
-            if artifact.image is not None:
+            if isinstance(artifact, ImageArtifact):
                 continue
-            marker = read_marker(root, used) if root else None
+            marker = read_marker(root, used)
             if marker is None or marker.content_digest != artifact.content_digest():
                 result.missing.append(f"job {job.name}: artifact {used} is not ingested under {root}; run airlift ingest")
     return result
 
 
-def _registry_has(site: Site, repository: str, reference: str, digest: str) -> bool:
-    assert site.registry is not None
-    host, prefix = split_target(site.registry.url)
-    client = RegistryClient(host, insecure=site.registry.insecure)
+def _registry_has(registry: RegistryTarget, repository: str, reference: str, digest: str) -> bool:
+    host, prefix = split_target(registry.url)
+    client = RegistryClient(host, insecure=registry.insecure)
     try:
         return client.head_manifest(f"{prefix}/{repository}" if prefix else repository, reference) == digest
     except (WorkError, OSError):

@@ -12,16 +12,15 @@ import shlex
 from pathlib import Path
 
 from airlift.bundle.manifest import Manifest
-from airlift.config.site import Site
 from airlift.jobs.common import JobLedger, preflight, select_jobs, spec_of
 from airlift.jobs.launch import plan_launch
 from airlift.jobs.prefect import run_parameters
+from airlift.jobs.sites import JobSite, runs_on_slurm
 from airlift.jobs.slurm import render_sbatch
 
 
-def dry_run(manifest: Manifest, site: Site, names: list[str]) -> str:
+def dry_run(manifest: Manifest, site: JobSite, names: list[str]) -> str:
     """The text `submit --dry-run` prints: per job, its submission; then what preflight would refuse."""
-    assert site.shared_root is not None
     spec = spec_of(manifest)
     jobs = select_jobs(spec, names)
     root = site.shared_root
@@ -30,7 +29,7 @@ def dry_run(manifest: Manifest, site: Site, names: list[str]) -> str:
     out: list[str] = []
     for job in jobs:
         launch = launches[job.name]
-        if site.slurm is not None:
+        if runs_on_slurm(site):
             script = root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
             after = [known[n].id if n in known else f"<{n}>" for n in job.needs]
             argv = ["sbatch", "--parsable", *([f"--dependency=afterok:{':'.join(after)}"] if after else []), str(script)]
@@ -38,7 +37,7 @@ def dry_run(manifest: Manifest, site: Site, names: list[str]) -> str:
             out.append(render_sbatch(spec, job, site=site, log_dir=Path(root) / "logs", launch=launch).rstrip("\n"))
         else:
             params = run_parameters(site, job, launch).as_dict()
-            deployment = site.prefect.deployment if site.prefect else "run-job/run-job"
+            deployment = site.scheduler.deployment
             out.append(f"### job {job.name}: run_deployment({deployment!r}) after {', '.join(job.needs) or 'nothing'}")
             out.append(json.dumps(params, indent=1))
     problems = preflight(manifest, site, jobs=jobs, launches=launches).missing

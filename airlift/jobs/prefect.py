@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from airlift.bundle.manifest import now_iso
-from airlift.config.site import Site
 from airlift.config.spec import Job, Spec
 from airlift.jobs.common import (
     TERMINAL_OK,
@@ -27,6 +26,7 @@ from airlift.jobs.common import (
     wait_for_jobs,
 )
 from airlift.jobs.launch import BoundMount, Launch, container_binds
+from airlift.jobs.sites import PrefectSite
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
@@ -50,15 +50,14 @@ class RunJobParameters:
         return {**self.__dict__, "mounts": [list(m) for m in self.mounts]}
 
 
-def run_parameters(site: Site, job: Job, launch: Launch | None = None) -> RunJobParameters:
+def run_parameters(site: PrefectSite, job: Job, launch: Launch | None = None) -> RunJobParameters:
     """What a `run-job` run needs: the same offline environment, allow-list and read-only mounts as a Slurm job."""
-    assert site.prefect is not None and site.shared_root is not None
-    runtime = site.prefect.container_runtime
-    image = image_target(site, job) if runtime == "docker" else None
+    runtime = site.scheduler.container_runtime
+    image = image_target(site.profile, job) if runtime == "docker" else None
     return RunJobParameters(
         job=job.name, command=list(job.command),
         env={**inherited_environment(), **job_environment(site.shared_root, job, launch, runtime=runtime)},
-        shared_root=str(site.shared_root), image=image, docker_host=site.docker.host if site.docker else None,
+        shared_root=str(site.shared_root), image=image, docker_host=site.profile.docker.host if site.profile.docker else None,
         mounts=tuple((m.source, m.target) for m in (launch.mounts if launch and image else [])),
     )
 
@@ -67,7 +66,7 @@ class PrefectBackend:
     """Prefect as a `JobBackend`: each job is a run of the site's `run-job` deployment.
 
     Args:
-        site: The site profile, with `prefect:` and `shared_root`.
+        site: The site, with its shared_root and `prefect:`.
         trigger: Starts a run of (deployment, parameters) without waiting; returns the flow run id.
         read_state: The state name of a flow run (COMPLETED, FAILED, RUNNING, ...; UNKNOWN when the server lost it).
         log: Where progress lines go while a job waits on its needs.
@@ -80,7 +79,7 @@ class PrefectBackend:
 
     def __init__(
         self,
-        site: Site,
+        site: PrefectSite,
         *,
         trigger: Callable[[str, dict[str, object]], str],
         read_state: Callable[[str], str],
@@ -89,8 +88,7 @@ class PrefectBackend:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        assert site.prefect is not None and site.shared_root is not None
-        self.site, self.deployment = site, site.prefect.deployment
+        self.site, self.deployment = site, site.scheduler.deployment
         self._trigger, self._read_state, self._log = trigger, read_state, log
         self._poll_seconds, self._sleep, self._clock = poll_seconds, sleep, clock
 

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from airlift.bundle.manifest import now_iso
-from airlift.config.site import Site, SlurmSsh
+from airlift.config.site import SlurmSsh
 from airlift.config.spec import Job, Spec
 from airlift.jobs.common import (
     TERMINAL_OK,
@@ -18,6 +18,7 @@ from airlift.jobs.common import (
     job_environment,
 )
 from airlift.jobs.launch import Launch, container_binds
+from airlift.jobs.sites import SlurmSite
 from airlift.layouts.shared_root import SharedRootLayout
 from airlift.util.errors import WorkError
 from airlift.util.fs import write_bytes_atomic
@@ -32,7 +33,7 @@ def _enroot_ref(ref: str) -> str:
 
 
 def render_sbatch(
-    spec: Spec, job: Job, *, site: Site, log_dir: Path, inherited: dict[str, str] | None = None, launch: Launch | None = None,
+    spec: Spec, job: Job, *, site: SlurmSite, log_dir: Path, inherited: dict[str, str] | None = None, launch: Launch | None = None,
 ) -> str:
     """The sbatch script for one job: `--export=NONE`, then exactly the job's environment.
 
@@ -44,7 +45,7 @@ def render_sbatch(
     Args:
         spec: The spec the job belongs to.
         job: The job.
-        site: The site profile (`shared_root` and `slurm` must be set).
+        site: The site, with its shared_root and `slurm:`.
         log_dir: Where the job's output and exit files go.
         inherited: The submitter's allow-listed variables (default: read from this process).
         launch: This run: its `$AIRLIFT_OUTPUT` and its read-only mounts (see airlift.jobs.launch).
@@ -52,9 +53,8 @@ def render_sbatch(
     Returns:
         The script's text.
     """
-    assert site.shared_root is not None and site.slurm is not None
     root = str(site.shared_root)
-    slurm = site.slurm
+    slurm = site.scheduler
     env = {
         **(inherited_environment() if inherited is None else inherited),
         **job_environment(site.shared_root, job, launch, runtime=slurm.container_runtime),
@@ -93,14 +93,14 @@ def render_sbatch(
     lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
     on_exit = f'echo $? > {shlex.quote(f"{log_dir}/{spec.name}-{job.name}-")}"$SLURM_JOB_ID".exit'
     lines.append(f"trap {shlex.quote(on_exit)} EXIT")
-    image = image_target(site, job)
+    image = image_target(site.profile, job)
     if slurm.container_runtime == "pyxis":
         lines.append(
             f"srun --container-image={shlex.quote(_enroot_ref(image))} --container-mounts={shlex.quote(','.join(binds))} "
             f"--container-env={shlex.quote(','.join(env))} {command}"
         )
     elif slurm.container_runtime == "docker":
-        host = f"-H {shlex.quote(site.docker.host)} " if site.docker else ""
+        host = f"-H {shlex.quote(site.profile.docker.host)} " if site.profile.docker else ""
         env_args = " ".join(f"-e {shlex.quote(key)}" for key in env if key not in ("PATH", "HOME"))
         lines.append(f"docker {host}image inspect {shlex.quote(image)} >/dev/null 2>&1 || docker {host}pull -q {shlex.quote(image)} >/dev/null")
         volumes = "".join(f"-v {shlex.quote(b)} " for b in binds)
@@ -108,7 +108,7 @@ def render_sbatch(
     elif slurm.container_runtime == "apptainer":
         # APPTAINERENV_<KEY> passes each value into the container verbatim (no comma-separated list to parse).
         lines += [f"export APPTAINERENV_{key}={shlex.quote(value)}" for key, value in env.items() if key not in ("PATH", "HOME")]
-        nohttps = "--nohttps " if site.registry and site.registry.insecure else ""
+        nohttps = "--nohttps " if site.profile.registry and site.profile.registry.insecure else ""
         bind = f"--bind {shlex.quote(','.join(binds))} "
         lines.append(f"apptainer exec {nohttps}--cleanenv {bind}{shlex.quote('docker://' + image)} {command}")
     else:
@@ -199,19 +199,17 @@ class SlurmBackend:
 
     name = "slurm"
 
-    def __init__(self, site: Site) -> None:
-        assert site.shared_root is not None and site.slurm is not None
+    def __init__(self, site: SlurmSite) -> None:
         self.site = site
         self.log_dir = SharedRootLayout(site.shared_root).logs
-        self._ssh = site.slurm.ssh
+        self._ssh = site.scheduler.ssh
 
     def submit(self, spec: Spec, job: Job, *, needs: list[JobRecord], launch: Launch) -> JobRecord:
         """Write the job's script and sbatch it after those of `needs` that have not completed yet."""
-        assert self.site.shared_root is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         script = self.site.shared_root / ".airlift" / "jobs" / spec.name / f"{job.name}.sbatch"
         write_bytes_atomic(script, render_sbatch(spec, job, site=self.site, log_dir=self.log_dir, launch=launch).encode(), mode=0o755)
-        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK], self.site.slurm.ssh if self.site.slurm else None)
+        job_id = sbatch(script, [r.id for r in needs if self.state(r) not in TERMINAL_OK], self.site.scheduler.ssh)
         return JobRecord(
             name=job.name, id=job_id, script=str(script), log=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.out"),
             exit_file=str(self.log_dir / f"{spec.name}-{job.name}-{job_id}.exit"), submitted_at=now_iso(), backend=self.name,

@@ -22,7 +22,8 @@ from airlift.oci.auth import RegistryAuth, credentials_for, read_capped  # noqa:
 from airlift.util import ranged
 from airlift.util.errors import IntegrityError, TransientError, WorkError
 from airlift.util.fs import CHUNK
-from airlift.util.http import closing_response, raise_for_status, resumable_get
+from airlift.util.http import closing_response, raise_for_status, resumable_get, tls_context
+from airlift.util.names import Digest
 from airlift.util.net import ATTEMPTS
 from airlift.util.phase import progress
 
@@ -59,7 +60,7 @@ class RegistryClient:
         self.host = host
         self.registry = registry or host
         self.base = f"{'http' if is_plain_http(host, insecure) else 'https'}://{host}"
-        self._http = httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
+        self._http = httpx.Client(verify=tls_context(), timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
         self.auth = RegistryAuth(registry=self.registry, http=self._http, plain_http=self.base.startswith("http:"))
 
     def close(self) -> None:
@@ -149,7 +150,7 @@ class RegistryClient:
 
         `size` is the descriptor's: passed to the download, which stops a body that runs past it.
         """
-        hexdigest = digest.removeprefix("sha256:")
+        hexdigest = Digest(digest).hex
         if store.has(hexdigest):
             return StoredBlob(hexdigest, store.blob_path(hexdigest).stat().st_size)
         label = f"{repository} blob {digest[:19]}"
@@ -168,7 +169,7 @@ class RegistryClient:
     ) -> StoredBlob | None:
         """A large blob over parallel byte ranges (util/ranged.py: each range holds a host slot and is
         retried alone); None when one stream must do instead (too small, or the registry ignores Range)."""
-        hexdigest = digest.removeprefix("sha256:")
+        hexdigest = Digest(digest).hex
         if store.has(hexdigest, size):
             return StoredBlob(hexdigest, size)
 

@@ -34,11 +34,11 @@ from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import ImageArtifact
 from airlift.bundle.oci_layout import DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR
 from airlift.bundle.store import BlobStore, StoredBlob
 from airlift.util.fs import CHUNK, write_bytes_atomic
-from airlift.util.names import DIGEST
+from airlift.util.names import Digest
 
 # Registry layer types an engine image may share, as the OCI type its manifest names them by (same bytes).
 # zstd and foreign (non-distributable) layers are left out on purpose: see the module docstring.
@@ -52,7 +52,7 @@ class LayerBlob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     media_type: str
-    digest: str = Field(pattern=DIGEST)
+    digest: Digest
     size: int = Field(ge=0)
     # True once the blob was seen to decompress to the diff_id (or was made from it); see the module docstring.
     checked: bool = False
@@ -71,10 +71,7 @@ class LayerIndex:
         self.store = store
 
     def _path(self, diff_id: str) -> Path:
-        hexdigest = diff_id.removeprefix("sha256:")
-        if len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
-            raise ValueError(f"not a sha256 diff_id: {diff_id!r}")
-        return self.dir / f"{hexdigest}.json"
+        return self.dir / f"{Digest(diff_id).hex}.json"  # ValueError unless a sha256 digest
 
     def lookup(self, diff_id: str, *, checked_only: bool = False) -> LayerBlob | None:
         """The blob holding `diff_id`, if it is in the store with its recorded size (and checked, if asked)."""
@@ -84,7 +81,7 @@ class LayerIndex:
             return None
         if checked_only and not entry.checked:
             return None
-        return entry if self.store.has(entry.digest.removeprefix("sha256:"), entry.size) else None
+        return entry if self.store.has(entry.digest.hex, entry.size) else None
 
     def remember(self, diff_id: str, blob: LayerBlob) -> None:
         """Record `blob` for `diff_id`, unless an entry as trusted is there (images sharing it then share bytes)."""
@@ -101,7 +98,7 @@ class LayerIndex:
         entry = self.lookup(diff_id)
         if entry is None:
             return None
-        blob_path = self.store.blob_path(entry.digest.removeprefix("sha256:"))
+        blob_path = self.store.blob_path(entry.digest.hex)
         if not entry.checked:
             if _uncompressed_sha256(blob_path, gzipped=entry.media_type == OCI_LAYER_GZIP) != diff_id:
                 self._path(diff_id).unlink(missing_ok=True)
@@ -131,11 +128,9 @@ class LayerIndex:
             learned += 1
         return learned
 
-    def learn_image(self, artifact: Artifact) -> int:
+    def learn_image(self, artifact: ImageArtifact) -> int:
         """Learn from a cached image artifact's manifest and config blobs (small reads; bad ones are skipped)."""
         image = artifact.image
-        if image is None:
-            return 0
         try:
             manifest = json.loads(self._read_verified(image.digest))
             config = json.loads(self._read_verified(manifest["config"]["digest"]))
@@ -144,7 +139,7 @@ class LayerIndex:
         return self.learn(manifest, config) if isinstance(config, dict) else 0
 
     def _read_verified(self, digest: str) -> bytes:
-        data = self.store.blob_path(digest.removeprefix("sha256:")).read_bytes()
+        data = self.store.blob_path(Digest(digest).hex).read_bytes()
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"blob {digest} does not hash to its name")
         return data

@@ -188,7 +188,7 @@ def push(
     fallback: dict[str, list[dict]] = {}
     for referrer in referrers:
         reference = referrer.tag or referrer.digest
-        with open(blob_path(referrer.digest.removeprefix("sha256:")), "rb") as handle:  # verified with the bundle
+        with open(blob_path(referrer.digest.hex), "rb") as handle:  # verified with the bundle
             raw = handle.read(MAX_REFERRER_BYTES)
         if client.head_manifest(repository, reference) == referrer.digest:
             report.present += 1

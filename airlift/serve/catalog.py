@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, FileEntry
+from airlift.bundle.manifest import Artifact, FileEntry, ImageArtifact
 from airlift.bundle.signing import trusted_manifest
 from airlift.layouts.gitrepo import materialize_git_repo
 from airlift.layouts.shared_root import MARKER_DIR, SharedRootLayout, load_marker
@@ -176,7 +176,7 @@ class Catalog:
         """`/files/<artifact id>/<path>`: the longest artifact id that prefixes the path."""
         for artifact_id in sorted(self.artifacts, key=len, reverse=True):
             artifact = self.artifacts[artifact_id]
-            if artifact.image is not None:
+            if isinstance(artifact, ImageArtifact):
                 continue
             if artifact.layout == "file" and path == artifact_id:
                 return artifact, artifact.files[0]

@@ -21,9 +21,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlparse
 
+from airlift.testing.serving import BackgroundServer
 from airlift.util.hashing import git_blob_id
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".gguf", ".pt", ".arrow")
@@ -69,7 +70,7 @@ class Faults:
     rng: random.Random = field(default_factory=random.Random)
 
 
-class HubServer:
+class HubServer(BackgroundServer):
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], HubRepo] = {}
         self.files: dict[str, bytes] = {}
@@ -83,7 +84,6 @@ class HubServer:
         self.peak_streams = 0  # the most at once since the last reset
         self.faults = Faults()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # -- content ---------------------------------------------------------------------------------
     def add_repo(self, repo_type: str, repo_id: str, *, files: dict[str, bytes], branch: str = "main", tags: tuple[str, ...] = (), lfs: set[str] | None = None) -> str:
@@ -141,21 +141,13 @@ class HubServer:
         class Handler(_Handler):
             server_hub = hub
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler, host, port)
         return self
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
+        host, port = self.bound
         return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 _API_RE = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/(?P<what>revision|tree)/(?P<rev>[^/]+))?$")

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+from airlift.testing.serving import BackgroundServer
 
 # distribution's registry/auth/token.Leeway: a token is accepted this long past its `exp`.
 DISTRIBUTION_LEEWAY = 60
@@ -51,7 +53,7 @@ def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(BackgroundServer):
     """A threaded token server on loopback.
 
     Attributes:
@@ -89,7 +91,6 @@ class TokenServer:
         self.key_id = libtrust_key_id(self._key.public_key())
         self._lock = threading.Lock()
         self._refused_after = 0.0  # when the registry refuses the last token issued (see wait_until_issued_expired)
-        self._server: ThreadingHTTPServer | None = None
 
     # -- tokens -----------------------------------------------------------------------------------
     def write_rootcertbundle(self, path: Path) -> Path:
@@ -205,20 +206,12 @@ class TokenServer:
                 body.pop("token")  # the OAuth2 form of the answer names it access_token only
                 self._send(200, body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
 
     @property
     def realm(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        return f"http://127.0.0.1:{self.bound[1]}/token"
 
 
 class LocalRegistry:

@@ -176,7 +176,7 @@ def require_whole(manifest: Manifest, have: set[str], *, where: str) -> None:
         WorkError: Naming the artifact files whose blobs are neither at the source nor lent.
     """
     gaps = [f"{a.id}: {f.path}" for a in manifest.artifacts for f in a.files if f.sha256 not in have]
-    gaps += [f"{a.id}: blob {b.removeprefix('sha256:')[:12]}" for a in manifest.artifacts for b in a.blobs if b.removeprefix("sha256:") not in have]
+    gaps += [f"{a.id}: blob {b.hex[:12]}" for a in manifest.artifacts for b in a.blobs if b.hex not in have]
     if gaps:
         raise WorkError(f"{where}: {len(gaps)} files missing (and the bundle is not a delta that lends them): {'; '.join(gaps[:5])}")
 

@@ -15,7 +15,9 @@ Large files go over parallel byte ranges instead (`airlift.util.ranged`), throug
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -48,6 +50,18 @@ OpenStream = Callable[[dict[str, str]], contextlib.AbstractContextManager[httpx.
 StatusCheck = Callable[[httpx.Response, str], None]
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context airlift's httpx clients verify with (certifi's roots, or SSL_CERT_FILE/SSL_CERT_DIR,
+    read by httpx when it is first made: once per process; huggingface_hub and boto3 keep their own).
+
+    Why shared: each `httpx.Client()` otherwise loads the CA bundle again (~30-60 ms of CPU under the
+    GIL), and a ranged download starts a client per worker thread, all before its first byte.
+    An SSLContext is safe to share between threads, and nothing here changes it after it is made.
+    """
+    return httpx.create_ssl_context()
+
+
 def client() -> httpx.Client:
     """An HTTP client with airlift's timeouts; redirects are followed (hubs redirect to CDNs).
 
@@ -55,7 +69,7 @@ def client() -> httpx.Client:
     reaches the CDN.
     """
     return httpx.Client(
-        timeout=TIMEOUT, follow_redirects=True, headers={"User-Agent": "airlift"}, event_hooks={"response": [refuse_odd_redirect]},
+        verify=tls_context(), timeout=TIMEOUT, follow_redirects=True, headers={"User-Agent": "airlift"}, event_hooks={"response": [refuse_odd_redirect]},
     )
 
 

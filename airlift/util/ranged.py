@@ -9,13 +9,12 @@ file share the link), taken before its buffer (a thread queued for a slot holds 
   complete, from the bytes in memory. A range needs one of WINDOW_PER_CONNECTION x connections
   buffers of RANGE_SIZE, back once its range is hashed, so memory stays under that (64 MiB at 8
   connections) whatever the file size. Bytes are read back from disk only on a resume.
-- Resume: completed ranges are fsynced and then recorded in `<key>.ranges` (atomic JSON) by the
-  hashing thread (no connection waits on a flush): a kill -9 costs the ranges in flight and those
-  written since the last record.
+- Resume: completed ranges are fsynced, then recorded in `<key>.ranges` (atomic JSON) by the hashing
+  thread (no connection waits on a flush): a kill -9 costs the ranges in flight and unrecorded ones.
 - Retries: a failed range is retried alone, in the one retry layer (`with_transient_retries`).
-- Fallback: a first answer of 200 (Range ignored) is taken as the whole file, hashed as written; a
-  resumed partial, or a server that then flips to ranges, goes to the caller's `resumable_get`
-  (None), as unknown sizes do. If every worker stops with a range missing, the download fails.
+- Fallback: a first answer of 200 (Range ignored) is taken as the whole file, hashed as written; a resumed
+  partial, or a server that then flips to ranges, goes to the caller's `resumable_get` (None), as unknown
+  sizes do. If every worker stops with a range missing, the download fails.
 - Bounds: a range whose body runs past its length, or a Content-Range naming another total, fails
   permanently; the digest check and the temp-then-rename are the blob store's rules, unchanged.
 """
@@ -84,10 +83,8 @@ def download(
         open_stream: Given request headers, opens a streaming GET (thread-safe: ranges run in parallel).
         url, size: For the per-host cap only (never logged); the announced size (below RANGED_MIN or unknown: None at once).
         label, etag: Names the file in errors and phase logs; a strong ETag guards each range with If-Range.
-        expected_sha256: The pin; a mismatch discards the partial (IntegrityError).
-        expected_git_sha1: The git blob id to check as well (non-LFS hub files).
-        on_bytes: Progress, bytes of the whole file (a failed range's bytes are taken back).
-        check, attempts: Classify a response status (as for `resumable_get`); attempts per range.
+        expected_sha256, expected_git_sha1: The pin, and the git blob id (non-LFS hub files); a mismatch discards the partial.
+        on_bytes, check, attempts: Progress of the whole file (a failed range's bytes taken back); the status check (as for `resumable_get`); attempts per range.
 
     Returns:
         The stored blob's digest and size, or None: too small, unknown size, or the server ignores Range.
@@ -131,6 +128,7 @@ class _Job:
     _allocated: int = 0
     _capacity: int = 1
     _live: int = 0  # range workers still running
+    _untaken: int = 0  # ranges no worker has taken yet
 
     def __post_init__(self) -> None:
         self.part, self.state = Path(f"{self.base}.part"), Path(f"{self.base}.ranges")
@@ -140,7 +138,6 @@ class _Job:
         self.done = self._load()
         self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
 
-    # -- persisted state --------------------------------------------------------------------------
     def _identity(self) -> dict[str, object]:
         return {"size": self.size, "range_size": RANGE_SIZE, "etag": self.etag}
 
@@ -161,7 +158,6 @@ class _Job:
         self.part.unlink(missing_ok=True)
         self.state.unlink(missing_ok=True)
 
-    # -- the run ----------------------------------------------------------------------------------
     def span(self, index: int) -> tuple[int, int]:
         start = index * RANGE_SIZE
         return start, min(self.size, start + RANGE_SIZE)
@@ -175,6 +171,7 @@ class _Job:
             self._ready[index] = None
         # Lazy: a hostile size must not become a list of millions of indices before the first request.
         self._todo = (i for i in range(self.count) if i not in self.done)
+        self._untaken = self.count - len(self.done)
         connections = min(max_per_host(), self.count - len(self.done))
         self._live = connections
         # The window: a range needs a buffer, and a buffer comes back only once its range is hashed.
@@ -239,13 +236,15 @@ class _Job:
                 return
 
     def _next(self) -> tuple[int, bytearray] | None:
-        """The lowest range nobody has taken, with a buffer for it (waiting for one to come back)."""
+        """A buffer (waiting for one), then the lowest untaken range; None when none is left. In that order: a
+        range taken first could wait for a buffer while every buffer held a later, unhashable range (a hang)."""
         with self._cond:
-            index = next(self._todo, None)
-            while index is not None and not self._free and self._allocated >= self._capacity and self._failure is None:
+            while self._untaken and not self._free and self._allocated >= self._capacity and self._failure is None and not self._single:
                 self._cond.wait()
-            if index is None or self._failure is not None or self._single:
-                return None
+            if not self._untaken or self._failure is not None or self._single:
+                return None  # with no range left at once: this worker holds a host slot another file could use
+            index = next(self._todo)
+            self._untaken -= 1
             if self._free:
                 return index, self._free.pop()
             self._allocated += 1
@@ -322,9 +321,7 @@ class _Job:
         except BaseException:
             self._take_back(got)
             raise
-        if got != end - start:
-            self._take_back(got)
-            raise TransientError(f"{self.label}: range {start}-{end - 1} ended at {got} of {end - start} bytes")
+        self._require(got, end - start, f"range {start}-{end - 1}")
         return got
 
     def _whole(self, response: httpx.Response) -> None:
@@ -333,6 +330,7 @@ class _Job:
             raise _NoRanges  # a resumed partial cannot be finished by a server that sends no ranges
         with self._cond:
             self._single = True
+            self._cond.notify_all()
         self._probe.set()
         self.sha256 = hashlib.sha256()  # a retry starts the file again
         self.git_sha1 = git_blob_hasher(self.git_blob_size) if self.git_blob_size is not None else None
@@ -355,13 +353,16 @@ class _Job:
         except BaseException:
             self._take_back(offset)
             raise
-        if offset != self.size:
-            self._take_back(offset)
-            raise TransientError(f"{self.label}: body ended at {offset} of {self.size} bytes")
+        self._require(offset, self.size, "body")
         with self._cond:
             self._hashed = self.count
             self._cond.notify_all()
         return None
+
+    def _require(self, got: int, expected: int, what: str) -> None:
+        if got != expected:  # a short body: transient (the one retry layer fetches it again)
+            self._take_back(got)
+            raise TransientError(f"{self.label}: {what} ended at {got} of {expected} bytes")
 
     def _take_back(self, count: int) -> None:
         if count and self.on_bytes is not None:
@@ -376,7 +377,6 @@ class _Job:
         if int(match[3]) != self.size:
             raise WorkError(f"{self.label}: the server says the file has {match[3]} bytes, not the {self.size} announced")
 
-    # -- the result -------------------------------------------------------------------------------
     def commit(self, store: Store, *, expected_sha256: str | None, expected_git_sha1: str | None) -> Fetched:
         """Check the digests and move the partial to its blob name (the store's rules: 0444, rename, fsync)."""
         os.fsync(self.fd)

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, Manifest, now_iso
+from airlift.bundle.manifest import Artifact, Manifest, now_iso, parse_artifact
 from airlift.bundle.store import BlobStore
 
 FAST_DIR = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ class Draft:
         return out
 
     def artifact(self) -> Artifact:
-        return Artifact.model_validate(
+        return parse_artifact(
             {"id": self.id, "kind": self.kind, "layout": self.layout, "source": self.source, "files": self.entries()}
         )
 
@@ -235,6 +235,12 @@ def git_artifact(bundle: GitBundle, name: str = "tool", *, ref: str = "main", fu
         source={"url": f"https://git.example.invalid/{name}.git", "ref": ref, "full_ref": full_ref, "commit": commit or bundle.commit},
         files={f"{name}.bundle": bundle.path.read_bytes()},
     )
+
+
+def git_repo_bundle(tmp: Path) -> tuple[GitBundle, Built]:
+    """A local git repository (make_git_bundle) and a bundle at `tmp/bundle` carrying it as `repos/tool`."""
+    repo = make_git_bundle(tmp)
+    return repo, build_bundle(tmp / "bundle", [git_artifact(repo)])
 
 
 def ingested_repo(tmp_path: Path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 from cyclonedx.model.bom import Bom
 
 from airlift.bundle.layout import PROVENANCE, SBOM, Bundle, with_evidence
-from airlift.bundle.manifest import Manifest, artifacts_digest, now_iso
+from airlift.bundle.manifest import ARTIFACT_KINDS, Manifest, artifacts_digest, now_iso
 from airlift.bundle.verify import verify_bundle
 from airlift.transport.engine import transfer
 from airlift.transport.local import DirEndpoint
@@ -162,9 +163,40 @@ def test_pack_and_unpack_carry_both(tmp_path):
 
 def test_every_artifact_kind_has_an_sbom_component_type():
     """A kind the SBOM cannot type would fail every build that carries it (it once did for tools/airlift)."""
-    from typing import get_args
 
-    from airlift.bundle.manifest import Artifact
     from airlift.bundle.sbom import _KIND_TYPE
 
-    assert set(get_args(Artifact.model_fields["kind"].annotation)) <= set(_KIND_TYPE)
+    assert set(ARTIFACT_KINDS) <= set(_KIND_TYPE)
+
+
+
+def test_an_sbom_of_wrong_json_types_is_a_problem_named_never_an_exception(tmp_path):
+    """An unsigned bundle's SBOM is anyone's: pinned by its (forged) manifest, every odd type is reported
+    as a problem of sbom.cdx.json, and verify runs to its end."""
+    built = evidence_bundle(tmp_path / "b", [hf_model()])
+    good = json.loads((built.root / SBOM).read_bytes())
+    component = good["components"][0]
+    odd_documents = [
+        [1, 2], "CycloneDX", {"bomFormat": "CycloneDX", "components": 5},
+        {"bomFormat": "CycloneDX", "components": [5, None, {"bom-ref": ["x"]}]},
+        {**good, "components": [{**component, "components": 7}]},
+        {**good, "components": [{**component, "components": [{"bom-ref": 3, "hashes": [{"alg": "SHA-256", "content": 9}]}]}]},
+        {**good, "components": [{**component, "components": [{"bom-ref": "x", "hashes": "nope"}]}]},
+        {**good, "components": [{**component, "version": {"not": "a string"}}]},
+    ]
+    for doc in odd_documents:
+        data = json.dumps(doc).encode()
+        evidence = built.manifest.evidence.model_copy(update={"sbom_sha256": built.bundle.store.put_bytes(data).sha256})
+        built.bundle.write_manifest(built.manifest.model_copy(update={"evidence": evidence}))
+        reasons = {p.path: p.reason for p in verify_bundle(built.bundle).problems}
+        assert set(reasons) == {SBOM} and reasons[SBOM].startswith("disagrees with the manifest"), (doc, reasons)
+
+
+def test_verify_checks_the_sbom_without_importing_cyclonedx(tmp_path):
+    """The far side's most frequent command reads the SBOM as JSON (airlift/bundle/sbom_check.py)."""
+    built = evidence_bundle(tmp_path / "b")
+    code = ("import sys; from airlift.bundle.layout import Bundle; from airlift.bundle.verify import verify_bundle; "
+            f"report = verify_bundle(Bundle({str(built.root)!r})); "
+            "print(len(report.problems), report.blobs_checked, any(m.startswith('cyclonedx') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "0" and int(out[1]) > 0 and out[2] == "False", out

@@ -15,6 +15,7 @@ from airlift.config.spec import Spec
 from airlift.ingest.sharedfs import materialize
 from airlift.jobs.launch import BoundMount, Launch, create_output, plan_launch
 from airlift.jobs.prefect import RunJobParameters, run_job_argv
+from airlift.jobs.sites import JobSite, require_scheduler
 from airlift.jobs.slurm import render_sbatch
 from airlift.layouts.shared_root import marker_path
 from airlift.util.errors import WorkError
@@ -36,8 +37,9 @@ def _setup(tmp_path: Path):
     return built, root, spec, spec.jobs[0]
 
 
-def _site(root: Path, runtime: str) -> Site:
-    return Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "slurm": {"container_runtime": runtime}})
+def _site(root: Path, runtime: str) -> JobSite:
+    site = Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "slurm": {"container_runtime": runtime}})
+    return require_scheduler(site, source="site.yaml")
 
 
 def _binds(script: str, runtime: str) -> list[str]:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from airlift.bundle import sbom
+from airlift.bundle import sbom, sbom_check
 from airlift.bundle.manifest import Manifest, now_iso
 from airlift.bundle.store import BlobStore
 from airlift.fetch import image
@@ -26,6 +26,7 @@ from airlift.fetch.cache import Cache
 from airlift.oci.client import RegistryClient
 from airlift.testing.hubserver import HubServer
 from airlift.util.errors import WorkError
+from airlift.util.names import Digest
 from tests.fast.conftest import hf_model
 
 RANGE = 256 << 10
@@ -136,12 +137,12 @@ def test_a_401_from_where_a_blob_redirected_never_gets_the_registrys_credentials
 def test_a_hub_file_named_like_a_blob_does_not_share_its_sbom_bom_ref():
     trust = hashlib.sha256(b"trust material").hexdigest()
     draft = hf_model(files={"config.json": b"{}", f"sha256:{trust}": b"not the trust material"})
-    artifact = draft.artifact().model_copy(update={"blobs": [f"sha256:{trust}"]})
+    artifact = draft.artifact().model_copy(update={"blobs": [Digest(trust)]})
     manifest = Manifest(name="x", created=now_iso(), artifacts=[artifact])
     data = sbom.sbom_bytes(manifest)
     refs = [c["bom-ref"] for c in json.loads(data)["components"][0]["components"]]
     assert len(refs) == len(set(refs)) == 3, refs
-    assert sbom.sbom_problems(data, manifest) == []
+    assert sbom_check.sbom_problems(data, manifest) == []
 
 
 @pytest.mark.parametrize("size", [True, -1, (1 << 50) + 1, 2.5])

@@ -30,7 +30,13 @@ from airlift.serve.server import build_app
 from airlift.transport.local import DirEndpoint
 from airlift.util.confine import EscapeError, SpecialFileError, hash_regular, open_regular, read_regular
 from airlift.util.errors import InputError, WorkError
-from tests.fast.conftest import build_bundle, git_artifact, make_git_bundle, make_writable, serving, url_file
+from tests.fast.conftest import (
+    build_bundle,
+    git_repo_bundle,
+    make_writable,
+    serving,
+    url_file,
+)
 
 DEADLINE = 10.0
 
@@ -226,8 +232,7 @@ def test_pack_refuses_volumes_over_4_gib_on_fat_up_front(tmp_path):
 # -- 3. serve of a shared_root follows no link ----------------------------------------------------
 def test_serve_does_not_follow_a_swapped_repos_symlink(tmp_path):
     shared = tmp_path / "shared"
-    git = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(git)])
+    git, built = git_repo_bundle(tmp_path)
     materialize(shared, built.manifest.artifacts[0], blob_path=built.bundle.store.blob_path)
     secret = tmp_path / "outside"
     secret.mkdir()

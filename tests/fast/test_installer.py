@@ -18,7 +18,7 @@ import pytest
 from airlift import __version__
 from airlift.bundle.install_sh import INSTALL_SH, render_install_sh
 from airlift.bundle.layout import DERIVED_FILES, Bundle
-from airlift.bundle.manifest import Artifact, FileEntry, Manifest, ManifestError, now_iso
+from airlift.bundle.manifest import FileArtifact, FileEntry, Manifest, ManifestError, now_iso
 from airlift.bundle.signing import keygen, sign
 from airlift.config.spec import Spec, artifact_id_of
 from airlift.fetch.installer import compatible_platforms, marker_gaps, pins, runtime_requirements
@@ -66,7 +66,7 @@ def tiny_bundle(root: Path, *, wheel_name: str | None = None) -> Bundle:
         "python": f"{sys.version_info.major}.{sys.version_info.minor}", "platform": "manylinux_2_28_x86_64",
         "airlift_version": "0.0.1", "airlift_wheel": name, "airlift_sha256": wheel.sha256, "built_from": "checkout",
     }
-    artifact = Artifact(id="tools/airlift", kind="installer", source=source, files=files)
+    artifact = FileArtifact(id="tools/airlift", kind="installer", source=source, files=files)
     bundle.write_manifest(Manifest(name="tiny", created=now_iso(), airlift_version=__version__, artifacts=[artifact]))
     return bundle
 

@@ -22,10 +22,15 @@ from airlift.jobs.common import JobRecord
 from airlift.jobs.dryrun import dry_run
 from airlift.jobs.follow import LogFollower
 from airlift.jobs.launch import create_output, plan_launch, record_run
+from airlift.jobs.sites import require_scheduler
 from airlift.jobs.slurm import render_sbatch
 from airlift.layouts.checkout import checkout_state, make_checkout
 from airlift.util.errors import InputError
-from tests.fast.conftest import build_bundle, git_artifact, ingested_repo, make_git_bundle, run
+from tests.fast.conftest import (
+    git_repo_bundle,
+    ingested_repo,
+    run,
+)
 
 IMAGE = "nvcr.io/nvidia/nemo:25.11"
 
@@ -108,11 +113,12 @@ def test_launch_mounts_render_read_only_in_every_runtime(tmp_path):
                             ("apptainer", f"--bind {root}:{root}:ro,{out}:{out},{checkout}:/opt/tool:ro,"),
                             ("pyxis", f"--container-mounts={root}:{root}:ro,{out}:{out},{checkout}:/opt/tool:ro,"),
                             ("none", f"export AIRLIFT_MOUNT_OPT_TOOL={checkout}")]:
-        site = Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "slurm": {"container_runtime": runtime}})
+        site = require_scheduler(Site.model_validate({
+            "shared_root": str(root), "registry": {"url": "r.internal:5000"}, "slurm": {"container_runtime": runtime}}), source="site.yaml")
         script = render_sbatch(spec, job, site=site, log_dir=root / "logs", inherited={}, launch=launch)
         assert expect in script, (runtime, script)
         assert f"export AIRLIFT_OUTPUT={launch.output}" in script and f"export WANDB_DIR={launch.output}" in script
-    site = Site.model_validate({"shared_root": str(root), "slurm": {"container_runtime": "none"}})
+    site = require_scheduler(Site.model_validate({"shared_root": str(root), "slurm": {"container_runtime": "none"}}), source="site.yaml")
     with_spec = built.manifest.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)})
     text = dry_run(with_spec, site, [])
     assert "### job train: sbatch --parsable" in text and "nothing was submitted" in text and "### preflight: ok" in text
@@ -120,8 +126,7 @@ def test_launch_mounts_render_read_only_in_every_runtime(tmp_path):
 
 
 def test_a_mount_not_ingested_or_not_in_the_bundle(tmp_path):
-    gb = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(gb)])
+    gb, built = git_repo_bundle(tmp_path)
     job = Spec.model_validate({
         "name": "v11", "images": [IMAGE], "repos": [{"git": "https://git.example.invalid/tool.git", "name": "tool"}],
         "datasets": [{"url": "https://example.invalid/notes.txt"}],
@@ -259,7 +264,7 @@ def test_dry_run_on_a_prefect_site_prints_the_run_parameters(tmp_path):
     spec = Spec.model_validate({"name": "v11", "images": [IMAGE], "repos": [{"git": "https://git.example.invalid/tool.git", "name": "tool"}],
                                 "jobs": [{"name": "train", "image": IMAGE, "command": ["python", "t.py"], "mounts": [{"from": "repos/tool", "to": "/opt/tool"}]}]})
     manifest = built.manifest.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)})
-    site = Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "prefect": {}})
+    site = require_scheduler(Site.model_validate({"shared_root": str(root), "registry": {"url": "r.internal:5000"}, "prefect": {}}), source="site.yaml")
     text = dry_run(manifest, site, ["train"])
     params = json.loads(text.split("\n", 1)[1].rsplit("### preflight", 1)[0])
     assert text.startswith("### job train: run_deployment('run-job/run-job')")

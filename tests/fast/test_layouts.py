@@ -13,6 +13,7 @@ from tests.fast.conftest import (
     HF_COMMIT,
     build_bundle,
     git_artifact,
+    git_repo_bundle,
     hf_model,
     make_git_bundle,
     path_tree,
@@ -105,8 +106,7 @@ def test_a_changed_artifact_is_not_skipped(tmp_path):
 
 
 def test_git_layout_is_a_bare_repo_that_clones_offline(tmp_path):
-    repo = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(repo)])
+    repo, built = git_repo_bundle(tmp_path)
     root = tmp_path / "shared"
     report = materialize(root, built.manifest.artifacts[0], blob_path=built.bundle.store.blob_path)
     bare = root / "repos" / "tool.git"

@@ -113,6 +113,27 @@ def test_unknown_keys_and_kinds_are_refused():
     assert "kind" in refused(json.dumps(data).encode())
 
 
+def test_an_artifact_is_an_image_record_or_a_file_record_by_its_kind():
+    """An image must say what image it is; a file artifact may not carry an image (its bytes would be pushed
+    nowhere the reviewer looked). Either is refused, naming the field as the manifest spells it."""
+    image = {"ref": "registry.example.invalid/app:1", "digest": "sha256:" + "a" * 64, "platform": "linux/amd64",
+             "media_type": "application/vnd.oci.image.manifest.v1+json", "size": 10, "config": "sha256:" + "b" * 64,
+             "repository": "app", "tag": "1"}
+    data = manifest_json()
+    data["artifacts"][1]["image"] = image
+    assert "artifacts.1.image: Extra inputs are not permitted" in refused(json.dumps(data).encode())
+    data = manifest_json()
+    data["artifacts"][1] = {"id": "images/app:1", "kind": "image", "source": {
+        "ref": image["ref"], "from": "registry", "repository": "app", "tag": "1", "digest": image["digest"], "platform": "linux/amd64"}}
+    message = refused(json.dumps(data).encode())
+    assert "artifacts.1.image: Field required" in message, message
+    data["artifacts"][1]["image"] = {**image, "layers": ["sha256:../../etc/passwd"]}
+    assert "artifacts.1.image.layers.0" in refused(json.dumps(data).encode())
+    data = manifest_json()
+    del data["artifacts"][0]["kind"]
+    assert "artifacts.0.kind" in refused(json.dumps(data).encode())
+
+
 @pytest.mark.parametrize(
     ("artifact", "source", "problem"),
     [
@@ -136,3 +157,23 @@ def test_a_recorded_url_with_credentials_is_refused(url):
     data["artifacts"][0]["source"]["url"] = url
     message = refused(json.dumps(data).encode())
     assert "credentials" in message and "secret" not in message  # the refusal does not repeat the secret
+
+
+# Written by airlift at 53bf6b0 (before the record split), for conftest's hf_model() and path_tree():
+# what cache records and ingest markers on existing sites hold, and the content digests markers name.
+_OLD_RECORDS = {
+    "cabe078aa3c48de6b7291fd7502858cb402514fa15b5794519811c4c848c20f7": "hf_model",
+    "a5dbbbaa50e682d9eeb4846733372a76ad26fba52771f9b87120e96a893d98a1": "path_tree",
+}
+
+
+@pytest.mark.parametrize("digest", list(_OLD_RECORDS))
+def test_records_written_before_the_split_still_read_and_keep_their_content_digest(digest):
+    from airlift.bundle.manifest import FileArtifact, parse_artifact
+    from tests.fast import conftest
+
+    artifact = getattr(conftest, _OLD_RECORDS[digest])().artifact()
+    assert artifact.content_digest() == digest, "ingest markers on existing sites name this digest"
+    old_json = json.loads(artifact.model_dump_json()) | {"image": None, "signature": None}  # as the old model dumped it
+    again = parse_artifact(json.dumps(old_json))
+    assert isinstance(again, FileArtifact) and again == artifact and again.content_digest() == digest

@@ -23,7 +23,7 @@ from airlift.fetch.wheels import _pip_failed_on_network
 from airlift.oci.client import RegistryClient
 from airlift.util.errors import IntegrityError, ResourceError, TransientError, WorkError, is_transient
 from airlift.util.hashing import git_blob_hasher, git_blob_id
-from airlift.util.http import raise_for_status, resumable_get
+from airlift.util.http import client, raise_for_status, resumable_get, tls_context
 from airlift.util.net import with_transient_retries
 from airlift.util.proc import run
 
@@ -326,3 +326,20 @@ def test_git_blob_id_matches_git_hash_object(tmp_path, data):
         writer = HashingWriter(handle, git_blob_size=len(data))
         writer.write(data)
     assert writer.git_sha1 is not None and writer.git_sha1.hexdigest() == expected
+
+
+def test_every_client_verifies_tls_with_the_one_shared_context():
+    """One CA bundle load for all clients (a ranged download opens one per worker), and sharing it does not
+    loosen verification: certificates and host names are still checked, for hub and registry clients alike."""
+    import ssl
+
+    context = tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.get_ca_certs() or context.cert_store_stats()["x509_ca"] > 0, "no trust roots loaded"
+    hub, registry = client(), RegistryClient("registry.example.invalid")
+    try:
+        assert hub._transport._pool._ssl_context is context
+        assert registry._http._transport._pool._ssl_context is context
+    finally:
+        hub.close()
+        registry.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import stat
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from airlift.oci.auth import RegistryAuth, credentials_for, parse_challenge
 from airlift.testing.tokenserver import TokenServer
 from airlift.util.errors import InputError, WorkError
+from tests.fast.clients import credential_helper
 
 SECRET = "pw-that-must-not-show"
 
@@ -24,18 +24,7 @@ def _config(directory, body: dict):
 
 
 def _helper(directory, name: str, *, username: str = "bob"):
-    directory.mkdir(parents=True, exist_ok=True)
-    script = directory / f"docker-credential-{name}"
-    script.write_text(f"""#!/bin/sh
-[ "$1" = get ] || exit 1
-read -r server
-case "$server" in
-  *reg.example:5000*|https://index.docker.io/v1/) printf '{{"ServerURL":"%s","Username":"{username}","Secret":"{SECRET}"}}' "$server" ;;
-  *) echo "credentials not found in native keychain"; exit 1 ;;
-esac
-""")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return directory
+    return credential_helper(directory, name, servers="*reg.example:5000*|https://index.docker.io/v1/", username=username, secret=SECRET)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import os
 from airlift.bundle.store import BlobStore
 from airlift.fetch.plan import ArtifactPlan, Plan
 from airlift.oci.dedup import OCI_LAYER_GZIP, LayerBlob, LayerIndex, gzip_layer
+from airlift.util.names import Digest
 
 
 def _registry_image(store: BlobStore, layers: list[bytes], media_type: str) -> tuple[dict, dict, list[str]]:
@@ -153,7 +154,7 @@ def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(
     # The state an older version left: an unchecked registry claim, and an engine image's records built on it.
     import json
 
-    from airlift.bundle.manifest import Artifact
+    from airlift.bundle.manifest import parse_artifact
     from airlift.fetch import image
     from airlift.fetch.base import FetchContext, Resolved
     from airlift.fetch.cache import Cache
@@ -168,7 +169,7 @@ def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(
     manifest = store.put_bytes(json.dumps({"schemaVersion": 2, "config": {"digest": image_id, "size": config.size},
                                            "layers": [{"digest": f"sha256:{evil.sha256}", "size": evil.size}]}).encode())
     resolved = Resolved("images/app", "image", {"ref": "app:1", "from": "docker", "image_id": image_id, "repository": "library/app", "tag": "1", "platform": "linux/amd64"})
-    cache.save(resolved.cache_key, Artifact.model_validate({
+    cache.save(resolved.cache_key, parse_artifact({
         "id": "images/app", "kind": "image", "source": resolved.source.model_dump(mode="json", by_alias=True, exclude_none=True),
         "image": {"ref": "app:1", "digest": f"sha256:{manifest.sha256}", "platform": "linux/amd64", "media_type": "application/vnd.oci.image.manifest.v1+json",
                   "size": 1, "config": image_id, "layers": [f"sha256:{evil.sha256}"], "repository": "library/app", "tag": "1"},
@@ -185,5 +186,5 @@ def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(
     sound = store.put_bytes(json.dumps({"schemaVersion": 2, "config": {"digest": image_id, "size": config.size},
                                         "layers": [{"digest": f"sha256:{real.sha256}", "size": real.size}]}).encode())
     (cache.root / "engine" / f"{config.sha256}.json").write_text(json.dumps({"manifest": f"sha256:{sound.sha256}"}))
-    good = cached.model_copy(update={"image": cached.image.model_copy(update={"digest": f"sha256:{sound.sha256}"})})
+    good = cached.model_copy(update={"image": cached.image.model_copy(update={"digest": Digest(sound.sha256)})})
     assert image.still_sound(good, ctx)

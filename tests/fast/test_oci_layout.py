@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, Manifest, now_iso
+from airlift.bundle.manifest import Artifact, Manifest, now_iso, parse_artifact
 from airlift.bundle.oci_layout import DOCKER_MANIFEST, OCI_MANIFEST, REF_NAME, index_bytes, oci_form, ref_name
 from airlift.bundle.sharing import image_sharing
 from airlift.bundle.verify import verify_bundle
@@ -40,7 +40,7 @@ def _image(bundle: Bundle, ref: str, layers: list[bytes], *, docker_v2: bool = T
     if docker_v2:
         blobs.append(_put(bundle, oci_form(raw)))
     repository, _, tag = ref.partition("/")[2].rpartition(":")
-    return Artifact.model_validate({
+    return parse_artifact({
         "id": f"images/{ref}", "kind": "image", "blobs": blobs,
         "source": {"ref": ref, "from": "registry", "registry": ref.split("/")[0], "repository": repository, "tag": tag,
                    "digest": digest, "platform": "linux/amd64"},

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airlift.bundle.layout import Bundle
-from airlift.bundle.manifest import Artifact, Manifest, now_iso
+from airlift.bundle.manifest import Artifact, Manifest, now_iso, parse_artifact
 from airlift.config.site import Site
 from airlift.config.spec import Spec
 from airlift.fetch.mirror import (
@@ -27,8 +27,15 @@ from airlift.fetch.mirror import (
     plan_refresh,
 )
 from airlift.ingest.plan import plan_ingest
-from airlift.jobs.common import JobLedger, JobRecord, Submission, submit_in_order, wait_for_jobs
+from airlift.jobs.common import (
+    JobLedger,
+    JobRecord,
+    Submission,
+    submit_in_order,
+    wait_for_jobs,
+)
 from airlift.jobs.prefect import PrefectBackend, RunJobParameters, job_log_path, run_job_argv, run_job_process
+from airlift.jobs.sites import require_scheduler
 from airlift.util.errors import WorkError
 
 REGISTRY = "registry.internal:5000/mirror"
@@ -42,7 +49,7 @@ def image(ref: str, repository: str, tag: str | None, layers: list[str]) -> Arti
     """An image artifact as `airlift build` records it (layers named by label, hashed to digests)."""
     config, manifest = digest(f"{ref}-config"), digest(f"{ref}-manifest")
     blobs = [digest(layer) for layer in layers]
-    return Artifact.model_validate({
+    return parse_artifact({
         "id": f"images/{ref}", "kind": "image",
         "source": {"ref": ref, "from": "registry", "repository": repository, "tag": tag, "digest": manifest, "platform": "linux/amd64"},
         "image": {
@@ -55,7 +62,7 @@ def image(ref: str, repository: str, tag: str | None, layers: list[str]) -> Arti
 
 def model(artifact_id: str = "models/acme/tiny") -> Artifact:
     data = b"{}"
-    return Artifact.model_validate({
+    return parse_artifact({
         "id": artifact_id, "kind": "url", "layout": "tree",
         "source": {"url": "https://example.invalid/config.json"},
         "files": [{"path": "config.json", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
@@ -225,7 +232,7 @@ class FakePrefect:
         self.clock += seconds
 
     def backend(self, profile: Site) -> PrefectBackend:
-        return PrefectBackend(profile, trigger=self.trigger, read_state=self.read_state, sleep=self.sleep, clock=lambda: self.clock)
+        return PrefectBackend(require_scheduler(profile, source="site.yaml"), trigger=self.trigger, read_state=self.read_state, sleep=self.sleep, clock=lambda: self.clock)
 
 
 def prefect_site(root: Path) -> Site:

@@ -190,3 +190,36 @@ def test_a_record_that_does_not_fit_this_file_is_ignored(tmp_path, stand_in, sma
     blob = fetch_http.download(url, ctx, label="rec", etag=None, size=len(data), expected_sha256=None)
     assert ctx.cache.store.blob_path(blob.sha256).read_bytes() == data
     assert stand_in.content_bytes == len(data)
+
+
+def test_a_worker_waiting_for_a_buffer_holds_no_range(tmp_path, small_ranges):
+    """The invariant that keeps the window from deadlocking: a range is taken only with a buffer to fetch it.
+
+    Had a waiting worker taken its range first, the lowest range could wait for a buffer while every
+    buffer held a later range, which cannot be hashed (and give its buffer back) before the lowest one:
+    a 2 GiB layer over 8 connections hung so, every worker waiting in `_next`.
+    """
+    import threading
+
+    job = ranged._Job(tmp_path / "blob-r", 4 * RANGE, None, open_stream=None, url="http://127.0.0.1:9/x", label="blob",
+                      check=lambda *_: None, attempts=1, on_bytes=None, git_blob_size=None)
+    job._todo, job._untaken = iter(range(job.count)), job.count
+    job._capacity = job._allocated = 2  # every buffer is out, holding later ranges
+    taken: list[tuple[int, bytearray] | None] = []
+    waiter = threading.Thread(target=lambda: taken.append(job._next()), daemon=True)
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive(), "with no buffer free, a worker waits"
+    assert next(job._todo) == 0, "the waiting worker has taken no range: range 0 is still there for whoever has a buffer"
+    job._untaken -= 1  # (taken by the test, as a worker with a buffer would)
+    buffer = bytearray(RANGE)
+    with job._cond:
+        job._free.append(buffer)
+        job._cond.notify_all()
+    waiter.join(timeout=5)
+    assert taken == [(1, buffer)]
+    # With no range left, a worker stops at once, buffer or not (it holds a host slot another file could use).
+    job._untaken, job._allocated, job._free = 0, 2, []
+    started = time.monotonic()
+    assert job._next() is None and time.monotonic() - started < 1
+    os.close(job.fd)

@@ -12,10 +12,11 @@ import uuid
 
 import pytest
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import parse_artifact
 from airlift.ingest.s3 import upload_artifact
 from airlift.util import s3 as s3_util
 from airlift.util.errors import InputError
+from tests.fast.clients import object_sha256, pending_upload
 
 PART = 5 << 20
 
@@ -24,16 +25,6 @@ def pseudo_random(size: int, seed: int) -> bytes:
     import random
 
     return random.Random(seed).randbytes(size)
-
-
-def _pending(s3, bucket: str, key: str) -> tuple[str, dict[int, int]] | None:
-    """The pending multipart upload of `key` (its id and its parts' sizes), if any."""
-    uploads = [u for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []) if u["Key"] == key]
-    if not uploads:
-        return None
-    upload_id = uploads[0]["UploadId"]
-    parts = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
-    return upload_id, {p["PartNumber"]: p["Size"] for p in parts}
 
 
 def _local_blob(s3, tmp_path, *, size: int, seed: int, name: str = "blob"):
@@ -58,14 +49,6 @@ def _cut_create(s3, **upload) -> None:
             s3_util.upload_file_resumable(s3, **upload)
     finally:
         s3.meta.events.unregister("after-call.s3.CreateMultipartUpload", crash)
-
-
-def _object_sha256(s3, bucket: str, key: str) -> str:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    digest = hashlib.sha256()
-    while chunk := body.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -98,7 +81,7 @@ def test_resume_lists_parts_page_by_page_and_resends_missing_and_wrong_sized_one
     with pytest.raises(ConnectionAbortedError):
         s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir)
     s3.meta.events.unregister("provide-client-params.s3.UploadPart", crash)
-    upload_id, parts = _pending(s3, bucket, "k")
+    upload_id, parts = pending_upload(s3, bucket, "k")
     assert parts == {1: PART, 3: PART}
     # Part 3 at S3 now has the wrong size (as if another writer had sent garbage): it must be sent again.
     s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=3, Body=b"x" * (PART + 7))
@@ -116,7 +99,7 @@ def test_resume_lists_parts_page_by_page_and_resends_missing_and_wrong_sized_one
     assert got == len(data) - PART  # everything but part 1
     assert sum(progress) == len(data)  # part 1 is reported as done at the start
     assert len(listings) >= 2, "list_parts was not paginated"
-    assert _object_sha256(s3, bucket, "k") == blob
+    assert object_sha256(s3, bucket, "k") == blob
     assert s3.head_object(Bucket=bucket, Key="k")["Metadata"]["sha256"] == blob
     assert not list(state_dir.iterdir())
 
@@ -134,7 +117,7 @@ def test_a_create_cut_before_its_upload_id_was_recorded_leaves_no_pending_upload
 
     pending = [(u["Key"], u["UploadId"]) for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
     assert pending == [("k2", other)]
-    assert _object_sha256(s3, bucket, "k") == blob
+    assert object_sha256(s3, bucket, "k") == blob
     assert not list(state_dir.iterdir())
 
 
@@ -153,7 +136,7 @@ def test_a_cut_create_does_not_block_the_rerun_when_pending_uploads_cannot_be_li
         assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="k", sha256=blob, part_size=PART, state_dir=state_dir) == len(data)
     finally:
         s3.meta.events.unregister("before-call.s3.ListMultipartUploads", denied)
-    assert _object_sha256(s3, bucket, "k") == blob
+    assert object_sha256(s3, bucket, "k") == blob
     assert "cannot list pending uploads (AccessDenied)" in caplog.text
 
 
@@ -163,7 +146,7 @@ def test_small_files_are_one_put_with_the_sha256(s3, tmp_path):
     assert s3_util.upload_file_resumable(s3, path=path, bucket=bucket, key="s", sha256=blob, part_size=PART, state_dir=tmp_path / "st") == len(data)
     assert sent == [] and not (tmp_path / "st").exists()
     assert s3_util.has_object(s3, bucket=bucket, key="s", size=len(data), sha256=blob)
-    assert _object_sha256(s3, bucket, "s") == blob
+    assert object_sha256(s3, bucket, "s") == blob
 
 
 def test_ingest_upload_resumes_a_killed_multipart_upload(s3, tmp_path, monkeypatch):
@@ -172,7 +155,7 @@ def test_ingest_upload_resumes_a_killed_multipart_upload(s3, tmp_path, monkeypat
     data = pseudo_random(2 * PART + 5, 13)  # 3 parts
     blob = hashlib.sha256(data).hexdigest()
     (tmp_path / blob).write_bytes(data)
-    artifact = Artifact.model_validate({
+    artifact = parse_artifact({
         "id": "files/big.bin", "kind": "url", "layout": "file",
         "source": {"url": "https://files.example.invalid/big.bin", "sha256": blob},
         "files": [{"path": "big.bin", "size": len(data), "sha256": blob}],
@@ -192,7 +175,7 @@ def test_ingest_upload_resumes_a_killed_multipart_upload(s3, tmp_path, monkeypat
     report = upload_artifact(s3, bucket=bucket, prefix="p", artifact=artifact, blob_path=lambda d: tmp_path / d, state_dir=tmp_path / "st")
 
     assert sorted(sent) == [2, 3] and report.uploaded == 1
-    assert _object_sha256(s3, bucket, "p/files/big.bin") == blob
+    assert object_sha256(s3, bucket, "p/files/big.bin") == blob
     again = upload_artifact(s3, bucket=bucket, prefix="p", artifact=artifact, blob_path=lambda d: tmp_path / d, state_dir=tmp_path / "st")
     assert (again.skipped, again.uploaded, sorted(sent)) == (1, 0, [2, 3])
 

@@ -11,6 +11,7 @@ import pytest
 
 from airlift.config.site import Site
 from airlift.config.spec import Spec
+from airlift.jobs.sites import JobSite, require_scheduler
 from airlift.jobs.slurm import render_sbatch, sbatch_argv
 
 ROOT = "/gpfs/airgap"
@@ -51,13 +52,13 @@ def make_spec(tmp_path: Path, command: list[str] | None = None) -> Spec:
     })
 
 
-def make_site(runtime: str, root: str = ROOT) -> Site:
-    return Site.model_validate({
+def make_site(runtime: str, root: str = ROOT) -> JobSite:
+    return require_scheduler(Site.model_validate({
         "shared_root": root,
         "registry": {"url": "registry.internal:5000/mirror"},
         "docker": {"host": "unix:///var/run/docker.sock"},
         "slurm": {"partition": "batch", "account": "ml", "container_runtime": runtime},
-    })
+    }), source="site.yaml")
 
 
 def render(tmp_path: Path, runtime: str, *, job: str = "train", root: str = ROOT, command: list[str] | None = None) -> str:

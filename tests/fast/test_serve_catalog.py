@@ -14,10 +14,8 @@ from airlift.serve.server import build_app
 from airlift.util.errors import InputError
 from tests.fast.conftest import (
     HF_COMMIT,
-    build_bundle,
-    git_artifact,
+    git_repo_bundle,
     hf_model,
-    make_git_bundle,
     make_wheel,
     make_writable,
     sha256,
@@ -160,8 +158,7 @@ def test_app_hf_api(catalog):
 def test_app_git_dumb_http_from_a_bundle(tmp_path, monkeypatch):
     # Catalog.open builds the bare repos under the temp dir: keep them inside this test's tmp.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    repo = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(repo)])
+    repo, built = git_repo_bundle(tmp_path)
     client = TestClient(build_app(Catalog.open(built.root)))
     refs = client.get("/git/tool.git/info/refs")
     assert refs.status_code == 200

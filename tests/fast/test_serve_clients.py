@@ -14,9 +14,8 @@ from airlift.serve.server import build_app
 from tests.fast.conftest import (
     HF_COMMIT,
     build_bundle,
-    git_artifact,
+    git_repo_bundle,
     hf_model,
-    make_git_bundle,
     make_wheel,
     run,
     serving,
@@ -39,8 +38,7 @@ def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_git_clone_over_dumb_http(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the catalog's bare repos stay in this test's tmp
-    repo = make_git_bundle(tmp_path)
-    built = build_bundle(tmp_path / "bundle", [git_artifact(repo)])
+    repo, built = git_repo_bundle(tmp_path)
     with serving(build_app(Catalog.open(built.root))) as url:
         run(["git", "clone", "-q", f"{url}/git/tool.git", str(tmp_path / "checkout")], env=client_env(tmp_path, GIT_ALLOW_PROTOCOL="http"), inherit=False)
     checkout = tmp_path / "checkout"

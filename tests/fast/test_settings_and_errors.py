@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airlift.bundle.manifest import Artifact
+from airlift.bundle.manifest import parse_artifact
 from airlift.config.site import RegistryTarget
 from airlift.fetch import ngc
 from airlift.fetch.base import FetchContext
@@ -130,7 +130,7 @@ def test_a_manifest_put_answered_with_another_digest_fails_the_push(monkeypatch,
     raw = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
     digest = hashlib.sha256(raw).hexdigest()
     (tmp_path / digest).write_bytes(raw)
-    artifact = Artifact.model_validate({
+    artifact = parse_artifact({
         "id": "images/acme/app:1", "kind": "image",
         "source": {"ref": "acme/app:1", "from": "registry", "registry": "docker.io", "repository": "acme/app", "tag": "1", "digest": f"sha256:{digest}", "platform": "linux/amd64"},
         "files": [{"path": f"sha256:{digest}", "size": len(raw), "sha256": digest}],

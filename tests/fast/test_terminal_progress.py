@@ -72,3 +72,32 @@ def test_the_bar_ends_before_the_summary_and_the_cursor_returns_also_on_ctrl_c(t
     assert code == 130, out
     assert "\x1b[?25l" in out
     assert out.rfind("\x1b[?25h") > out.rfind("\x1b[?25l"), f"the cursor stays hidden: {out[-300:]!r}"
+
+
+def test_progress_from_worker_threads_makes_one_artifact_in_the_task_context(monkeypatch):
+    """Range and file workers report bytes from threads without Prefect's run context: the artifact is made
+    in the creating task's context (so it names its task run), once, and then updated."""
+    import contextvars
+    import threading
+
+    from airlift_tasks import common
+
+    run_id = contextvars.ContextVar("run_id", default=None)
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(common, "create_progress_artifact", lambda **kw: calls.append(("create", run_id.get())) or "artifact-1")
+    monkeypatch.setattr(common, "update_progress_artifact", lambda **kw: calls.append(("update", kw["artifact_id"], run_id.get())))
+
+    def in_task() -> common.ProgressLog:
+        run_id.set("task-run-7")
+        return common.ProgressLog("fetch files/big", 100, every=0)
+
+    progress = contextvars.copy_context().run(in_task)
+    workers = [threading.Thread(target=progress, args=(10,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    progress(10)  # a last report after the workers, from a thread with no task context either
+    assert calls[0] == ("create", "task-run-7"), calls
+    assert all(call[1:] == ("artifact-1", "task-run-7") for call in calls[1:]), calls
+    assert [c[0] for c in calls].count("create") == 1

@@ -23,12 +23,13 @@ def _dicts(value: Any) -> list[dict]:
 
 
 def _file_hashes(component: dict) -> Iterable[tuple[str, str]]:
-    """(bom-ref, SHA-256) of each file child of an artifact's component."""
+    """(bom-ref, SHA-256) of each file child of an artifact's component; a claim of other types is kept,
+    as text, so it is reported as not in the manifest rather than passed over."""
     for child in _dicts(component.get("components")):
         for entry in _dicts(child.get("hashes")):
             ref, content = child.get("bom-ref", ""), entry.get("content", "")
-            if entry.get("alg") == "SHA-256" and isinstance(ref, str) and isinstance(content, str):
-                yield ref, content
+            if entry.get("alg") == "SHA-256":
+                yield (ref if isinstance(ref, str) else f"<{type(ref).__name__}>", content if isinstance(content, str) else repr(content)[:64])
 
 
 def sbom_problems(data: bytes, manifest: Manifest) -> list[str]:

@@ -122,7 +122,7 @@ class BlobStore:
 
     # -- lookup -----------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
-        if not SHA256_RE.match(sha256):
+        if not SHA256_RE.fullmatch(sha256):  # not match: `$` also matches before a final newline
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.blobs_dir / sha256
 

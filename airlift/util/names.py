@@ -37,7 +37,7 @@ class Digest(str):
 
     def __new__(cls, value: str) -> Digest:
         text = value if value.startswith(cls.PREFIX) else cls.PREFIX + value
-        if not _DIGEST.match(text):
+        if not _DIGEST.fullmatch(text):  # fullmatch: `$` would also let a final newline through
             raise ValueError(f"{value!r} is not a sha256 digest")
         return super().__new__(cls, text)
 

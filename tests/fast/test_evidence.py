@@ -183,6 +183,8 @@ def test_an_sbom_of_wrong_json_types_is_a_problem_named_never_an_exception(tmp_p
         {**good, "components": [{**component, "components": [{"bom-ref": 3, "hashes": [{"alg": "SHA-256", "content": 9}]}]}]},
         {**good, "components": [{**component, "components": [{"bom-ref": "x", "hashes": "nope"}]}]},
         {**good, "components": [{**component, "version": {"not": "a string"}}]},
+        # an extra SHA-256 claim whose bom-ref is no string: reported, not passed over
+        {**good, "components": [{**component, "components": [*component["components"], {"bom-ref": 7, "hashes": [{"alg": "SHA-256", "content": "f" * 64}]}]}]},
     ]
     for doc in odd_documents:
         data = json.dumps(doc).encode()

@@ -188,3 +188,20 @@ def test_a_cached_engine_image_record_built_on_an_unchecked_claim_is_not_reused(
     (cache.root / "engine" / f"{config.sha256}.json").write_text(json.dumps({"manifest": f"sha256:{sound.sha256}"}))
     good = cached.model_copy(update={"image": cached.image.model_copy(update={"digest": Digest(sound.sha256)})})
     assert image.still_sound(good, ctx)
+
+
+def test_a_digest_with_a_trailing_newline_is_refused_everywhere():
+    """`$` in a regex also matches before a final newline: a registry's `sha256:<hex>\\n` diff_id must not
+    become a layer-index file name with a control character in it (nor a blob name)."""
+    from pathlib import Path
+
+    import pytest
+
+    from airlift.bundle.store import BlobStore
+
+    hexdigest = "a" * 64
+    for bad in (f"sha256:{hexdigest}\n", f"{hexdigest}\n"):
+        with pytest.raises(ValueError):
+            Digest(bad)
+    with pytest.raises(ValueError):
+        BlobStore(Path("/nonexistent")).blob_path(f"{hexdigest}\n")

@@ -165,8 +165,9 @@ class Workspace:
         return result
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The command as a process of its own (no warm runner): kill trials signal and measure its pid."""
         return subprocess.Popen(
-            [*self.program, *args], cwd=self.root, env={**self.env, **(extra_env or {})},
+            [*self.program, *args], cwd=self.root, env={**self.env, "AIRLIFT_WARM_RUNNER": "0", **(extra_env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 

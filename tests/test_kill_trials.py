@@ -50,7 +50,8 @@ def _plan(phases: dict[str, int], seed: int) -> list[tuple[str, int]]:
 def _kill_in(ws, args: list[str], *, phase: str, point: int, tag: str, extra_env: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Run `airlift ARGS` until it stops at `point` of `phase`, SIGKILL it there; the units then open."""
     log = ws.root / f"phases-{tag}.log"
-    env = {**ws.env, **(extra_env or {}), LOG_ENV: str(log), STOP_ENV: f"{phase}:{point}"}
+    # A process of its own (no warm runner): the stop and the kill are observed and sent by its pid.
+    env = {**ws.env, **(extra_env or {}), LOG_ENV: str(log), STOP_ENV: f"{phase}:{point}", "AIRLIFT_WARM_RUNNER": "0"}
     with open(ws.root / f"out-{tag}.log", "w+") as out:
         proc = subprocess.Popen([AIRLIFT, *args], cwd=ws.root, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 240

@@ -28,7 +28,10 @@ def flow(name: str, *, verbose: bool) -> Any:
     """
     from airlift.cli.server import use_embedded_server
 
+    prefect_loaded = "prefect" in sys.modules  # a warm runner's worker (cli/warm.py) has it imported already
     mode = use_embedded_server()  # before Prefect is imported: its settings are read at import
+    if prefect_loaded:
+        _reread_prefect_settings()
     from airlift_flows._util import configure_console
 
     chosen = _FLOWS[name]()
@@ -39,6 +42,17 @@ def flow(name: str, *, verbose: bool) -> Any:
     if mode == "ephemeral":  # its API server dies with this process: there is no UI to link to
         return chosen
     return chosen.with_options(on_running=[*chosen.on_running_hooks, _announce_run])
+
+
+def _reread_prefect_settings() -> None:
+    """Make an already imported Prefect read this process's environment and streams again: its settings
+    context and its logging handlers were made from the warm runner's, before the command's arrived."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging import configuration
+
+    refresh_global_settings_context()
+    configuration.PROCESS_LOGGING_CONFIG.clear()
+    configuration.setup_logging()
 
 
 _PROCESS_SETTINGS = contextlib.ExitStack()  # entered for the life of the CLI process, never exited

@@ -166,7 +166,10 @@ class EmbeddedServer:
         raise WorkError(f"the local Prefect server did not answer within {START_TIMEOUT:.0f}s; see {self.log_path}")
 
     def stop(self) -> bool:
-        """Stop the server and forget it; False when none was running."""
+        """Stop the server and forget it, and this home's warm runners (cli/warm.py); False when no server ran."""
+        from airlift.cli.warm import stop_runners
+
+        stop_runners(self.home)
         with self._locked():
             state = self.state()
             if state is None:

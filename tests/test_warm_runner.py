@@ -1,0 +1,140 @@
+"""The warm runner (airlift/cli/warm.py): commands run in a worker forked from a runner that has Prefect
+imported, answer exactly as a process of their own would, die with their client, and never run for a
+client in another network namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from airlift.util.phase import LOG_ENV
+from tests.conftest import AIRLIFT
+from tests.fixtures import add_model
+
+
+def _live_runner(ws, timeout: float = 180.0) -> int:
+    """The pid of this workspace's runner once it answers (a first command starts it)."""
+    directory = Path(ws.env["AIRLIFT_HOME"]) / "runner"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sock in directory.glob("*.sock"):
+            pid_file = sock.with_suffix(".pid")
+            if pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
+                return int(pid_file.read_text())
+        time.sleep(0.2)
+    pytest.fail(f"no warm runner answered in {directory}: {(directory / 'runner.log').read_text() if (directory / 'runner.log').exists() else ''}")
+
+
+def _worker_pids(log: Path) -> set[int]:
+    return {int(line.split()[2]) for line in log.read_text().splitlines()} if log.exists() else set()
+
+
+def _warm(ws, *args: str, extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, set[int]]:
+    """`airlift ARGS` through the runner, with the pids that did its work (from the phase log)."""
+    log = ws.root / f"phases-{time.monotonic_ns()}.log"
+    proc = ws.run(*args, expect=None, extra_env={LOG_ENV: str(log), **(extra_env or {})})
+    return proc, _worker_pids(log)
+
+
+def test_commands_run_in_a_forked_worker_and_answer_as_their_own_process_would(ws, hub):
+    add_model(hub, "acme/warm-model", weights_size=300_000, seed=71)
+    spec = ws.write("w.yaml", "name: w\nmodels:\n  - hf: acme/warm-model\n")
+    ws.run("build", str(spec), "--out", "first")  # starts the runner (if none is up), runs in this process
+    runner = _live_runner(ws)
+
+    built, pids = _warm(ws, "build", str(spec), "--out", "bundle")
+    assert built.returncode == 0, built.stderr
+    assert pids and runner not in pids and all(Path(f"/proc/{pid}").exists() is False for pid in pids), pids
+    assert "1 artifacts" in built.stdout
+
+    warm = ws.json("verify", "bundle")
+    cold = ws.json("verify", "bundle", extra_env={"AIRLIFT_WARM_RUNNER": "0"})
+    volatile = {"checked_at", "receipts"}
+    assert {k: v for k, v in warm.items() if k not in volatile} == {k: v for k, v in cold.items() if k not in volatile}
+
+    # Exit codes and messages: bad input (2) and failed work (1), as a cold run gives them.
+    for args, code in ((["verify", "missing-bundle"], 2), (["build", str(ws.write("bad.yaml", "name: [\n")), "--out", "x"], 2)):
+        warm_run = ws.run(*args, expect=code)
+        cold_run = ws.run(*args, expect=code, extra_env={"AIRLIFT_WARM_RUNNER": "0"})
+        assert (warm_run.stdout, warm_run.stderr) == (cold_run.stdout, cold_run.stderr)
+    (ws.root / "bundle" / "SHA256SUMS").write_text("0" * 64 + "  manifest.json\n")
+    broken = ws.run("verify", "bundle", expect=1)
+    assert broken.stderr == ws.run("verify", "bundle", expect=1, extra_env={"AIRLIFT_WARM_RUNNER": "0"}).stderr
+
+    # The worker takes each client's own environment: a hub address that changed between commands.
+    moved = ws.run("build", str(spec), "--out", "again", "--refresh", expect=None, extra_env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert moved.returncode == 1 and "127.0.0.1:9" in moved.stderr, moved.stderr
+
+
+def test_the_runner_keeps_no_secret_and_its_socket_is_private(ws, hub):
+    add_model(hub, "acme/warm-secret", weights_size=10_000, seed=72)
+    spec = ws.write("s.yaml", "name: s\nmodels:\n  - hf: acme/warm-secret\n")
+    token = "hf_warmrunnersecret0123456789"
+    ws.run("build", str(spec), "--out", "a", extra_env={"HF_TOKEN": token})
+    runner = _live_runner(ws)
+    _, pids = _warm(ws, "build", str(spec), "--out", "b", extra_env={"HF_TOKEN": token, "AIRLIFT_CACHE": str(ws.root / "c2")})
+    assert pids and runner not in pids
+    directory = Path(ws.env["AIRLIFT_HOME"]) / "runner"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for sock in directory.glob("*.sock"):
+        assert stat.S_ISSOCK(sock.lstat().st_mode) and stat.S_IMODE(sock.lstat().st_mode) == 0o600
+    assert token.encode() not in Path(f"/proc/{runner}/environ").read_bytes()
+    for path in directory.iterdir():
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+
+
+def test_a_client_killed_mid_download_takes_its_worker_with_it_and_a_rerun_completes(ws, hub):
+    payload = add_model(hub, "acme/warm-kill", weights_size=6_000_000, seed=73)
+    spec = ws.write("k.yaml", "name: k\nmodels:\n  - hf: acme/warm-kill\n")
+    ws.run("plan", str(spec))  # starts the runner if none is up
+    _live_runner(ws)
+    hub.set_faults(bytes_per_second=400_000)  # ~15 s of download: the kill lands inside it
+    log = ws.root / "phases-kill.log"
+    client = subprocess.Popen([AIRLIFT, "build", str(spec), "--out", "bundle"], cwd=ws.root, env={**ws.env, LOG_ENV: str(log)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "start download" in log.read_text()):
+        assert client.poll() is None and time.monotonic() < deadline, "the build never began its download"
+        time.sleep(0.05)
+    worker = next(iter(_worker_pids(log)))
+    assert worker != client.pid
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and Path(f"/proc/{worker}/stat").read_text().split(")")[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the worker outlived its killed client"
+        time.sleep(0.05)
+    assert "end download" not in log.read_text(), "the kill must land mid-download"
+    hub.set_faults()
+    ws.run("build", str(spec), "--out", "bundle")
+    manifest = json.loads((ws.root / "bundle" / "manifest.json").read_text())
+    assert any(f["sha256"] == payload for a in manifest["artifacts"] for f in a.get("files", [])) or manifest["artifacts"]
+
+
+def test_a_client_in_another_network_namespace_is_refused_and_runs_offline_itself(ws, hub):
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.fail("unshare -n is not available: this test needs a network namespace")
+    data = ws.root / "data.bin"
+    data.write_bytes(os.urandom(100_000))
+    spec = ws.write("n.yaml", f"name: n\ndatasets:\n  - path: {data}\n")
+    ws.run("build", str(spec), "--out", "bundle")
+    runner = _live_runner(ws)
+    log = ws.root / "phases-ns.log"
+    # The runner has a network and the client has none: a worker forked for it would have one.
+    script = f'ip link set lo up && exec "$0" verify bundle --json'
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", script, AIRLIFT], cwd=ws.root, capture_output=True, text=True,
+                          env={**ws.env, LOG_ENV: str(log)}, timeout=600)
+    # An air-gapped verify finds no embedded server reachable?  It starts one on its own loopback.
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["blobs_checked"] >= 1
+    assert runner not in _worker_pids(log)
+    net = os.readlink(f"/proc/{runner}/ns/net")
+    assert net == os.readlink("/proc/self/ns/net")

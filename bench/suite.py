@@ -32,14 +32,17 @@ FILES = int(os.environ.get("BENCH_FILES", "8"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 TARGETS = {  # figure -> (comparison, target); "x" = times faster than the baseline, "of" = times the baseline
     "build": {1: 8.0, 10: 12.0}, "verify": {1: 1.5, 10: 4.0}, "transfer": {1: 1.0, 10: 1.5},
-    "noop": 3.0, "rss": 300.0, "flow_cli": 2.5, "inspect": 1.2,
+    "noop": 3.0, "rss": 300.0, "flow_cli": 2.5, "inspect": 1.2, "noop_warm": 1.5,
 }
+COLD = {"AIRLIFT_WARM_RUNNER": "0"}  # a process of its own: wait4's ru_maxrss is the command's own peak
 
 
 def env() -> dict[str, str]:
-    """The CLI's default environment: no PREFECT_API_URL, so the embedded server under AIRLIFT_HOME."""
+    """The CLI's default environment (no PREFECT_API_URL, so the embedded server under AIRLIFT_HOME), with
+    every command in a process of its own: a warm runner's client (airlift/cli/warm.py) is a few MB, and
+    wait4 would report its peak, not the worker's. `fixed_cost` measures the warm runner beside that."""
     out = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "AIRLIFT_PREFECT", "PREFECT_HOME")}
-    out.update(AIRLIFT_HOME=str(ROOT / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    out.update(AIRLIFT_HOME=str(ROOT / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", **COLD)
     return out
 
 
@@ -108,6 +111,31 @@ def startup(results: list[dict]) -> None:
            baseline='python -c "import prefect"', baseline_s=base, ratio=insp / base, target=TARGETS["inspect"], better="lower")
 
 
+def fixed_cost(results: list[dict]) -> None:
+    """A no-op rebuild of a tiny bundle through the warm runner (the default), beside the same command in a
+    process of its own (AIRLIFT_WARM_RUNNER=0), interleaved. Run after `startup`, whose bundle it reuses."""
+    work = ROOT / "tiny"
+    spec, bundle, cache = work / "spec.yaml", work / "bundle", {"AIRLIFT_CACHE": str(work / "cache")}
+    argv = [AIRLIFT, "build", str(spec), "--out", str(bundle)]
+    default = {"AIRLIFT_WARM_RUNNER": "1", **cache}
+    timed(argv, extra=default)  # starts this environment's runner, detached
+    sockets = ROOT / "home" / "runner"
+    deadline = time.monotonic() + 120
+    while not list(sockets.glob("*.sock")):
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: no warm runner came up in {sockets}")
+        time.sleep(0.2)
+    for _ in range(2):
+        timed(argv, extra=default)
+    warm_s, cold_s = [], []
+    for _ in range(REPEAT):
+        warm_s.append(timed(argv, extra=default)[0])
+        cold_s.append(timed(argv, extra={**COLD, **cache})[0])
+    warm, cold = statistics.median(warm_s), statistics.median(cold_s)
+    figure(results, id="noop_warm", size_gib=0, label=f"no-op rebuild of a tiny bundle, warm runner (median of {REPEAT})", seconds=warm,
+           baseline="a process of its own", baseline_s=cold, ratio=warm, target=TARGETS["noop_warm"], better="lower", unit="s")
+
+
 def one_size(results: list[dict], gib: int) -> None:
     work = ROOT / f"size-{gib}"
     shutil.rmtree(work, ignore_errors=True)
@@ -170,6 +198,7 @@ def main() -> None:
     started = time.time()
     try:
         startup(results)
+        fixed_cost(results)
         download.run(results, root=ROOT, timed=timed, figure=figure, env=env, airlift=AIRLIFT)
         for gib in sizes:
             one_size(results, gib)

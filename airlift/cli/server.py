@@ -167,7 +167,7 @@ class EmbeddedServer:
 
     def stop(self) -> bool:
         """Stop the server and forget it, and this home's warm runners (cli/warm.py); False when no server ran."""
-        from airlift.cli.warm import stop_runners
+        from airlift.cli.warm_runner import stop_runners
 
         stop_runners(self.home)
         with self._locked():

@@ -45,24 +45,41 @@ FLOW_COMMANDS = frozenset({"plan", "build", "verify", "mirror-refresh", "submit"
                            "pack", "unpack", "export", "inventory", "ingest"})
 MAX_REQUEST = 4 << 20
 _HEADER = struct.Struct("!I")
+# What the runner keeps and is keyed by: what the interpreter, the loader, OpenSSL and Prefect's import read
+# before a command arrives (a CA bundle's path is read into Prefect's settings defaults at import).
 _KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "AIRLIFT_HOME",
-                   "XDG_DATA_HOME", "DO_NOT_TRACK"})
-_KEEP_PREFIXES = ("LC_", "PYTHON", "PREFECT_")
+                   "XDG_DATA_HOME", "DO_NOT_TRACK", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+                   "CURL_CA_BUNDLE", "OPENSSL_CONF", "OPENSSL_MODULES", "LD_LIBRARY_PATH", "LD_PRELOAD", "TERM",
+                   "NO_COLOR", "COLUMNS", "CI", "PREFECT_HOME", "PREFECT_PROFILES_PATH"})
+_KEEP_PREFIXES = ("LC_", "PYTHON")
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "CREDENTIAL")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_NAMESPACES = ("net", "mnt", "pid", "user", "ipc", "uts", "cgroup", "time")
+_STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
+                  "Seccomp_filters")
+_SO_PEERPIDFD = 77  # Linux 6.5+: a pidfd of the peer, so a recycled pid cannot stand in for it
+
+
 # -- shared by both ends -------------------------------------------------------------------------------
 def runner_env(env: dict[str, str]) -> dict[str, str]:
-    """The part of an environment a runner process may keep and is keyed by: no secrets."""
+    """The part of an environment a runner process may keep and is keyed by: no secrets. Prefect's other
+    settings (which can hold an API key, custom headers or a database URL without a telling name) stay out:
+    each worker re-reads them from its client's environment (cli/compose.py `_reread_prefect_settings`)."""
     return {k: v for k, v in env.items()
             if (k in _KEEP or k.startswith(_KEEP_PREFIXES)) and not any(word in k for word in _SECRET_WORDS)}
 
 
 def fingerprint(env: dict[str, str]) -> str:
-    """What a runner must share with its clients: interpreter, import path contents and environment."""
+    """What a runner must share with its clients: interpreter, installed packages and environment.
+
+    Only the interpreter's own import directories count (pip install/upgrade touches site-packages); a
+    script's directory or an editable checkout changes whenever a file is made there, and the worker
+    imports airlift's own modules fresh after the fork anyway (the runner preloads only Prefect's)."""
     facts: list[str] = [sys.executable, sys.version, str(os.getuid())]
-    for entry in [*sys.path, str(Path(__file__).parent.parent)]:
-        with contextlib.suppress(OSError):
-            facts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")  # pip install/upgrade touches site-packages
+    for entry in sys.path:
+        if entry and entry.startswith((sys.prefix, sys.base_prefix)):
+            with contextlib.suppress(OSError):
+                facts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
     for own in (Path(__file__), Path(__file__).with_name("warm_runner.py"), Path(__file__).parent.parent / "__init__.py"):
         facts.append(f"{own}:{own.stat().st_mtime_ns}")
     facts.extend(f"{k}={v}" for k, v in sorted(runner_env(env).items()))
@@ -104,29 +121,81 @@ def send_message(conn: socket.socket, message: dict, fds: list[int] | None = Non
 
 
 def recv_message(conn: socket.socket, *, maxfds: int = 0) -> tuple[dict | None, list[int]]:
-    """One message (and the descriptors sent with it); None at end of stream."""
+    """One message (and the descriptors sent with it); None at end of stream.
+
+    Reads exactly its header and then exactly its body, never past it: the next message (a worker's
+    status right behind its pid) may already be waiting on the stream."""
     buffer, fds = b"", []
     if maxfds:
-        buffer, fds, _flags, _addr = socket.recv_fds(conn, 65536, maxfds)
+        buffer, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, maxfds)
     while len(buffer) < _HEADER.size:
-        chunk = conn.recv(65536)
+        chunk = conn.recv(_HEADER.size - len(buffer))
         if not chunk:
             return None, fds
         buffer += chunk
-    (length,) = _HEADER.unpack_from(buffer)
+    (length,) = _HEADER.unpack(buffer)
     if length > MAX_REQUEST:
         raise ValueError(f"message of {length} bytes")
-    while len(buffer) < _HEADER.size + length:
-        chunk = conn.recv(min(65536, _HEADER.size + length - len(buffer)))
+    body = b""
+    while len(body) < length:
+        chunk = conn.recv(min(65536, length - len(body)))
         if not chunk:
             return None, fds
-        buffer += chunk
-    return json.loads(buffer[_HEADER.size:_HEADER.size + length]), fds
+        body += chunk
+    return json.loads(body), fds
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
     pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     return pid, uid, gid
+
+
+def _status_lines(pid: int | str) -> list[str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return sorted(line for line in lines if line.split(":", 1)[0] in _STATUS_FIELDS)
+
+
+def process_facts(pid: int | str) -> list[str]:
+    """What a forked worker inherits from the runner rather than from its client: both ends compare them."""
+    proc = f"/proc/{pid}"
+    facts = [f"{ns}={os.readlink(f'{proc}/ns/{ns}')}" for ns in _NAMESPACES]
+    root = os.stat(f"{proc}/root")
+    facts.append(f"root={root.st_dev}:{root.st_ino}")
+    facts.append(Path(f"{proc}/cgroup").read_text())
+    facts.append(Path(f"{proc}/oom_score_adj").read_text())
+    facts.append(Path(f"{proc}/limits").read_text())
+    with contextlib.suppress(OSError):  # the LSM label (AppArmor, SELinux), where one is loaded
+        facts.append(Path(f"{proc}/attr/current").read_text())
+    facts.extend(_status_lines(pid))
+    target = 0 if pid == "self" else int(pid)
+    facts.append(f"cpus={sorted(os.sched_getaffinity(target))}")
+    facts.append(f"nice={os.getpriority(os.PRIO_PROCESS, target)}")
+    return facts
+
+
+def confined() -> bool:
+    """True under a seccomp filter or no_new_privs (so possibly Landlock): what such a filter allows is not
+    observable from /proc, so a runner can never prove it carries the same one; the command runs cold."""
+    status = dict(line.split(":\t", 1) for line in _status_lines("self"))
+    return status.get("Seccomp", "0").strip() != "0" or status.get("NoNewPrivs", "0").strip() != "0"
+
+
+def peer_facts(conn: socket.socket) -> tuple[int, int, list[str]]:
+    """(pid, uid, process facts) of the process at the other end, read while it provably still is that
+    process: through its pidfd where the kernel gives one, so a pid recycled after it exited cannot pass."""
+    pid, uid, _gid = peer_credentials(conn)
+    try:
+        pidfd = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+    except OSError:
+        pidfd = -1
+    try:
+        facts = process_facts(pid)
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, 0)  # ProcessLookupError (an OSError) once the peer has exited
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return pid, uid, facts
 
 
 def resource_limits() -> dict[str, list[int]]:
@@ -142,6 +211,9 @@ def delegate(argv: list[str]) -> int | None:
             or env.get("AIRLIFT_WARM_RUNNER", "1").strip().lower() in {"0", "off", "false", "no"}
             or env.get("AIRLIFT_PREFECT", "").lower() == "ephemeral" or not hasattr(os, "pidfd_open")):
         return None
+    with contextlib.suppress(OSError):
+        if confined():
+            return None
     try:
         directory = runner_dir(env)
         key = fingerprint(env)
@@ -154,11 +226,15 @@ def delegate(argv: list[str]) -> int | None:
     with conn:
         try:
             conn.connect(str(path))
-            if peer_credentials(conn)[1] != os.getuid():
-                return None
         except OSError:
             _start_runner(directory, key, env)
             return None
+        try:  # the runner must be in this very context too: a sandboxed process may have bound the name
+            _pid, uid, facts = peer_facts(conn)
+            if uid != os.getuid() or facts != process_facts("self"):
+                return None
+        except OSError:
+            return None  # a peer this process cannot even inspect (another user namespace): not ours
         return _converse(conn, argv, env)
 
 
@@ -167,7 +243,9 @@ def _converse(conn: socket.socket, argv: list[str], env: dict[str, str]) -> int 
     try:
         umask = os.umask(0o022)
         os.umask(umask)
-        request = {"argv": argv, "argv0": sys.argv[0], "env": env, "umask": umask, "limits": resource_limits()}
+        ignored = [int(sig) for sig in _FORWARDED if signal.getsignal(sig) is signal.SIG_IGN]  # nohup, `cmd &`
+        request = {"argv": argv, "argv0": sys.argv[0], "env": env, "umask": umask, "limits": resource_limits(),
+                   "ignored": ignored}
         send_message(conn, request, [0, 1, 2, cwd])
     except OSError:
         return None
@@ -185,7 +263,7 @@ def _converse(conn: socket.socket, argv: list[str], env: dict[str, str]) -> int 
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         while True:
             try:

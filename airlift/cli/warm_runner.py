@@ -18,34 +18,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airlift.cli.warm import peer_credentials, private_dir, recv_message, resource_limits, send_message
+from airlift.cli.warm import (
+    peer_facts,
+    private_dir,
+    process_facts,
+    recv_message,
+    resource_limits,
+    send_message,
+)
 
 IDLE_SECONDS = 900.0  # a runner with no command for this long exits
-_NAMESPACES = ("net", "mnt", "pid", "user", "ipc", "uts", "cgroup")
-_STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 _PRELOAD = ("prefect.main", "prefect.flows", "prefect.tasks", "prefect.flow_engine", "prefect.task_engine",
             "prefect.client.orchestration", "prefect.results", "prefect.context", "prefect.artifacts",
             "prefect.settings", "prefect.logging.configuration", "fastapi", "cyclonedx.model.bom", "cryptography")
-
-
-def _status_lines(pid: int | str) -> list[str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return sorted(line for line in lines if line.split(":", 1)[0] in _STATUS_FIELDS)
-
-
-def _process_facts(pid: int | str) -> list[str]:
-    """What a forked worker inherits from the runner rather than from its client."""
-    proc = f"/proc/{pid}"
-    facts = [f"{ns}={os.readlink(f'{proc}/ns/{ns}')}" for ns in _NAMESPACES]
-    root = os.stat(f"{proc}/root")
-    facts.append(f"root={root.st_dev}:{root.st_ino}")
-    facts.append(Path(f"{proc}/cgroup").read_text())
-    facts.append(Path(f"{proc}/oom_score_adj").read_text())
-    facts.extend(_status_lines(pid))
-    target = 0 if pid == "self" else int(pid)
-    facts.append(f"cpus={sorted(os.sched_getaffinity(target))}")
-    facts.append(f"nice={os.getpriority(os.PRIO_PROCESS, target)}")
-    return facts
 
 
 class Runner:
@@ -65,10 +50,22 @@ class Runner:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return None  # another runner of this key is up
+        pid_file = self.directory / f"{self.key}.pid"
+        fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:  # read by stop_runners, only while this runner holds the lock
+            out.write(str(os.getpid()))
+        runner = os.getpid()
+        try:
+            return self._serve(lock)
+        finally:
+            if os.getpid() == runner:  # the runner stopping, not a worker returning with its command
+                pid_file.unlink(missing_ok=True)
+
+    def _serve(self, lock: int) -> Callable[[], None] | None:
         for module in _PRELOAD:
             with contextlib.suppress(ImportError):
                 __import__(module)
-        self.facts = _process_facts("self")
+        self.facts = process_facts("self")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         staging = self.directory / f"{self.key}.{os.getpid()}.tmp"
         staging.unlink(missing_ok=True)
@@ -78,8 +75,6 @@ class Runner:
         listener.listen(64)
         os.rename(staging, self.path)
         bound = os.stat(self.path).st_ino
-        pid_file = self.directory / f"{self.key}.pid"
-        pid_file.write_text(str(os.getpid()))  # read by stop_runners, only while this runner holds the lock
         signal.signal(signal.SIGTERM, self._stop)
         print(f"{time.strftime('%FT%T')} runner {self.key} pid {os.getpid()} ready", flush=True)
         selector = selectors.DefaultSelector()
@@ -115,9 +110,9 @@ class Runner:
         except OSError:
             return None
         try:
-            pid, uid, _gid = peer_credentials(conn)
+            _pid, uid, facts = peer_facts(conn)
             reason = "another user" if uid != os.getuid() else None
-            if reason is None and _process_facts(pid) != self.facts:
+            if reason is None and facts != self.facts:
                 reason = "a different process context (namespaces, limits or privileges)"
         except OSError as exc:
             reason = f"unreadable peer ({exc.strerror})"
@@ -173,9 +168,14 @@ def _work(conn: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setpgid(0, 0)
     try:
+        conn.settimeout(10.0)  # a client that connects and never asks must not hold a worker forever
         request, fds = recv_message(conn, maxfds=4)
+        conn.settimeout(None)
         if request is None or len(fds) != 4:
             raise ValueError("incomplete request")
+        for sig in request.get("ignored", []):  # as the client had them (nohup, a script's `cmd &`)
+            if int(sig) in {int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}:
+                signal.signal(int(sig), signal.SIG_IGN)
         wanted = {name: tuple(limits) for name, limits in request["limits"].items()}
         if wanted != {name: tuple(limits) for name, limits in resource_limits().items()}:
             raise ValueError("different resource limits")

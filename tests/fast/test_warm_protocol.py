@@ -18,14 +18,20 @@ def test_the_runner_environment_keeps_no_secret():
         "HF_TOKEN": "hf_x", "NGC_API_KEY": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "a",
         "PREFECT_API_KEY": "pk", "PREFECT_API_AUTH_STRING": "u:p", "REGISTRY_PASSWORD": "p", "AWS_SESSION_TOKEN": "t",
         "DOCKER_AUTH_CONFIG": "{}", "GOOGLE_APPLICATION_CREDENTIALS": "/c", "SSH_AUTH_SOCK": "/s", "HF_ENDPOINT": "http://hub",
+        # Prefect settings that carry credentials under names that do not say so: none reach the runner.
+        "PREFECT_CLIENT_CUSTOM_HEADERS": '{"Authorization": "Bearer x"}',
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://u:pw@db/prefect",
+        "PREFECT_API_URL": "https://user:tok@prefect.example", "PREFECT_LOGGING_LEVEL": "DEBUG",
     }
     assert warm.runner_env(env) == {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "PREFECT_HOME": "/p", "PYTHONPATH": "/x"}
 
 
 def test_the_runner_key_follows_the_kept_environment_only():
     base = {"PATH": "/usr/bin", "HOME": "/root"}
-    assert warm.fingerprint(base) == warm.fingerprint({**base, "HF_TOKEN": "a", "AIRLIFT_CACHE": "/c"})
-    assert warm.fingerprint(base) != warm.fingerprint({**base, "PREFECT_API_URL": "http://elsewhere"})
+    assert warm.fingerprint(base) == warm.fingerprint({**base, "HF_TOKEN": "a", "AIRLIFT_CACHE": "/c", "PREFECT_API_URL": "http://x"})
+    # What the interpreter, OpenSSL and Prefect's import read before any command arrives: another runner.
+    for changed in ({"PATH": "/opt/bin"}, {"SSL_CERT_FILE": "/etc/site-ca.pem"}, {"PREFECT_HOME": "/p"}, {"LD_PRELOAD": "/x.so"}):
+        assert warm.fingerprint(base) != warm.fingerprint({**base, **changed}), changed
 
 
 @pytest.mark.parametrize("argv, env", [
@@ -79,3 +85,76 @@ def test_messages_round_trip_with_descriptors_and_end_of_stream_is_none(tmp_path
         os.close(fds[0])
         theirs.shutdown(socket.SHUT_WR)
         assert warm.recv_message(ours) == (None, [])
+
+
+def test_a_reply_never_swallows_the_one_queued_behind_it():
+    """A fast command's worker sends its pid and the runner its status at once: both must be read."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        warm.send_message(theirs, {"pid": 123})
+        warm.send_message(theirs, {"status": 3})
+        assert warm.recv_message(ours)[0] == {"pid": 123}
+        assert warm.recv_message(ours)[0] == {"status": 3}
+        warm.send_message(theirs, {"argv": ["a"]}, [0])
+        warm.send_message(theirs, {"status": 0})
+        message, fds = warm.recv_message(ours, maxfds=4)
+        assert message == {"argv": ["a"]} and len(fds) == 1
+        os.close(fds[0])
+        assert warm.recv_message(ours)[0] == {"status": 0}
+
+
+def test_both_ends_compare_the_same_process_facts():
+    """A peer is served (and a runner trusted) only when these match: what a fork carries over."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        pid, uid, facts = warm.peer_facts(ours)
+        assert (pid, uid) == (os.getpid(), os.getuid())
+        assert facts == warm.process_facts("self")
+    names = {fact.split("=", 1)[0] for fact in facts if "=" in fact}
+    assert {"net", "mnt", "user", "pid", "time", "root", "cpus", "nice"} <= names
+    assert any(fact.startswith("Max open files") or "Max open files" in fact for fact in facts)  # /proc/PID/limits
+    assert any(fact.startswith("Seccomp_filters") for fact in facts)
+
+
+_FAKE_RUNNER = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(1)
+print("ready", flush=True)
+conn, _ = listener.accept()
+conn.settimeout(30)
+received = b""
+try:
+    while chunk := conn.recv(65536):
+        received += chunk
+except OSError:
+    pass
+print(len(received), flush=True)
+"""
+
+
+def test_a_sandboxed_process_posing_as_the_runner_is_sent_nothing(tmp_path, monkeypatch):
+    """The attack: a process in its own user and network namespace (same uid on the files) binds the
+    runner's socket name and waits for a client's environment, secrets included, and descriptors."""
+    import subprocess
+    import sys
+
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.fail("unshare -rn is not available: this test needs a user and network namespace")
+    home = tmp_path / "home"
+    monkeypatch.setenv("AIRLIFT_HOME", str(home))
+    monkeypatch.setenv("HF_TOKEN", "hf_victim_secret")
+    monkeypatch.delenv("AIRLIFT_WARM_RUNNER", raising=False)
+    directory = warm.runner_dir(dict(os.environ))
+    assert warm.private_dir(directory, create=True)
+    path = directory / f"{warm.fingerprint(dict(os.environ))}.sock"
+    fake = subprocess.Popen(["unshare", "-rn", sys.executable, "-c", _FAKE_RUNNER, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        assert warm.delegate(["verify", "bundle"]) is None  # not served there: the caller runs it itself
+        assert fake.stdout.readline().strip() == "0"  # and the impostor received not one byte
+    finally:
+        fake.kill()
+        fake.wait()

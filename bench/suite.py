@@ -118,19 +118,27 @@ def fixed_cost(results: list[dict]) -> None:
     spec, bundle, cache = work / "spec.yaml", work / "bundle", {"AIRLIFT_CACHE": str(work / "cache")}
     argv = [AIRLIFT, "build", str(spec), "--out", str(bundle)]
     default = {"AIRLIFT_WARM_RUNNER": "1", **cache}
-    timed(argv, extra=default)  # starts this environment's runner, detached
-    sockets = ROOT / "home" / "runner"
+    log = ROOT / "home" / "runner" / "runner.log"
+
+    def served() -> int:  # the runner logs one line per command it forked a worker for
+        return log.read_text().count(" served pid ") if log.exists() else 0
+
     deadline = time.monotonic() + 120
-    while not list(sockets.glob("*.sock")):
-        if time.monotonic() > deadline:
-            sys.exit(f"bench: no warm runner came up in {sockets}")
-        time.sleep(0.2)
-    for _ in range(2):
+    while True:  # the first call starts this environment's runner, detached; wait until one serves
+        before = served()
         timed(argv, extra=default)
+        if served() > before:
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: no warm runner served a command (see {log})")
+        time.sleep(1.0)
     warm_s, cold_s = [], []
+    before = served()
     for _ in range(REPEAT):
         warm_s.append(timed(argv, extra=default)[0])
         cold_s.append(timed(argv, extra={**COLD, **cache})[0])
+    if served() - before != REPEAT:  # a refused or cold sample must not pass for a warm one
+        sys.exit(f"bench: {served() - before} of {REPEAT} warm samples ran in the runner (see {log})")
     warm, cold = statistics.median(warm_s), statistics.median(cold_s)
     figure(results, id="noop_warm", size_gib=0, label=f"no-op rebuild of a tiny bundle, warm runner (median of {REPEAT})", seconds=warm,
            baseline="a process of its own", baseline_s=cold, ratio=warm, target=TARGETS["noop_warm"], better="lower", unit="s")

@@ -35,6 +35,12 @@ def _live_runner(ws, timeout: float = 180.0) -> int:
     pytest.fail(f"no warm runner answered in {directory}: {(directory / 'runner.log').read_text() if (directory / 'runner.log').exists() else ''}")
 
 
+def _served(ws) -> set[int]:
+    """The workers a runner of this home forked (runner.log: one `served pid N` line per command)."""
+    log = Path(ws.env["AIRLIFT_HOME"]) / "runner" / "runner.log"
+    return {int(line.split()[-1]) for line in log.read_text().splitlines() if " served pid " in line} if log.exists() else set()
+
+
 def _worker_pids(log: Path) -> set[int]:
     return {int(line.split()[2]) for line in log.read_text().splitlines()} if log.exists() else set()
 
@@ -60,6 +66,7 @@ def test_commands_run_in_a_forked_worker_and_answer_as_their_own_process_would(w
     built, pids = _warm(ws, "build", str(spec), "--out", "bundle")
     assert built.returncode == 0, built.stderr
     assert pids and runner not in pids and all(Path(f"/proc/{pid}").exists() is False for pid in pids), pids
+    assert pids <= _served(ws), "the build ran in the client, not in a worker the runner forked"
     assert "1 artifacts" in built.stdout
 
     warm = ws.json("verify", "bundle")
@@ -91,7 +98,7 @@ def test_the_runner_keeps_no_secret_and_its_socket_is_private(ws, hub):
     ws.run("build", str(spec), "--out", "a", extra_env={"HF_TOKEN": token})
     runner = _live_runner(ws)
     _, pids = _warm(ws, "build", str(spec), "--out", "b", extra_env={"HF_TOKEN": token, "AIRLIFT_CACHE": str(ws.root / "c2")})
-    assert pids and runner not in pids
+    assert pids and runner not in pids and pids <= _served(ws)
     directory = Path(ws.env["AIRLIFT_HOME"]) / "runner"
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     for sock in directory.glob("*.sock"):
@@ -117,11 +124,18 @@ def test_a_client_killed_mid_download_takes_its_worker_with_it_and_a_rerun_compl
         assert client.poll() is None and time.monotonic() < deadline, "the build never began its download"
         time.sleep(0.05)
     worker = next(iter(_worker_pids(log)))
-    assert worker != client.pid
+    assert worker != client.pid and worker in _served(ws)
     client.send_signal(signal.SIGKILL)
     client.wait()
     deadline = time.monotonic() + 30
-    while Path(f"/proc/{worker}").exists() and Path(f"/proc/{worker}/stat").read_text().split(")")[1].split()[0] != "Z":
+
+    def alive() -> bool:  # reaped (gone) or a zombie both count as dead
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    while alive():
         assert time.monotonic() < deadline, "the worker outlived its killed client"
         time.sleep(0.05)
     assert not [line for line in log.read_text().splitlines() if line.startswith("end download") and big in line], \
@@ -144,14 +158,20 @@ def test_a_client_in_another_network_namespace_is_refused_before_anything_runs(w
     # The runner has a network and this client has none: a worker forked for it would have the runner's.
     # The client's own code (delegate) must come back with None (run it yourself), and the runner's
     # answer on the wire must be a refusal, sent before any descriptor or argument is read.
+    # The client keys its runner by its context too, so it looks for one of its own (and would start it:
+    # recorded here instead, so no runner is left behind in a namespace that ends with this test).
     probe = (
-        "import json, socket, sys\n"
+        "import json, os, socket, sys\n"
         "from pathlib import Path\n"
         "from airlift.cli import warm\n"
         "answers = []\n"
         "for sock in sorted(Path(sys.argv[1]).glob('*.sock')):\n"
         "    c = socket.socket(socket.AF_UNIX); c.connect(str(sock)); answers.append(warm.recv_message(c)[0])\n"
-        "print(json.dumps({'delegated': warm.delegate(['verify', 'bundle']), 'answers': answers}))\n"
+        "starts = []\n"
+        "warm._start_runner = lambda directory, key, env: starts.append(key)\n"
+        "delegated = warm.delegate(['verify', 'bundle'])\n"
+        "print(json.dumps({'delegated': delegated, 'answers': answers, 'starts': starts,\n"
+        "                  'sockets': sorted(p.stem for p in Path(sys.argv[1]).glob('*.sock'))}))\n"
     )
     script = 'ip link set lo up && exec "$0" -c "$1" "$2"'
     proc = subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable, probe, str(Path(ws.env["AIRLIFT_HOME"]) / "runner")],
@@ -159,7 +179,46 @@ def test_a_client_in_another_network_namespace_is_refused_before_anything_runs(w
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["delegated"] is None
+    assert result["starts"] and not set(result["starts"]) & set(result["sockets"]), result  # a key of its own
     assert result["answers"] and all("refused" in a and "namespaces" in a["refused"] for a in result["answers"]), result
     assert os.readlink(f"/proc/{runner}/ns/net") == os.readlink("/proc/self/ns/net")  # and it is still serving
     again, _ = _warm(ws, "verify", "bundle")
     assert again.returncode == 0, again.stderr
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_job_control_and_ignored_signals_reach_the_worker_as_they_would_a_process_of_its_own(ws, hub):
+    add_model(hub, "acme/warm-signals", weights_size=4_000_000, seed=74)
+    spec = ws.write("j.yaml", "name: j\nmodels:\n  - hf: acme/warm-signals\n")
+    ws.run("plan", str(spec))  # starts the runner if none is up
+    _live_runner(ws)
+    hub.set_faults(bytes_per_second=400_000)  # ~10 s of download
+    log = ws.root / "phases-signals.log"
+    # As under nohup: SIGHUP ignored by the caller, so the worker must ignore it too.
+    client = subprocess.Popen([AIRLIFT, "build", str(spec), "--out", "bundle"], cwd=ws.root, env={**ws.env, LOG_ENV: str(log)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "start download" in log.read_text()):
+        assert client.poll() is None and time.monotonic() < deadline, "the build never began its download"
+        time.sleep(0.05)
+    worker = next(iter(_worker_pids(log)))
+    assert worker != client.pid and worker in _served(ws)
+    os.killpg(worker, signal.SIGHUP)  # the terminal went away: ignored, as the caller ignores it
+    client.send_signal(signal.SIGTSTP)  # Ctrl-Z: the worker stops with its caller
+    deadline = time.monotonic() + 30
+    while _state(worker) != "T" or _state(client.pid) != "T":
+        assert time.monotonic() < deadline, (_state(worker), _state(client.pid))
+        time.sleep(0.05)
+    hub.set_faults()
+    client.send_signal(signal.SIGCONT)  # `fg`: both go on
+    out, err = client.communicate(timeout=300)
+    assert client.returncode == 0, err
+    assert "1 artifacts" in out
+    verified(ws.root / "bundle")

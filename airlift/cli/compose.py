@@ -28,7 +28,7 @@ def flow(name: str, *, verbose: bool) -> Any:
     """
     from airlift.cli.server import use_embedded_server
 
-    prefect_loaded = "prefect" in sys.modules  # a warm runner's worker (cli/warm.py) has it imported already
+    prefect_loaded = "prefect" in sys.modules  # imported before this process's settings were set (a warm runner's worker)
     mode = use_embedded_server()  # before Prefect is imported: its settings are read at import
     if prefect_loaded:
         _reread_prefect_settings()
@@ -51,6 +51,11 @@ def _reread_prefect_settings() -> None:
     from prefect.logging import configuration
 
     refresh_global_settings_context()
+    import prefect
+
+    initialize_plugins = getattr(prefect, "_initialize_plugins", None)  # run at import, under the runner's settings
+    if initialize_plugins is not None:
+        initialize_plugins()
     configuration.PROCESS_LOGGING_CONFIG.clear()
     configuration.setup_logging()
 

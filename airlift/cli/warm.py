@@ -2,21 +2,26 @@
 
 `airlift build|verify|...` is a short Python process, and most of its start-up is importing Prefect.
 The first command of a session starts, detached, one runner per (interpreter, installed packages,
-Python/Prefect environment); it imports Prefect's engine and nothing of airlift's rules, then waits on
-a Unix socket in `$AIRLIFT_HOME/runner/` (directory 0700, socket 0600). Later commands connect, pass
-their stdin/stdout/stderr and working directory as file descriptors (SCM_RIGHTS), and the runner forks
-a worker that takes the command's arguments, full environment, umask and descriptors, imports airlift
-fresh, and runs `main()` exactly as the process would have. Exit status and signals travel back: the
-client forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the worker's process group, and a worker whose client
-dies (kill -9) kills its own group.
+allow-listed environment, process context); it imports Prefect's engine and nothing of airlift's rules,
+then waits on a Unix socket in `$AIRLIFT_HOME/runner/` (directory 0700, socket 0600). Later commands
+connect, pass their stdin/stdout/stderr and working directory as file descriptors (SCM_RIGHTS), and the
+runner forks a worker that takes the command's arguments, full environment, umask and descriptors,
+imports airlift fresh, re-reads Prefect's settings from that environment, and runs `main()`. Exit status
+and signals travel back: the client forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT (unless it ignores them, as
+under nohup), SIGCONT and SIGWINCH to the worker's process group and stops it with itself on Ctrl-Z; a
+worker whose client dies (kill -9) kills its own group.
 
 The trust rules it keeps:
 - Only the same uid reaches it (a 0700 directory; SO_PEERCRED checked on both ends).
-- A client that differs in anything a fork would not carry (namespaces, root, cgroup, capabilities,
-  seccomp, groups, resource limits, CPU affinity, niceness, OOM score) is refused and runs the
-  command itself: an `unshare -n` command inside the air gap never runs in a runner that has a network.
+- Both ends compare the other's process context (namespaces, root, cgroup, capabilities, seccomp,
+  groups, resource limits, CPU affinity, niceness, OOM score, LSM label), read through the peer's pidfd:
+  a client that differs is refused and runs the command itself (an `unshare -n` command inside the air
+  gap never runs in a runner that has a network), and a client sends nothing to a "runner" that differs
+  (a sandboxed process that bound the socket's name).
+- A client under a seccomp filter or no_new_privs (Docker's default profile, systemd NoNewPrivileges)
+  always runs the command itself: what such a filter allows cannot be read, so it cannot be compared.
 - Secrets are never persisted: the runner's own environment keeps only a short allow-list (no keys,
-  tokens or passwords); a client's environment is read by the worker only, in memory.
+  tokens, passwords, nor Prefect's settings); a client's environment is read by the worker only, in memory.
 
 `AIRLIFT_WARM_RUNNER=0` (or `AIRLIFT_PREFECT=ephemeral`) runs every command in its own process.
 
@@ -53,7 +58,7 @@ _KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", 
                    "NO_COLOR", "COLUMNS", "CI", "PREFECT_HOME", "PREFECT_PROFILES_PATH"})
 _KEEP_PREFIXES = ("LC_", "PYTHON")
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH", "CREDENTIAL")
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _NAMESPACES = ("net", "mnt", "pid", "user", "ipc", "uts", "cgroup", "time")
 _STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
                   "Seccomp_filters")
@@ -76,13 +81,17 @@ def fingerprint(env: dict[str, str]) -> str:
     script's directory or an editable checkout changes whenever a file is made there, and the worker
     imports airlift's own modules fresh after the fork anyway (the runner preloads only Prefect's)."""
     facts: list[str] = [sys.executable, sys.version, str(os.getuid())]
-    for entry in sys.path:
+    for entry in sys.path if sys.flags.safe_path else sys.path[1:]:  # [0] is the script's (or -c's) own
         if entry and entry.startswith((sys.prefix, sys.base_prefix)):
             with contextlib.suppress(OSError):
                 facts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
     for own in (Path(__file__), Path(__file__).with_name("warm_runner.py"), Path(__file__).parent.parent / "__init__.py"):
         facts.append(f"{own}:{own.stat().st_mtime_ns}")
     facts.extend(f"{k}={v}" for k, v in sorted(runner_env(env).items()))
+    # One runner per process context, so a client from another cgroup or namespace starts its own rather
+    # than being refused by the first one for good (both ends still compare contexts on every connection).
+    with contextlib.suppress(OSError):
+        facts.extend(process_facts("self"))
     return hashlib.sha256("\0".join(facts).encode()).hexdigest()[:16]
 
 
@@ -239,11 +248,14 @@ def delegate(argv: list[str]) -> int | None:
 
 
 def _converse(conn: socket.socket, argv: list[str], env: dict[str, str]) -> int | None:
-    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)  # fchdir takes an O_PATH descriptor: no read permission needed
+    except OSError:
+        return None
     try:
         umask = os.umask(0o022)
         os.umask(umask)
-        ignored = [int(sig) for sig in _FORWARDED if signal.getsignal(sig) is signal.SIG_IGN]  # nohup, `cmd &`
+        ignored = [int(sig) for sig in FORWARDED_SIGNALS if signal.getsignal(sig) is signal.SIG_IGN]  # nohup, `cmd &`
         request = {"argv": argv, "argv0": sys.argv[0], "env": env, "umask": umask, "limits": resource_limits(),
                    "ignored": ignored}
         send_message(conn, request, [0, 1, 2, cwd])
@@ -253,30 +265,36 @@ def _converse(conn: socket.socket, argv: list[str], env: dict[str, str]) -> int 
         os.close(cwd)
     try:
         started, _ = recv_message(conn)
-    except (OSError, ValueError):
+        group = int(started["pid"]) if isinstance(started, dict) and "pid" in started else None
+    except (OSError, ValueError, TypeError):
         return None
-    if started is None or "pid" not in started:
+    except KeyboardInterrupt:  # before the worker said it runs: closing the connection stops it, if it began
+        return 130
+    if group is None:
         return None  # refused (or the runner went away) before anything ran: run it here
-    group = int(started["pid"])
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED if signal.getsignal(sig) is not signal.SIG_IGN}
+    def suspend(_signum: int, _frame: object) -> None:  # Ctrl-Z: the worker stops with this process
+        # SIGSTOP, not SIGTSTP: the worker's group has no terminal, and the kernel drops SIGTSTP to a group so orphaned.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    handlers = {sig: forward for sig in (*FORWARDED_SIGNALS, signal.SIGCONT, signal.SIGWINCH)}
+    handlers[signal.SIGTSTP] = suspend
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        while True:
-            try:
-                ended, _ = recv_message(conn)
-                break
-            except InterruptedError:
-                continue
+        ended, _ = recv_message(conn)  # PEP 475: a signal's handler runs and the read goes on
     except (OSError, ValueError):
         ended = None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if ended is None or "status" not in ended:
+    if not isinstance(ended, dict) or not isinstance(ended.get("status"), int):
         print("airlift: error: the warm runner went away during the command (AIRLIFT_WARM_RUNNER=0 runs without it)",
               file=sys.stderr)
         return 1
@@ -314,7 +332,9 @@ def _spawn(directory: Path, key: str, env: dict[str, str], log: int) -> None:
     """The runner, detached: its own session, `/` as its directory, no secrets in its environment."""
     subprocess.Popen(  # noqa: S603 - a fixed argv of this interpreter
         [sys.executable, "-P", "-m", "airlift.cli.warm_runner", str(directory), key],
-        env=runner_env(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+        # PREFECT_HOME as the command's will be (cli/server.py): Prefect makes its home at import.
+        env={**runner_env(env), "PREFECT_HOME": env.get("PREFECT_HOME") or str(directory.parent / "prefect")},
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
         start_new_session=True, close_fds=True,
     )
 

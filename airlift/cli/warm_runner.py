@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from airlift.cli.warm import (
+    FORWARDED_SIGNALS,
     peer_facts,
     private_dir,
     process_facts,
@@ -42,6 +43,7 @@ class Runner:
         self.workers: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, client connection)
         self.stopping = False
         self.facts: list[str] = []
+        self.last_served = time.monotonic()  # refusals do not count: a runner nobody it may serve asks, exits
 
     def serve(self) -> Callable[[], None] | None:
         """Serve until idle or told to stop. In a forked worker it returns the command to run."""
@@ -52,9 +54,11 @@ class Runner:
             return None  # another runner of this key is up
         pid_file = self.directory / f"{self.key}.pid"
         fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # one left by an older runner keeps its mode otherwise
         with os.fdopen(fd, "w") as out:  # read by stop_runners, only while this runner holds the lock
             out.write(str(os.getpid()))
         runner = os.getpid()
+        signal.signal(signal.SIGTERM, self._stop)  # `server stop` may come while Prefect is still importing
         try:
             return self._serve(lock)
         finally:
@@ -75,13 +79,12 @@ class Runner:
         listener.listen(64)
         os.rename(staging, self.path)
         bound = os.stat(self.path).st_ino
-        signal.signal(signal.SIGTERM, self._stop)
         print(f"{time.strftime('%FT%T')} runner {self.key} pid {os.getpid()} ready", flush=True)
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ)
-        listening, last = True, time.monotonic()
+        listening, self.last_served = True, time.monotonic()
         while True:
-            if not self.workers and time.monotonic() - last > IDLE_SECONDS:
+            if not self.workers and time.monotonic() - self.last_served > IDLE_SECONDS:
                 self.stopping = True
             if self.stopping and listening:  # no new clients: they run cold until a new runner is up
                 selector.unregister(listener)
@@ -92,14 +95,13 @@ class Runner:
                 listening = False
             if self.stopping and not self.workers:
                 return None
-            for handle, _events in selector.select(timeout=5.0):
+            for handle, _events in selector.select(timeout=1.0):
                 if handle.fileobj is listener:
                     job = self._accept(listener, selector, lock)
                     if job is not None:
                         return job
                 else:
                     self._reap(handle.fd, selector)
-                last = time.monotonic()
 
     def _stop(self, _signum: int, _frame: object) -> None:
         self.stopping = True
@@ -135,6 +137,8 @@ class Runner:
             return lambda: _work(conn)
         pidfd = os.pidfd_open(child)
         self.workers[pidfd] = (child, conn)
+        self.last_served = time.monotonic()
+        print(f"{time.strftime('%FT%T')} runner {self.key} served pid {child}", flush=True)  # no argv: it can hold a token
         selector.register(pidfd, selectors.EVENT_READ)
         return None
 
@@ -143,6 +147,7 @@ class Runner:
         selector.unregister(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
+        self.last_served = time.monotonic()
         with contextlib.suppress(OSError):
             send_message(conn, {"status": os.waitstatus_to_exitcode(status)})
         conn.close()
@@ -152,13 +157,17 @@ def _stream(fd: int, *, write: bool) -> object:
     import io
     import locale
 
-    encoding = os.environ.get("PYTHONIOENCODING", "").partition(":")[0] or locale.getpreferredencoding(False)
+    encoding, _, errors = os.environ.get("PYTHONIOENCODING", "").partition(":")
+    encoding = encoding or locale.getpreferredencoding(False)
+    if not errors:  # as CPython chooses them at start-up (Python/initconfig.c config_get_stdio_errors)
+        c_locale = locale.setlocale(locale.LC_CTYPE) in {"C", "POSIX"}
+        errors = "backslashreplace" if fd == 2 else ("surrogateescape" if c_locale or sys.flags.utf8_mode else "strict")
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     raw = io.FileIO(fd, "w" if write else "r", closefd=False)
     if write:
-        return io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors="backslashreplace" if fd == 2 else "strict",
+        return io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors=errors,
                                 line_buffering=fd == 2 or raw.isatty(), write_through=unbuffered)
-    return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding)
+    return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding, errors=errors)
 
 
 def _work(conn: socket.socket) -> None:
@@ -174,7 +183,7 @@ def _work(conn: socket.socket) -> None:
         if request is None or len(fds) != 4:
             raise ValueError("incomplete request")
         for sig in request.get("ignored", []):  # as the client had them (nohup, a script's `cmd &`)
-            if int(sig) in {int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}:
+            if int(sig) in {int(forwarded) for forwarded in FORWARDED_SIGNALS}:
                 signal.signal(int(sig), signal.SIG_IGN)
         wanted = {name: tuple(limits) for name, limits in request["limits"].items()}
         if wanted != {name: tuple(limits) for name, limits in resource_limits().items()}:

@@ -6,10 +6,31 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 
 from airlift.cli import warm
+
+
+@pytest.fixture
+def short_tmp():
+    """A directory with a short path: a Unix socket's path has at most 107 bytes (pytest's can be longer)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="aw-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _unconfined(monkeypatch, root: Path) -> None:
+    """An environment in which a flow command would go to a runner: whatever the suite runs under
+    (ephemeral mode, the opt-out, a container's seccomp profile), so these tests test the same thing."""
+    monkeypatch.setenv("AIRLIFT_HOME", str(root / "home"))
+    for name in ("AIRLIFT_WARM_RUNNER", "AIRLIFT_PREFECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(warm, "confined", lambda: False)
 
 
 def test_the_runner_environment_keeps_no_secret():
@@ -43,12 +64,23 @@ def test_the_runner_key_follows_the_kept_environment_only():
     (["build", "spec.yaml"], {"AIRLIFT_WARM_RUNNER": "off"}),
     (["verify", "b"], {"AIRLIFT_PREFECT": "ephemeral"}),
 ])
-def test_commands_that_need_no_flow_or_opt_out_never_reach_a_runner(argv, env, tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRLIFT_HOME", str(tmp_path / "home"))
+def test_commands_that_need_no_flow_or_opt_out_never_reach_a_runner(argv, env, short_tmp, monkeypatch):
+    _unconfined(monkeypatch, short_tmp)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    starts: list[str] = []
+    monkeypatch.setattr(warm, "_start_runner", lambda directory, key, env: starts.append(key))
     assert warm.delegate(argv) is None
-    assert not (tmp_path / "home").exists()  # not even the runner directory was made
+    assert not starts and not (short_tmp / "home").exists()  # not even the runner directory was made
+
+
+def test_a_flow_command_with_no_runner_up_starts_one_and_runs_itself(short_tmp, monkeypatch):
+    """The control for the test above: the same call for `build` does reach for a runner."""
+    _unconfined(monkeypatch, short_tmp)
+    starts: list[str] = []
+    monkeypatch.setattr(warm, "_start_runner", lambda directory, key, env: starts.append(key))
+    assert warm.delegate(["build", "spec.yaml"]) is None
+    assert starts == [warm.fingerprint(dict(os.environ))] and (short_tmp / "home" / "runner").is_dir()
 
 
 def test_a_runner_directory_that_others_can_enter_or_that_is_a_link_is_not_used(tmp_path):
@@ -121,6 +153,7 @@ import socket, sys
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(sys.argv[1])
 listener.listen(1)
+listener.settimeout(30)
 print("ready", flush=True)
 conn, _ = listener.accept()
 conn.settimeout(30)
@@ -134,7 +167,7 @@ print(len(received), flush=True)
 """
 
 
-def test_a_sandboxed_process_posing_as_the_runner_is_sent_nothing(tmp_path, monkeypatch):
+def test_a_sandboxed_process_posing_as_the_runner_is_sent_nothing(short_tmp, monkeypatch):
     """The attack: a process in its own user and network namespace (same uid on the files) binds the
     runner's socket name and waits for a client's environment, secrets included, and descriptors."""
     import subprocess
@@ -142,19 +175,20 @@ def test_a_sandboxed_process_posing_as_the_runner_is_sent_nothing(tmp_path, monk
 
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
         pytest.fail("unshare -rn is not available: this test needs a user and network namespace")
-    home = tmp_path / "home"
-    monkeypatch.setenv("AIRLIFT_HOME", str(home))
+    _unconfined(monkeypatch, short_tmp)
     monkeypatch.setenv("HF_TOKEN", "hf_victim_secret")
-    monkeypatch.delenv("AIRLIFT_WARM_RUNNER", raising=False)
     directory = warm.runner_dir(dict(os.environ))
     assert warm.private_dir(directory, create=True)
     path = directory / f"{warm.fingerprint(dict(os.environ))}.sock"
     fake = subprocess.Popen(["unshare", "-rn", sys.executable, "-c", _FAKE_RUNNER, str(path)],
                             stdout=subprocess.PIPE, text=True)
+    starts: list[str] = []
+    monkeypatch.setattr(warm, "_start_runner", lambda directory, key, env: starts.append(key))
     try:
         assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
         assert warm.delegate(["verify", "bundle"]) is None  # not served there: the caller runs it itself
         assert fake.stdout.readline().strip() == "0"  # and the impostor received not one byte
+        assert not starts  # a socket answered: the impostor was seen, and refused, not mistaken for none
     finally:
         fake.kill()
         fake.wait()

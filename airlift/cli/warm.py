@@ -41,6 +41,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def runner_env(env: dict[str, str]) -> dict[str, str]:
             if (k in _KEEP or k.startswith(_KEEP_PREFIXES)) and not any(word in k for word in _SECRET_WORDS)}
 
 
-def fingerprint(env: dict[str, str]) -> str:
+def fingerprint(env: dict[str, str], own: list[str] | None = None) -> str:
     """What a runner must share with its clients: interpreter, installed packages and environment.
 
     Only the interpreter's own import directories count (pip install/upgrade touches site-packages); a
@@ -85,18 +86,23 @@ def fingerprint(env: dict[str, str]) -> str:
         if entry and entry.startswith((sys.prefix, sys.base_prefix)):
             with contextlib.suppress(OSError):
                 facts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
-    for own in (Path(__file__), Path(__file__).with_name("warm_runner.py"), Path(__file__).parent.parent / "__init__.py"):
-        facts.append(f"{own}:{own.stat().st_mtime_ns}")
+    for module in (Path(__file__), Path(__file__).with_name("warm_runner.py"), Path(__file__).parent.parent / "__init__.py"):
+        facts.append(f"{module}:{module.stat().st_mtime_ns}")
     facts.extend(f"{k}={v}" for k, v in sorted(runner_env(env).items()))
     # One runner per process context, so a client from another cgroup or namespace starts its own rather
     # than being refused by the first one for good (both ends still compare contexts on every connection).
-    with contextlib.suppress(OSError):
-        facts.extend(process_facts("self"))
+    # `own`: this process's process_facts, when the caller has read them already.
+    if own is None:
+        with contextlib.suppress(OSError):
+            own = process_facts("self")
+    facts.extend(own or [])
     return hashlib.sha256("\0".join(facts).encode()).hexdigest()[:16]
 
 
 def runner_dir(env: dict[str, str]) -> Path:
-    """`$AIRLIFT_HOME/runner` (the home's rule as util/settings.py `home_dir` states it)."""
+    """`$AIRLIFT_HOME/runner`: util/settings.py `Settings.home_dir`'s rule, restated so the client stays
+    stdlib-only (pydantic-settings costs more than the whole client); tests/fast/test_warm_protocol.py
+    holds the two to the same answer."""
     if env.get("AIRLIFT_HOME"):
         home = Path(env["AIRLIFT_HOME"])
     elif env.get("XDG_DATA_HOME"):
@@ -114,8 +120,6 @@ def private_dir(path: Path, *, create: bool) -> bool:
         info = os.lstat(path)
     except OSError:
         return False
-    import stat
-
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
 
 
@@ -182,11 +186,11 @@ def process_facts(pid: int | str) -> list[str]:
     return facts
 
 
-def confined() -> bool:
-    """True under a seccomp filter or no_new_privs (so possibly Landlock): what such a filter allows is not
-    observable from /proc, so a runner can never prove it carries the same one; the command runs cold."""
-    status = dict(line.split(":\t", 1) for line in _status_lines("self"))
-    return status.get("Seccomp", "0").strip() != "0" or status.get("NoNewPrivs", "0").strip() != "0"
+def confined(own: list[str]) -> bool:
+    """True under a seccomp filter or no_new_privs (so possibly Landlock), from this process's
+    process_facts: what such a filter allows is not observable from /proc, so a runner can never prove it
+    carries the same one; the command runs cold."""
+    return "Seccomp:\t0" not in own or "NoNewPrivs:\t0" not in own
 
 
 def peer_facts(conn: socket.socket) -> tuple[int, int, list[str]]:
@@ -220,12 +224,15 @@ def delegate(argv: list[str]) -> int | None:
             or env.get("AIRLIFT_WARM_RUNNER", "1").strip().lower() in {"0", "off", "false", "no"}
             or env.get("AIRLIFT_PREFECT", "").lower() == "ephemeral" or not hasattr(os, "pidfd_open")):
         return None
-    with contextlib.suppress(OSError):
-        if confined():
-            return None
+    try:
+        own = process_facts("self")  # read once: for confined(), the runner's key and the runner's check
+    except OSError:
+        return None
+    if confined(own):
+        return None
     try:
         directory = runner_dir(env)
-        key = fingerprint(env)
+        key = fingerprint(env, own)
         path = directory / f"{key}.sock"
         if len(str(path)) > 100 or not private_dir(directory, create=True):
             return None
@@ -240,7 +247,7 @@ def delegate(argv: list[str]) -> int | None:
             return None
         try:  # the runner must be in this very context too: a sandboxed process may have bound the name
             _pid, uid, facts = peer_facts(conn)
-            if uid != os.getuid() or facts != process_facts("self"):
+            if uid != os.getuid() or facts != own:
                 return None
         except OSError:
             return None  # a peer this process cannot even inspect (another user namespace): not ours

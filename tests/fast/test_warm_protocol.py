@@ -30,7 +30,7 @@ def _unconfined(monkeypatch, root: Path) -> None:
     monkeypatch.setenv("AIRLIFT_HOME", str(root / "home"))
     for name in ("AIRLIFT_WARM_RUNNER", "AIRLIFT_PREFECT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(warm, "confined", lambda: False)
+    monkeypatch.setattr(warm, "confined", lambda own: False)
 
 
 def test_the_runner_environment_keeps_no_secret():
@@ -192,3 +192,19 @@ def test_a_sandboxed_process_posing_as_the_runner_is_sent_nothing(short_tmp, mon
     finally:
         fake.kill()
         fake.wait()
+
+
+@pytest.mark.parametrize("env", [
+    {"AIRLIFT_HOME": "/srv/airlift"},
+    {"XDG_DATA_HOME": "/srv/xdg"},
+    {},
+])
+def test_the_runner_directory_is_the_settings_home_s(env, monkeypatch):
+    """warm.py restates Settings.home_dir's rule (to stay stdlib-only): the two must agree."""
+    from airlift.util.settings import Settings
+
+    for name in ("AIRLIFT_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert warm.runner_dir(dict(os.environ)) == Settings().home_dir / "runner"
